@@ -1,0 +1,3 @@
+from .cli import notifd_main
+
+notifd_main()

@@ -1,0 +1,384 @@
+# The two programs, `notifd` and `notifctl`: argv in, stdout and exit codes out. Commands
+# stay thin: they parse, call the store or the service, and print. This is the only
+# module that prints.
+#
+# Rules: an error is one line on stderr and a non-zero exit (`main` below turns every
+# known failure into that); notifctl imports only what its command needs, so that
+# `notifctl add` starts fast (no Twisted, no Alembic unless the schema must change).
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from . import __version__
+from . import config as configmod
+
+_HELP = {"help_option_names": ["-h", "--help"]}
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Eager --config: read the file first, so that it can supply the other options' defaults."""
+    settings = configmod.read_file(value) if value else {}
+    ctx.meta["notifd.settings"] = settings
+    ctx.default_map = {**(ctx.default_map or {}), **configmod.file_defaults(settings)}
+
+
+_config_option = click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    envvar="NOTIFD_CONFIG",
+    is_eager=True,
+    expose_value=False,
+    callback=_load_config,
+    help="TOML configuration file [env NOTIFD_CONFIG].",
+)
+_db_option = click.option(
+    "--db", envvar="NOTIFD_DB", metavar="PATH_OR_URL", help="SQLite file or SQLAlchemy URL [env NOTIFD_DB]."
+)
+
+
+# --- notifd --------------------------------------------------------------------------------
+
+
+@click.command(context_settings=_HELP)
+@_config_option
+@_db_option
+@click.option(
+    "--listen",
+    multiple=True,
+    envvar="NOTIFD_LISTEN",
+    metavar="ENDPOINT",
+    help="Twisted endpoint to serve on; repeatable [env NOTIFD_LISTEN, space-separated] "
+    f"[default: {configmod.DEFAULT_LISTEN[0]}].",
+)
+@click.version_option(__version__, prog_name="notifd")
+@click.pass_context
+def notifd(ctx: click.Context, db: str | None, listen: tuple[str, ...]) -> None:
+    """Serve the notifd line protocol."""
+    from . import service
+
+    config = configmod.build(ctx.meta["notifd.settings"], db=db, listen=listen)
+    sys.exit(service.run(config))
+
+
+# --- notifctl ------------------------------------------------------------------------------
+
+
+@click.group(context_settings=_HELP)
+@_config_option
+@_db_option
+@click.version_option(__version__, prog_name="notifctl")
+@click.pass_context
+def notifctl(ctx: click.Context, db: str | None) -> None:
+    """Administer notifd: post items, manage named clients, look at the database."""
+    ctx.obj = configmod.build(ctx.meta["notifd.settings"], db=db)
+
+
+class _Store:
+    """The database and item types, opened lazily: each command pays only for what it uses."""
+
+    def __init__(self, config: configmod.Config) -> None:
+        self.config = config
+        self._engine = None
+        self._types = None
+
+    @property
+    def url(self):
+        from .db import database_url
+
+        return database_url(self.config.db)
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            from .db import open_engine
+
+            self._engine = open_engine(self.url)
+        return self._engine
+
+    @property
+    def types(self):
+        if self._types is None:
+            from .plugins import get_plugin_manager, item_types
+
+            self._types = item_types(get_plugin_manager())
+            self.config.check_types(self._types)
+        return self._types
+
+    def call(self, f, *args, **kwargs):
+        """Run a store function in one transaction."""
+        with self.engine.begin() as conn:
+            return f(conn, *args, **kwargs)
+
+
+def _store(ctx: click.Context) -> _Store:
+    return _Store(ctx.find_root().obj)
+
+
+def _read_stdin_text(limit: int) -> str:
+    data = sys.stdin.buffer.read(limit + 3)  # enough to see that it is too long
+    if data.endswith(b"\n"):
+        data = data[:-1]
+        if data.endswith(b"\r"):
+            data = data[:-1]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise click.ClickException("text is not valid UTF-8") from None
+
+
+@notifctl.command(context_settings=_HELP)
+@click.argument("type_name", metavar="TYPE")
+@click.argument("text", required=False)
+@click.option("--id", "key", metavar="KEY", help="Idempotency key: posting the same key again stores nothing new.")
+@click.pass_context
+def add(ctx: click.Context, type_name: str, text: str | None, key: str | None) -> None:
+    """Post an item; prints its id. TEXT defaults to stdin (a fresh value for `random`)."""
+    from .items import InvalidItem, check_line
+
+    db = _store(ctx)
+    max_line = db.config.max_line_length
+    item_type = db.types.get(type_name)
+    if item_type is None:
+        raise click.ClickException(f"unknown item type {type_name!r} (known: {', '.join(db.types)})")
+    if text is None and not sys.stdin.isatty():
+        text = _read_stdin_text(max_line)
+    if not text and item_type.fresh is not None:
+        text = item_type.fresh()
+    if key is not None and not key.strip():
+        raise click.ClickException("--id must not be empty")
+    try:
+        text = check_line(text or "", max_line)
+        text = check_line(item_type.validate(text), max_line)
+    except InvalidItem as e:
+        raise click.ClickException(f"invalid {type_name}: {e}") from None
+    except Exception as e:
+        raise click.ClickException(
+            f"the {type_name} plugin failed to validate the text: {type(e).__name__}: {e}"
+        ) from None
+
+    from . import store
+    from .db import sqlite_path
+    from .wakeup import send_wakeup
+
+    try:
+        item_id, created = db.call(store.add_item, type_name, text, key=key)
+    except store.KeyConflict as e:
+        raise click.ClickException(f"--id {key}: {e}") from None
+    click.echo(item_id)
+    if created and (path := sqlite_path(db.url)) is not None:
+        send_wakeup(path)
+
+
+@notifctl.command("list", context_settings=_HELP)
+@click.option("--type", "type_name", metavar="TYPE", help="Only items of this type.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="How many, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of {id, type, text, created_at}.")
+@click.pass_context
+def list_(ctx: click.Context, type_name: str | None, limit: int, as_json: bool) -> None:
+    """List the newest items."""
+    from . import store
+
+    found = _store(ctx).call(store.list_items, type_name, limit)
+    if as_json:
+        click.echo(json.dumps([_item_json(item) for item in found], ensure_ascii=False, indent=2))
+        return
+    for item in found:
+        click.echo(f"{item.id}\t{_iso(item.created_at)}\t{item.type}\t{item.text}")
+
+
+def _iso(when) -> str:
+    return when.isoformat(timespec="seconds") + "Z" if when is not None else "-"
+
+
+def _item_json(item) -> dict[str, Any]:
+    return {"id": item.id, "type": item.type, "text": item.text, "created_at": _iso(item.created_at)}
+
+
+# --- named clients ------------------------------------------------------------------------------
+
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+
+
+@notifctl.group(context_settings=_HELP)
+def client() -> None:
+    """Manage named clients (their read state persists across connections)."""
+
+
+@client.command("add", context_settings=_HELP)
+@click.argument("name")
+@click.pass_context
+def client_add(ctx: click.Context, name: str) -> None:
+    """Create a named client; prints its token last. The token is shown only once."""
+    import re
+
+    from . import store
+
+    if not re.fullmatch(_NAME, name):
+        raise click.ClickException(f"client name must match {_NAME}")
+    try:
+        token = _store(ctx).call(store.add_client, name)
+    except store.ClientExists:
+        raise click.ClickException(f"client {name!r} already exists") from None
+    click.echo(f"created client {name}; its token is shown once, keep it secret:")
+    click.echo(token)
+
+
+@client.command("list", context_settings=_HELP)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def client_list(ctx: click.Context, as_json: bool) -> None:
+    """List named clients."""
+    from . import store
+
+    found = _store(ctx).call(store.list_clients)
+    if as_json:
+        rows = [{"name": c.name, "created_at": _iso(c.created_at), "last_seen": _iso(c.last_seen)} for c in found]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for c in found:
+        click.echo(f"{c.name}\tcreated {_iso(c.created_at)}\tlast seen {_iso(c.last_seen)}")
+
+
+@client.command("remove", context_settings=_HELP)
+@click.argument("name")
+@click.pass_context
+def client_remove(ctx: click.Context, name: str) -> None:
+    """Delete a named client and its read state."""
+    from . import store
+
+    if not _store(ctx).call(store.remove_client, name):
+        raise click.ClickException(f"no client named {name!r}")
+    click.echo(f"removed client {name}")
+
+
+@notifctl.command(context_settings=_HELP)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def clients(ctx: click.Context, as_json: bool) -> None:
+    """Each named client's unread count per type, last seen, and whether it is connected now."""
+    from . import store
+
+    db = _store(ctx)
+    windows = {name: db.config.window(item_type) for name, item_type in db.types.items()}
+
+    def gather(conn):
+        now = store.utcnow()
+        connected = store.connected_clients(conn)
+        return [
+            (c, store.unread_counts(conn, c.id, windows, now), connected.get(c.id, 0))
+            for c in store.list_clients(conn)
+        ]
+
+    rows = db.call(gather)
+    if as_json:
+        out = [
+            {"name": c.name, "unread": unread, "last_seen": _iso(c.last_seen), "connections": n}
+            for c, unread, n in rows
+        ]
+        click.echo(json.dumps(out, indent=2))
+        return
+    for c, unread, n in rows:
+        counts = " ".join(f"{name}={count}" for name, count in unread.items())
+        state = f"connected ({n})" if n else "not connected"
+        click.echo(f"{c.name}\t{counts}\tlast seen {_iso(c.last_seen)}\t{state}")
+
+
+# --- the database ---------------------------------------------------------------------------------
+
+
+@notifctl.group("db", context_settings=_HELP)
+def db_group() -> None:
+    """Database maintenance."""
+
+
+@db_group.command("upgrade", context_settings=_HELP)
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Bring the schema up to date (notifd also does it when it starts)."""
+    from .db import make_engine, schema_version, upgrade
+
+    url = _store(ctx).url
+    from .db import sqlite_path
+
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        from .db import open_engine
+
+        open_engine(url).dispose()
+        click.echo("created the database at the current schema")
+        return
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            before = schema_version(conn)
+        applied = upgrade(engine, before)
+    finally:
+        engine.dispose()
+    click.echo(f"applied {', '.join(applied)}" if applied else "the schema is up to date")
+
+
+# --- watching -------------------------------------------------------------------------------------
+
+
+@notifctl.command(context_settings=_HELP)
+@click.option(
+    "--connect", "endpoint", default="tcp:127.0.0.1:8789", show_default=True, envvar="NOTIFD_CONNECT",
+    help="Twisted client endpoint of the daemon [env NOTIFD_CONNECT].",
+)
+@click.option("--name", help="Say hello as this named client.")
+@click.option("--token", envvar="NOTIFD_TOKEN", help="The named client's token [env NOTIFD_TOKEN].")
+@click.option("--type", "types", multiple=True, metavar="TYPE", help="Only these item types; repeatable.")
+def watch(endpoint: str, name: str | None, token: str | None, types: tuple[str, ...]) -> None:
+    """Print new items as they come: the tutorial's client loop."""
+    if name and not token:
+        raise click.ClickException("--name needs --token (or NOTIFD_TOKEN)")
+    from .watch import run_watch
+
+    sys.exit(run_watch(endpoint, name, token, types, click.echo))
+
+
+# --- entry points: every known failure becomes one line on stderr ---------------------------------
+
+
+def _run(command: click.Command, prog: str) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .db import SchemaError
+    from .plugins import PluginError
+
+    try:
+        command.main(prog_name=prog, standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.Abort:
+        click.echo(f"{prog}: aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as e:
+        click.echo(f"{prog}: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except (configmod.ConfigError, SchemaError, PluginError) as e:
+        click.echo(f"{prog}: {e}", err=True)
+        sys.exit(1)
+    except SQLAlchemyError as e:
+        click.echo(f"{prog}: database error: {_first_line(e)}", err=True)
+        sys.exit(1)
+    except OSError as e:
+        click.echo(f"{prog}: {e}", err=True)
+        sys.exit(1)
+
+
+def _first_line(error: Exception) -> str:
+    original = getattr(error, "orig", None) or error
+    return str(original).splitlines()[0] if str(original) else type(original).__name__
+
+
+def notifd_main() -> None:
+    _run(notifd, "notifd")
+
+
+def notifctl_main() -> None:
+    _run(notifctl, "notifctl")

@@ -1,0 +1,196 @@
+"""A Twisted client for notifd, with the Deferred API of the notification tutorial.
+
+Every request returns a Deferred that fires with its reply::
+
+    client = yield connect(reactor, "tcp:127.0.0.1:8789")
+    number = yield client.random()          # an int
+    ad = yield client.classified()          # a str; "" when nothing is unread
+    yield client.hello("kiosk", token)      # name the client: its read state persists
+    yield client.notif(on_notification)     # fires once in notification mode
+    ...
+    yield client.stop_notif()               # back to normal mode
+
+In notification mode the server calls ``on_notification(type_name)`` for each
+``notif: <type>`` line. When the callback returns (or the Deferred it returns fires),
+the client answers ``OK`` for you, unless the callback called ``stop_notif()``: the
+tutorial's loop does exactly that, then downloads the new item and re-enters
+notification mode.
+
+Requests made while another is in flight are queued and sent in order, one at a time.
+A reply ``ERR <reason>`` fails the request's Deferred with ``NotifdError(reason)``.
+"""
+from __future__ import annotations
+
+import enum
+from collections import deque
+from typing import Any, Callable, Iterable
+
+from twisted.internet import defer
+from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
+from twisted.logger import Logger
+from twisted.protocols.basic import LineOnlyReceiver
+
+NOTIF_PREFIX = "notif: "
+
+
+class NotifdError(Exception):
+    """The server answered ``ERR <reason>``; ``str(error)`` is the reason."""
+
+
+class _Mode(enum.Enum):
+    NORMAL = "normal"
+    NOTIF = "notif"
+
+
+class _Request:
+    __slots__ = ("line", "parse", "deferred")
+
+    def __init__(self, line: str, parse: Callable[[str], Any]) -> None:
+        self.line = line
+        self.parse = parse
+        self.deferred: defer.Deferred = defer.Deferred()
+
+
+class NotifClient(LineOnlyReceiver):
+    """The client protocol; see the module docstring for the API."""
+
+    delimiter = b"\n"  # the server ends lines with \r\n; the \r is stripped below
+    MAX_LENGTH = 1 << 20
+    log = Logger()
+
+    def __init__(self) -> None:
+        self._queue: deque[_Request] = deque()
+        self._in_flight: _Request | None = None
+        self._mode = _Mode.NORMAL
+        self._on_notification: Callable[[str], Any] | None = None
+        self._stopping = False  # stop_notif queued or sent: notifications are now dropped
+        self._stops = 0  # stop_notif calls so far: a notification is acknowledged only if none came since
+        self._closed_reason = None
+        self.closed: defer.Deferred = defer.Deferred()
+        """Fires with None when the connection closes cleanly, or fails with the reason."""
+
+    # --- the API ----------------------------------------------------------------------------
+
+    def random(self) -> defer.Deferred:
+        """``random?``: fires with an int."""
+        return self._request("random?", int)
+
+    def classified(self) -> defer.Deferred:
+        """``classified?``: fires with the oldest unread recent ad, or "" when there is none."""
+        return self.query("classified")
+
+    def query(self, type_name: str) -> defer.Deferred:
+        """``<type>?`` for any item type: fires with the line the server answered."""
+        return self._request(f"{type_name}?", str)
+
+    def hello(self, name: str, token: str) -> defer.Deferred:
+        """``hello <name> <token>``: fires with None once the server accepted."""
+        return self._request(f"hello {name} {token}", self._expect("OK"))
+
+    def notif(self, on_notification: Callable[[str], Any], types: Iterable[str] = ()) -> defer.Deferred:
+        """Enter notification mode; fires with None on ``will send notifs``.
+
+        ``on_notification(type_name)`` is then called for each notification. ``types``
+        restricts them to those item types (all types when empty).
+        """
+        line = " ".join(["notif", *types])
+
+        def entered(reply: str) -> None:
+            self._expect("will send notifs")(reply)
+            self._mode = _Mode.NOTIF
+            self._on_notification = on_notification
+            self._stopping = False
+
+        return self._request(line, entered)
+
+    def stop_notif(self) -> defer.Deferred:
+        """``stop_notif``: fires with None once back in normal mode."""
+        self._stopping = True
+        self._stops += 1
+
+        def stopped(reply: str) -> None:
+            self._expect("OK")(reply)
+            self._mode = _Mode.NORMAL
+            self._on_notification = None
+            self._stopping = False
+
+        return self._request("stop_notif", stopped)
+
+    def close(self) -> None:
+        self.transport.loseConnection()
+
+    # --- machinery ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _expect(wanted: str) -> Callable[[str], None]:
+        def check(reply: str) -> None:
+            if reply != wanted:
+                raise NotifdError(f"unexpected reply {reply!r}")
+
+        return check
+
+    def _request(self, line: str, parse: Callable[[str], Any]) -> defer.Deferred:
+        request = _Request(line, parse)
+        if self._closed_reason is not None:
+            request.deferred.errback(self._closed_reason)
+            return request.deferred
+        self._queue.append(request)
+        self._send_next()
+        return request.deferred
+
+    def _send_next(self) -> None:
+        if self._in_flight is None and self._queue:
+            self._in_flight = self._queue.popleft()
+            self.transport.write(self._in_flight.line.encode("utf-8") + b"\r\n")
+
+    def lineReceived(self, raw: bytes) -> None:
+        line = raw.rstrip(b"\r").decode("utf-8", "replace")
+        if self._mode is _Mode.NOTIF and line.startswith(NOTIF_PREFIX):
+            self._notified(line[len(NOTIF_PREFIX):])
+            return
+        request, self._in_flight = self._in_flight, None
+        if request is None:
+            self.log.warn("unexpected line from the server: {line!r}", line=line)
+            return
+        if line.startswith("ERR "):
+            request.deferred.errback(NotifdError(line[4:]))
+        else:
+            try:
+                result = request.parse(line)
+            except Exception as e:
+                request.deferred.errback(e)
+            else:
+                request.deferred.callback(result)
+        self._send_next()
+
+    def _notified(self, type_name: str) -> None:
+        if self._stopping or self._on_notification is None:
+            return  # sent before the server read our stop_notif: the item stays unread
+        stops = self._stops
+        d = defer.maybeDeferred(self._on_notification, type_name)
+        d.addErrback(lambda failure: self.log.failure("notification callback failed", failure))
+        d.addCallback(lambda _: self._acknowledge(stops))
+
+    def _acknowledge(self, stops: int) -> None:
+        # Not if the callback (or anyone since) called stop_notif: the server needs no OK then.
+        if self._mode is _Mode.NOTIF and self._stops == stops and self._closed_reason is None:
+            self.transport.write(b"OK\r\n")
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self._closed_reason = reason
+        if reason.check(ConnectionDone):
+            self.closed.callback(None)
+        else:
+            self.closed.errback(reason)
+        pending = ([self._in_flight] if self._in_flight else []) + list(self._queue)
+        self._in_flight = None
+        self._queue.clear()
+        for request in pending:
+            request.deferred.errback(reason)
+
+
+def connect(reactor: Any, endpoint: str) -> defer.Deferred:
+    """Connect to a notifd; fires with a `NotifClient`. ``endpoint`` is a Twisted client string."""
+    return connectProtocol(clientFromString(reactor, endpoint), NotifClient())

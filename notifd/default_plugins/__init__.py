@@ -1,0 +1,1 @@
+"""The item types notifd ships with, written against the public plugin API only."""

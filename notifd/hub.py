@@ -1,0 +1,136 @@
+# Reactor-side fan-out. The hub learns that items were added, reads them from the database
+# (the single source of truth), and hands each to every notifier. Pushing `notif: <type>`
+# to connections in notification mode is one of those notifiers: the hub registers itself
+# as a plugin implementing `register_notifiers`.
+#
+# Rules: wake-ups carry no data. On a wake-up or a safety poll the hub asks the store for
+# items above its high-water mark, so a lost wake-up costs latency, never an item. The push
+# does no per-client database work: the hub knows in memory who is subscribed and the
+# newest item of each type.
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Mapping, Protocol
+
+from twisted.internet import task
+from twisted.logger import Logger
+
+from . import hookimpl, store
+from .items import Item, Notifier, Window
+from .plugins import call_plugin
+
+
+class Subscriber(Protocol):
+    def item_added(self, type_name: str) -> None: ...
+
+
+class Hub:
+    """Who is in notification mode, what is new, and who must hear about it."""
+
+    log = Logger()
+
+    def __init__(self, db, clock, windows: Mapping[str, Window], poll_interval: float = 1.0) -> None:
+        self.db = db
+        self.clock = clock
+        self.windows = dict(windows)
+        self.poll_interval = poll_interval
+        self.notifiers: list[tuple[str, Notifier]] = []  # set by the service, after registration
+        self.subscribers: set[Subscriber] = set()
+        self.latest: dict[str, Item] = {}  # the newest item of each type
+        self.high_water = 0  # the id of the last item handed to notifiers
+        self._checking = False
+        self._check_again = False
+        self._due: dict[str, None] = {}  # types to push on the next turn, in order
+        self._poll = task.LoopingCall(self.wake)
+        self._poll.clock = clock
+        self._failing = False
+
+    # --- life cycle ---------------------------------------------------------------------
+
+    def start(self):
+        """Load where the store stands, then follow it. Returns a Deferred."""
+
+        def loaded(state: tuple[int, dict[str, Item]]) -> None:
+            self.high_water, self.latest = state
+            self._poll.start(self.poll_interval, now=False)
+
+        return self.db.run(_load_state).addCallback(loaded)
+
+    def stop(self) -> None:
+        if self._poll.running:
+            self._poll.stop()
+
+    # --- learning about new items -----------------------------------------------------------
+
+    def wake(self) -> None:
+        """Something may have been added: check the store (coalesced with a check in flight)."""
+        if self._checking:
+            self._check_again = True
+            return
+        self._checking = True
+        d = self.db.run(store.items_after, self.high_water)
+        d.addCallbacks(self._dispatch, self._check_failed)
+        d.addBoth(self._checked)
+
+    def _checked(self, _: object) -> None:
+        self._checking = False
+        if self._check_again:
+            self._check_again = False
+            self.wake()
+
+    def _check_failed(self, failure) -> None:
+        # Log a database outage once, not once per poll; the next poll retries.
+        if not self._failing:
+            self._failing = True
+            self.log.failure("cannot read new items; retrying every {interval}s", failure, interval=self.poll_interval)
+
+    def _dispatch(self, items: list[Item]) -> None:
+        if self._failing:
+            self._failing = False
+            self.log.info("reading new items again")
+        if not items:
+            return
+        for item in items:
+            self.high_water = item.id
+            self.latest[item.type] = item
+        if len(items) == store.ITEMS_BATCH:
+            self._check_again = True  # there may be more
+        for item in items:
+            for plugin_name, notifier in self.notifiers:
+                call_plugin(plugin_name, f"notifier {notifier.name}", notifier.notify, item)
+
+    # --- the push to clients in notification mode --------------------------------------------
+
+    @hookimpl
+    def register_notifiers(self, register) -> None:
+        register(Notifier("clients", self._push_later))
+
+    def _push_later(self, item: Item) -> None:
+        # Notifiers are called once per item; clients need one push per type. Collect the
+        # types of this batch and push them once, at the end of the reactor turn.
+        if not self._due:
+            self.clock.callLater(0, self._push)
+        self._due[item.type] = None
+
+    def _push(self) -> None:
+        due, self._due = self._due, {}
+        for type_name in due:
+            for subscriber in list(self.subscribers):
+                subscriber.item_added(type_name)
+
+    def subscribe(self, subscriber: Subscriber) -> dict[str, int]:
+        """Add a connection in notification mode; returns the id of the newest recent item of each type."""
+        self.subscribers.add(subscriber)
+        now = datetime.fromtimestamp(self.clock.seconds(), timezone.utc).replace(tzinfo=None)
+        return {
+            name: item.id
+            for name, item in self.latest.items()
+            if name in self.windows and self.windows[name].admits(item.created_at, now)
+        }
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self.subscribers.discard(subscriber)
+
+
+def _load_state(conn) -> tuple[int, dict[str, Item]]:
+    return store.max_item_id(conn), store.latest_items(conn)

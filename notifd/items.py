@@ -1,0 +1,119 @@
+# The vocabulary every layer shares: items, item types, notifiers, and the error a
+# plugin raises for bad input. Plain frozen dataclasses; no I/O here, so the protocol
+# core, the store, the hub and plugins can all import this module.
+from __future__ import annotations
+
+import enum
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+TYPE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}\Z")
+
+
+class InvalidItem(ValueError):
+    """Posted text or value that an item type refuses; the message says why, in a few words."""
+
+
+class Pick(enum.Enum):
+    """Which unread item a `<type>?` query returns."""
+
+    OLDEST = "oldest"  # like classified ads: read them in order, one per query
+    NEWEST = "newest"  # like random numbers: only the latest matters; older ones become read too
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One posted item. `created_at` is naive UTC."""
+
+    id: int
+    type: str
+    text: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """What counts as *recent* for one type: at most `max_count` newest items, none older than `max_age`.
+
+    `None` means no limit on that side.
+    """
+
+    max_age: timedelta | None = timedelta(days=7)
+    max_count: int | None = 100
+
+    def admits(self, created_at: datetime, now: datetime) -> bool:
+        """Whether the newest item of a type, created at `created_at`, is recent at `now`."""
+        return self.max_age is None or created_at >= now - self.max_age
+
+
+def _same(text: str) -> str:
+    return text
+
+
+def _text_of(item: Item) -> str:
+    return item.text
+
+
+@dataclass(frozen=True)
+class ItemType:
+    """An item type, declared by a plugin through `register_item_types`.
+
+    name:     the protocol name: `<name>?` queries it, `notif: <name>` announces it.
+    validate: normalises a posted text and returns it, or raises `InvalidItem`.
+    render:   the one line that `<name>?` answers for an item.
+    pick:     which unread item a query returns (`Pick.OLDEST` or `Pick.NEWEST`).
+    fresh:    when set, draws a value to answer with when nothing is unread (as `random` does),
+              and the value `notifctl add <name>` posts when given no text.
+    window:   the default recent window; the configuration may override it per type.
+    """
+
+    name: str
+    validate: Callable[[str], str] = _same
+    render: Callable[[Item], str] = _text_of
+    pick: Pick = Pick.OLDEST
+    fresh: Callable[[], str] | None = None
+    window: Window = Window()
+
+    def __post_init__(self) -> None:
+        if not TYPE_NAME.match(self.name):
+            raise ValueError(
+                f"item type name {self.name!r} must match {TYPE_NAME.pattern[:-2]!r}"
+            )
+
+
+@dataclass(frozen=True)
+class Notifier:
+    """Something to do with every new item, declared through `register_notifiers`.
+
+    `notify(item)` is called once per new item after it is committed. It may return a
+    Deferred; the daemon does not wait for it before telling clients.
+    """
+
+    name: str
+    notify: Callable[[Item], Any]
+
+
+# Characters that would break the one-line-per-item wire format or a terminal:
+# C0/C1 controls and DEL (Cc), the Unicode line and paragraph separators, and lone
+# surrogates (what undecodable bytes become on a command line).
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs"})
+
+
+def check_line(text: str, max_bytes: int) -> str:
+    """Refuse a text that cannot travel as one protocol line; returns it unchanged."""
+    if not text:
+        raise InvalidItem("empty text")
+    for ch in text:
+        if unicodedata.category(ch) in _FORBIDDEN_CATEGORIES:
+            if ch in "\r\n":
+                raise InvalidItem("text contains a newline")
+            if unicodedata.category(ch) == "Cs":
+                raise InvalidItem("text is not valid UTF-8")
+            raise InvalidItem(f"text contains a control character (U+{ord(ch):04X})")
+    size = len(text.encode("utf-8"))
+    if size > max_bytes:
+        raise InvalidItem(f"text is {size} bytes, over the line limit of {max_bytes}")
+    return text

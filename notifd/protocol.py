@@ -1,0 +1,390 @@
+# The notifd line protocol, sans I/O: one `Session` per client connection.
+#
+# Rule 1: everything that shapes one connection's behaviour lives in this file: framing,
+#         line limits, modes, the notification queue and its coalescing, the client's read
+#         cursors, and every string the server sends.
+# Rule 2: this file does no I/O. It imports nothing from Twisted, SQLAlchemy or pluggy,
+#         and reads no clock and no randomness. It takes bytes and events and returns
+#         actions (frozen dataclasses below); `wire.py` carries them out.
+#
+# Theory of operation
+# -------------------
+# `receive(data)` frames lines (`\n` or `\r\n` in, always `\r\n` out) and runs each one
+# through the command table of the current mode. A command that needs the database
+# (`<type>?`, `hello`) returns an action and puts the session in WAITING: later lines stay
+# buffered, unread, until the answer comes back through `fetched()`, `identified()` or
+# `failed()`. Replies therefore always come in the order of the requests, and a client
+# may pipeline. In NOTIF mode the session holds at most one outstanding notification and
+# an ordered set of pending types; a type that is already outstanding or pending is not
+# queued again (coalescing). A notification marks nothing read: the session only moves a
+# cursor when a query's answer is handed to it, and asks for it to be persisted
+# (`MarkRead`) *after* the `Send`, so a named client's stored state is never ahead of what
+# was written to it.
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping
+
+CRLF = b"\r\n"
+DEFAULT_MAX_LINE = 4096  # bytes in a line, not counting its line ending
+
+
+class Mode(enum.Enum):
+    NORMAL = "normal"  # requests and replies
+    WAITING = "waiting"  # a request is with the database; later lines wait in the buffer
+    NOTIF = "notif"  # the server pushes `notif: <type>`, the client answers `OK`
+
+
+# --- actions: what the session asks its carrier (wire.py) to do -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Write these bytes to the client."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """Find the unread item of `type` after cursor `after`; answer with `fetched()` or `failed()`."""
+
+    type: str
+    after: int
+
+
+@dataclass(frozen=True, slots=True)
+class Identify:
+    """Check a `hello`; answer with `identified()` or `failed()`."""
+
+    name: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """The session entered notification mode; answer with `subscribed(latest)`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """The session left notification mode; stop calling `item_added()`."""
+
+
+@dataclass(frozen=True, slots=True)
+class MarkRead:
+    """Persist a named client's cursor: it has been sent every item of `type` up to `item_id`."""
+
+    client_id: int
+    type: str
+    item_id: int
+
+
+Action = Send | Fetch | Identify | Subscribe | Unsubscribe | MarkRead
+
+
+# --- every line the server sends -----------------------------------------------------
+
+
+def _line(text: str) -> bytes:
+    return text.encode("utf-8") + CRLF
+
+
+WILL_SEND_NOTIFS = Send(_line("will send notifs"))
+OK = Send(_line("OK"))
+
+
+class Err:
+    """The `ERR <reason>` replies, one constant each; documented in docs/protocol.md."""
+
+    EMPTY_LINE = Send(_line("ERR empty line"))
+    LINE_TOO_LONG = Send(_line("ERR line too long"))
+    INVALID_UTF8 = Send(_line("ERR invalid UTF-8"))
+    UNKNOWN_COMMAND = Send(_line("ERR unknown command"))
+    UNKNOWN_TYPE = Send(_line("ERR unknown type"))
+    NO_ARGUMENTS = Send(_line("ERR this command takes no arguments"))
+    HELLO_USAGE = Send(_line("ERR usage: hello <name> <token>"))
+    HELLO_REFUSED = Send(_line("ERR unknown client or wrong token"))
+    ALREADY_IDENTIFIED = Send(_line("ERR already identified"))
+    NOT_IN_NOTIF = Send(_line("ERR not in notification mode"))
+    IN_NOTIF = Send(_line("ERR in notification mode: send OK or stop_notif"))
+    NOTHING_TO_ACK = Send(_line("ERR no notification to acknowledge"))
+    UNAVAILABLE = Send(_line("ERR temporarily unavailable"))
+    BAD_ITEM = Send(_line("ERR item cannot be sent"))
+
+
+_notif_sends: dict[str, Send] = {}
+
+
+def _notif(type_name: str) -> Send:
+    # Built once per type and shared by every session: fan-out writes the same bytes.
+    send = _notif_sends.get(type_name)
+    if send is None:
+        send = _notif_sends[type_name] = Send(_line(f"notif: {type_name}"))
+    return send
+
+
+NOTIF_VERBS = ("notif", "_notif_")  # the tutorial spells it both ways
+
+
+class Session:
+    """The protocol state of one client connection.
+
+    Feed it what the client sent with `receive(data)` and what the rest of the daemon
+    learned with the event methods (`fetched`, `identified`, `failed`, `subscribed`,
+    `item_added`); each returns the list of actions to carry out, in order.
+
+    Args:
+        types: the names of the item types the daemon serves.
+        max_line: the longest line accepted, in bytes, not counting its line ending.
+    """
+
+    __slots__ = (
+        "types",
+        "max_line",
+        "mode",
+        "client_id",
+        "cursors",
+        "subscription",
+        "outstanding",
+        "pending",
+        "_buffer",
+        "_discarding",
+        "_waiting_for",
+    )
+
+    def __init__(self, types: Iterable[str], max_line: int = DEFAULT_MAX_LINE) -> None:
+        self.types = frozenset(types)
+        self.max_line = max_line
+        self.mode = Mode.NORMAL
+        self.client_id: int | None = None  # set by a successful hello; None = anonymous
+        self.cursors: dict[str, int] = {}  # type -> id of the last item sent; 0 = none
+        self.subscription: frozenset[str] = frozenset()  # types notified in NOTIF mode
+        self.outstanding: str | None = None  # the notification sent and not yet OK'd
+        self.pending: dict[str, None] = {}  # types to notify next, in order (a set)
+        self._buffer = bytearray()
+        self._discarding = False  # skipping the rest of an over-long line
+        self._waiting_for: str | None = None  # the type a Fetch is for
+
+    # --- input from the client --------------------------------------------------------
+
+    def receive(self, data: bytes) -> list[Action]:
+        """Take bytes from the client; returns what to do about the lines they complete."""
+        self._buffer += data
+        actions: list[Action] = []
+        self._run_lines(actions)
+        return actions
+
+    @property
+    def waiting(self) -> bool:
+        """True while a request is with the database; the carrier may stop reading."""
+        return self.mode is Mode.WAITING
+
+    def _run_lines(self, actions: list[Action]) -> None:
+        buffer = self._buffer
+        start = 0
+        while self.mode is not Mode.WAITING:
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            if self._discarding:  # the tail of a line already refused
+                self._discarding = False
+            else:
+                self._run_raw_line(bytes(buffer[start:end]), actions)
+            start = end + 1
+        del buffer[:start]
+        if self.mode is not Mode.WAITING and len(buffer) > self.max_line + 1:
+            # A line longer than the limit, its end not even received: refuse it now and
+            # drop it as it comes, so memory does not grow with what the client sends.
+            if not self._discarding:
+                actions.append(Err.LINE_TOO_LONG)
+                self._discarding = True
+            buffer.clear()
+
+    def _run_raw_line(self, raw: bytes, actions: list[Action]) -> None:
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if len(raw) > self.max_line:
+            actions.append(Err.LINE_TOO_LONG)
+            return
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            actions.append(Err.INVALID_UTF8)
+            return
+        words = line.split()
+        if not words:
+            actions.append(Err.EMPTY_LINE)
+            return
+        verb, args = words[0], words[1:]
+        command = _COMMANDS[self.mode].get(verb)
+        if command is None:
+            if self.mode is Mode.NOTIF:
+                command = Session._refuse_in_notif
+            elif verb.endswith("?"):
+                command = Session._query
+            else:
+                command = Session._unknown
+        command(self, verb, args, actions)
+
+    # --- commands (one method per row of _COMMANDS) ------------------------------------
+
+    def _query(self, verb: str, args: list[str], actions: list[Action]) -> None:
+        type_name = verb[:-1]
+        if type_name not in self.types:
+            actions.append(Err.UNKNOWN_TYPE)
+        elif args:
+            actions.append(Err.NO_ARGUMENTS)
+        else:
+            self.mode = Mode.WAITING
+            self._waiting_for = type_name
+            actions.append(Fetch(type_name, self.cursors.get(type_name, 0)))
+
+    def _hello(self, verb: str, args: list[str], actions: list[Action]) -> None:
+        if len(args) != 2:
+            actions.append(Err.HELLO_USAGE)
+        elif self.client_id is not None:
+            actions.append(Err.ALREADY_IDENTIFIED)
+        else:
+            self.mode = Mode.WAITING
+            actions.append(Identify(args[0], args[1]))
+
+    def _start_notif(self, verb: str, args: list[str], actions: list[Action]) -> None:
+        unknown = [name for name in args if name not in self.types]
+        if unknown:
+            actions.append(Err.UNKNOWN_TYPE)
+            return
+        self.mode = Mode.NOTIF
+        self.subscription = frozenset(args) if args else self.types
+        actions.append(WILL_SEND_NOTIFS)
+        actions.append(Subscribe())
+
+    def _ack(self, verb: str, args: list[str], actions: list[Action]) -> None:
+        if args:
+            actions.append(Err.NO_ARGUMENTS)
+        elif self.outstanding is None:
+            actions.append(Err.NOTHING_TO_ACK)
+        else:
+            self.outstanding = None
+            self._send_next(actions)
+
+    def _stop_notif(self, verb: str, args: list[str], actions: list[Action]) -> None:
+        if args:
+            actions.append(Err.NO_ARGUMENTS)
+            return
+        self.mode = Mode.NORMAL
+        self.subscription = frozenset()
+        self.outstanding = None
+        self.pending.clear()
+        actions.append(Unsubscribe())
+        actions.append(OK)
+
+    def _not_in_notif(self, verb: str, args: list[str], actions: list[Action]) -> None:
+        actions.append(Err.NOT_IN_NOTIF)
+
+    def _refuse_in_notif(self, verb: str, args: list[str], actions: list[Action]) -> None:
+        actions.append(Err.IN_NOTIF)
+
+    def _unknown(self, verb: str, args: list[str], actions: list[Action]) -> None:
+        actions.append(Err.UNKNOWN_COMMAND)
+
+    # --- events from the rest of the daemon --------------------------------------------
+
+    def fetched(self, line: str | None, item_id: int | None) -> list[Action]:
+        """The answer to the last `Fetch`.
+
+        Args:
+            line: the line to send; None when the item type's plugin could not render it.
+            item_id: the item sent, or None for a fresh value or an empty answer.
+        """
+        assert self.mode is Mode.WAITING and self._waiting_for is not None
+        type_name, self._waiting_for = self._waiting_for, None
+        self.mode = Mode.NORMAL
+        if line is None or "\n" in line or "\r" in line:  # a plugin failed or rendered two lines
+            actions: list[Action] = [Err.BAD_ITEM]
+        else:
+            actions = [Send(_line(line))]
+            if item_id is not None and item_id > self.cursors.get(type_name, 0):
+                self.cursors[type_name] = item_id
+                if self.client_id is not None:
+                    actions.append(MarkRead(self.client_id, type_name, item_id))
+        self._run_lines(actions)
+        return actions
+
+    def identified(self, client_id: int | None, cursors: Mapping[str, int]) -> list[Action]:
+        """The answer to the last `Identify`: the client's id and stored cursors, or None if refused."""
+        assert self.mode is Mode.WAITING
+        self.mode = Mode.NORMAL
+        if client_id is None:
+            actions: list[Action] = [Err.HELLO_REFUSED]
+        else:
+            self.client_id = client_id
+            self.cursors = dict(cursors)
+            actions = [OK]
+        self._run_lines(actions)
+        return actions
+
+    def failed(self) -> list[Action]:
+        """The last `Fetch` or `Identify` could not be answered (the database failed)."""
+        assert self.mode is Mode.WAITING
+        self.mode = Mode.NORMAL
+        self._waiting_for = None
+        actions: list[Action] = [Err.UNAVAILABLE]
+        self._run_lines(actions)
+        return actions
+
+    def subscribed(self, latest: Mapping[str, int]) -> list[Action]:
+        """After `Subscribe`: the id of the newest *recent* item of each type.
+
+        Every subscribed type with a recent item beyond this session's cursor is
+        notified, oldest news first.
+        """
+        actions: list[Action] = []
+        unread = [
+            (item_id, type_name)
+            for type_name, item_id in latest.items()
+            if type_name in self.subscription and item_id > self.cursors.get(type_name, 0)
+        ]
+        for _, type_name in sorted(unread):
+            actions.extend(self.item_added(type_name))
+        return actions
+
+    def item_added(self, type_name: str) -> list[Action]:
+        """A new item of `type_name` was committed."""
+        if self.mode is not Mode.NOTIF or type_name not in self.subscription:
+            return []
+        if type_name == self.outstanding or type_name in self.pending:
+            return []  # coalesced: the client already has or will get this news
+        if self.outstanding is None:
+            self.outstanding = type_name
+            return [_notif(type_name)]
+        self.pending[type_name] = None
+        return []
+
+    def _send_next(self, actions: list[Action]) -> None:
+        if self.pending:
+            type_name = next(iter(self.pending))
+            del self.pending[type_name]
+            self.outstanding = type_name
+            actions.append(_notif(type_name))
+
+
+_Command = Callable[[Session, str, list, list], None]
+
+# The command table: mode -> verb -> handler. In NORMAL mode a verb not listed here is a
+# query if it ends in "?", and unknown otherwise; in NOTIF mode it is refused. WAITING
+# has no row: no line is read while a request is with the database.
+_COMMANDS: dict[Mode, dict[str, _Command]] = {
+    Mode.NORMAL: {
+        "notif": Session._start_notif,
+        "_notif_": Session._start_notif,
+        "hello": Session._hello,
+        "OK": Session._not_in_notif,
+        "stop_notif": Session._not_in_notif,
+    },
+    Mode.NOTIF: {
+        "OK": Session._ack,
+        "stop_notif": Session._stop_notif,
+    },
+}
