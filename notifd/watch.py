@@ -39,6 +39,11 @@ def watch(reactor, endpoint: str, name: str | None, token: str | None, types: tu
     client = yield connect(reactor, endpoint)
     if name:
         yield client.hello(name, token)
+    yield follow(client, types, echo)
+
+
+def follow(client, types: tuple[str, ...], echo: Callable):
+    """Run the loop on a connected client; the Deferred fires when the connection closes."""
 
     def on_notification(type_name: str) -> None:
         # Not returned: the round runs on its own; stop_notif() tells the client not to OK.
@@ -48,5 +53,6 @@ def watch(reactor, endpoint: str, name: str | None, token: str | None, types: tu
         round_.addCallback(lambda _: client.notif(on_notification, types))
         round_.addErrback(lambda failure: client.transport.abortConnection())
 
-    yield client.notif(on_notification, types)
-    yield client.closed
+    d = client.notif(on_notification, types)
+    d.addCallback(lambda _: client.closed)
+    return d

@@ -1,0 +1,64 @@
+"""Shared fixtures: a real temporary SQLite database at head, and the built-in item types."""
+from __future__ import annotations
+
+import io
+import sys
+
+import pytest
+
+from notifd import cli
+from notifd import db as dbmod
+from notifd import plugins
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "notifd.db"
+
+
+@pytest.fixture
+def engine(db_path):
+    engine = dbmod.open_engine(dbmod.database_url(str(db_path)))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def database(engine):
+    """The daemon's Database, running queries inline: unit tests need no thread or reactor."""
+    return dbmod.Database.synchronous(engine)
+
+
+@pytest.fixture
+def item_types():
+    return plugins.item_types(plugins.get_plugin_manager())
+
+
+class Result:
+    """What a notifctl run did."""
+
+    def __init__(self, code, out, err):
+        self.code, self.out, self.err = code, out, err
+
+    @property
+    def lines(self):
+        return self.out.splitlines()
+
+
+@pytest.fixture
+def notifctl(db_path, monkeypatch, capsys):
+    """Run notifctl through its real entry point; --db is the test database unless db=False."""
+
+    def run(*args, stdin: bytes = b"", db=True) -> Result:
+        argv = ["notifctl", *(["--db", str(db_path)] if db else []), *args]
+        monkeypatch.setattr(sys, "argv", argv)
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))
+        code = 0
+        try:
+            cli.notifctl_main()
+        except SystemExit as e:
+            code = e.code or 0
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run

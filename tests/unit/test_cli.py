@@ -1,0 +1,143 @@
+"""notifctl through its real entry point, in-process: exit codes, stdout, one-line errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+
+def items(notifctl):
+    return json.loads(notifctl("list", "--json").out)
+
+
+def test_add_prints_the_id_and_list_shows_it(notifctl):
+    first = notifctl("add", "classified", "Nice appart in the 11e.")
+    assert first.code == 0 and first.out == "1\n"
+    assert notifctl("add", "random", "89765234756").out == "2\n"
+    listed = items(notifctl)
+    assert [(i["id"], i["type"], i["text"]) for i in listed] == [
+        (2, "random", "89765234756"),
+        (1, "classified", "Nice appart in the 11e."),
+    ]
+    assert listed[0]["created_at"].endswith("Z")
+    assert notifctl("list", "--type", "random", "--json").out.count('"id"') == 1
+
+
+def test_text_from_stdin(notifctl):
+    assert notifctl("add", "classified", stdin="Vélo à vendre\n".encode()).code == 0
+    assert items(notifctl)[0]["text"] == "Vélo à vendre"
+
+
+def test_random_without_a_value_draws_one(notifctl):
+    result = notifctl("add", "random")
+    assert result.code == 0
+    assert items(notifctl)[0]["text"].isdigit()
+
+
+def test_random_values_are_normalised(notifctl):
+    notifctl("add", "random", "+007")
+    assert items(notifctl)[0]["text"] == "7"
+
+
+BAD_INPUT = [
+    (("add", "weather", "sunny"), b"", "unknown item type 'weather' (known: classified, random)"),
+    (("add", "classified", ""), b"", "invalid classified: empty text"),
+    (("add", "classified"), b"", "invalid classified: empty text"),
+    (("add", "classified", "two\nlines"), b"", "invalid classified: text contains a newline"),
+    (("add", "classified", "bell\x07"), b"", "invalid classified: text contains a control character (U+0007)"),
+    (("add", "classified", "tab\there"), b"", "invalid classified: text contains a control character (U+0009)"),
+    (("add", "classified", "sep\u2028"), b"", "invalid classified: text contains a control character (U+2028)"),
+    (("add", "classified"), b"two\nlines\n", "invalid classified: text contains a newline"),
+    (("add", "classified"), b"\xff\xfe", "text is not valid UTF-8"),
+    (("add", "random", "12.5"), b"", "invalid random: random value must be a decimal integer"),
+    (("add", "random", "1_000"), b"", "invalid random: random value must be a decimal integer"),
+    (("add", "random", "twelve"), b"", "invalid random: random value must be a decimal integer"),
+    (("add", "classified", "x" * 4097), b"", "invalid classified: text is 4097 bytes, over the line limit of 4096"),
+    (("add", "classified"), b"x" * 100_000, "invalid classified: text is 4099 bytes, over the line limit of 4096"),
+    (("add", "--id", " ", "classified", "x"), b"", "--id must not be empty"),
+    (("add",), b"", "Missing argument 'TYPE'."),
+    (("nosuchcommand",), b"", "No such command 'nosuchcommand'."),
+]
+
+
+@pytest.mark.parametrize("args, stdin, message", BAD_INPUT)
+def test_bad_input_exits_non_zero_with_one_line_and_stores_nothing(notifctl, args, stdin, message):
+    result = notifctl(*args, stdin=stdin)
+    assert result.code != 0
+    assert result.err == f"notifctl: {message}\n"
+    assert result.out == ""
+    assert items(notifctl) == []
+
+
+def test_line_limit_comes_from_the_config(notifctl, tmp_path, monkeypatch):
+    config = tmp_path / "notifd.toml"
+    config.write_text("max_line_length = 10\n")
+    monkeypatch.setenv("NOTIFD_CONFIG", str(config))
+    assert notifctl("add", "classified", "0123456789").code == 0
+    result = notifctl("add", "classified", "0123456789a")
+    assert result.err == "notifctl: invalid classified: text is 11 bytes, over the line limit of 10\n"
+
+
+def test_idempotent_add(notifctl):
+    first = notifctl("add", "--id", "post-42", "classified", "ad")
+    again = notifctl("add", "--id", "post-42", "classified", "ad")
+    assert first.code == again.code == 0 and first.out == again.out == "1\n"
+    conflict = notifctl("add", "--id", "post-42", "classified", "another ad")
+    assert conflict.code == 1
+    assert conflict.err == "notifctl: --id post-42: key already used by item 1 with another type or text\n"
+    assert len(items(notifctl)) == 1
+
+
+def test_named_clients(notifctl):
+    created = notifctl("client", "add", "kiosk")
+    assert created.code == 0
+    token = created.lines[-1]
+    assert len(token) >= 43 and " " not in token
+    assert notifctl("client", "add", "kiosk").err == "notifctl: client 'kiosk' already exists\n"
+    assert notifctl("client", "add", "bad name").code == 1
+    notifctl("add", "classified", "a")
+    notifctl("add", "classified", "b")
+    listed = json.loads(notifctl("clients", "--json").out)
+    assert listed == [
+        {"name": "kiosk", "unread": {"classified": 2, "random": 0}, "last_seen": "-", "connections": 0}
+    ]
+    assert "classified=2 random=0" in notifctl("clients").out
+    assert [c["name"] for c in json.loads(notifctl("client", "list", "--json").out)] == ["kiosk"]
+    assert notifctl("client", "remove", "kiosk").code == 0
+    assert notifctl("client", "remove", "kiosk").err == "notifctl: no client named 'kiosk'\n"
+
+
+def test_db_upgrade(notifctl, db_path):
+    assert notifctl("db", "upgrade").out == "created the database at the current schema\n"
+    assert notifctl("db", "upgrade").out == "the schema is up to date\n"
+    assert db_path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_database_newer_than_notifd_is_refused(notifctl, engine):
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    result = notifctl("add", "classified", "ad")
+    assert result.code == 1
+    assert result.err.startswith("notifctl: the database schema is at revision 9999, newer than this notifd")
+    assert result.err.count("\n") == 1
+
+
+def test_config_errors_name_the_key(notifctl, tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('db = "x.db"\nlisten_on = "tcp:1"\n')
+    result = notifctl("--config", str(config), "list", db=False)
+    assert result.code == 1
+    assert result.err == f"notifctl: config file {config}: unknown key 'listen_on'\n"
+
+
+def test_unwritable_database_is_one_clear_line(notifctl, tmp_path, monkeypatch):
+    monkeypatch.setenv("NOTIFD_DB", str(tmp_path / "missing-dir" / "sub" / "x.db"))
+    (tmp_path / "missing-dir").write_text("a file where a directory should be")
+    result = notifctl("add", "classified", "ad", db=False)
+    assert result.code == 1 and result.err.count("\n") == 1 and result.err.startswith("notifctl: ")
+
+
+def test_help_exits_zero(notifctl):
+    result = notifctl("--help")
+    assert result.code == 0 and "add" in result.out

@@ -1,0 +1,97 @@
+"""The configuration file and the precedence flag > environment > file > default."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from notifd import ItemType, Window
+from notifd.config import Config, ConfigError, build, parse_duration, read_file
+
+
+def write(tmp_path, text):
+    path = tmp_path / "notifd.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [(3600, timedelta(hours=1)), ("90s", timedelta(seconds=90)), ("15m", timedelta(minutes=15)),
+     ("12h", timedelta(hours=12)), ("7d", timedelta(days=7)), ("2w", timedelta(weeks=2)), (0, None), ("0d", None)],
+)
+def test_durations(value, expected):
+    assert parse_duration("k", value) == expected
+
+
+@pytest.mark.parametrize("value", ["7 days", "-1d", -5, True, "d", [1]])
+def test_bad_durations_name_the_key(value):
+    with pytest.raises(ConfigError, match=r"^recent\.max_age: "):
+        parse_duration("recent.max_age", value)
+
+
+def test_a_full_file(tmp_path):
+    path = write(
+        tmp_path,
+        """
+db = "/var/lib/notifd/notifd.db"
+listen = ["tcp:8789:interface=127.0.0.1", "tcp:9000"]
+max_line_length = 2048
+poll_interval = 0.5
+node = "a"
+
+[recent]
+max_age = "3d"
+
+[types.classified]
+max_count = 10
+""",
+    )
+    config = build(read_file(path))
+    assert config.listen == ("tcp:8789:interface=127.0.0.1", "tcp:9000")
+    assert config.max_line_length == 2048 and config.poll_interval == 0.5 and config.node == "a"
+    classified = config.window(ItemType("classified", window=Window(max_age=timedelta(days=7), max_count=100)))
+    assert classified == Window(max_age=timedelta(days=3), max_count=10)
+    weather = config.window(ItemType("weather", window=Window(max_age=None, max_count=5)))
+    assert weather == Window(max_age=timedelta(days=3), max_count=5)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("dbb = 'x'", "unknown key 'dbb'"),
+        ("[recent]\nmax_agee = 3", "unknown key 'recent.max_agee'"),
+        ("[types.classified]\ncount = 3", "unknown key 'types.classified.count'"),
+        ("max_line_length = 0", "max_line_length: expected a whole number > 0, got 0"),
+        ("max_line_length = '4k'", "max_line_length: expected a whole number > 0, got '4k'"),
+        ("listen = []", "listen: expected a string or a list of strings, got []"),
+        ("listen = [1]", "listen[0]: expected a non-empty string, got 1"),
+        ("[recent]\nmax_count = -1", "recent.max_count: expected a whole number >= 0, got -1"),
+        ("db = ", "Invalid value"),
+    ],
+)
+def test_bad_files_name_the_key(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        read_file(path)
+    assert str(caught.value).startswith(f"config file {path}: ")
+    assert message in str(caught.value)
+
+
+def test_settings_for_a_type_nobody_declares_are_refused():
+    config = Config(types={"classifed": {"max_count": 3}})
+    with pytest.raises(ConfigError, match="types.classifed: no plugin declares an item type 'classifed'"):
+        config.check_types({"classified": ItemType("classified")})
+
+
+def test_precedence_flag_over_env_over_file(notifctl, tmp_path, monkeypatch):
+    from_file, from_env, from_flag = (tmp_path / f"{name}.db" for name in ("file", "env", "flag"))
+    config = write(tmp_path, f'db = "{from_file}"\n')
+    monkeypatch.setenv("NOTIFD_CONFIG", str(config))
+    assert notifctl("add", "classified", "to file", db=False).code == 0
+    monkeypatch.setenv("NOTIFD_DB", str(from_env))
+    assert notifctl("add", "classified", "to env", db=False).code == 0
+    assert notifctl("--db", str(from_flag), "add", "classified", "to flag", db=False).code == 0
+    for path, text in ((from_file, "to file"), (from_env, "to env"), (from_flag, "to flag")):
+        listed = notifctl("--db", str(path), "list", "--json", db=False).out
+        assert f'"text": "{text}"' in listed and listed.count('"id"') == 1

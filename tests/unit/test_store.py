@@ -1,0 +1,131 @@
+"""The store's queries against a real temporary SQLite database."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from notifd import store
+from notifd.items import Pick, Window
+
+NOW = datetime(2026, 11, 26, 12, 0, 0)
+
+
+def add(database, type_name, text, age=timedelta(0), key=None):
+    return database.call(store.add_item, type_name, text, key=key, now=NOW - age)[0]
+
+
+def unread(database, type_name, after, pick=Pick.OLDEST, window=Window(max_age=None, max_count=None)):
+    item = database.call(store.next_unread, type_name, after, pick, window, NOW)
+    return None if item is None else item.text
+
+
+def test_oldest_first_walks_the_items_in_order(database):
+    ids = [add(database, "classified", f"ad {i}") for i in range(3)]
+    add(database, "random", "5")
+    assert unread(database, "classified", 0) == "ad 0"
+    assert unread(database, "classified", ids[0]) == "ad 1"
+    assert unread(database, "classified", ids[2]) is None
+
+
+def test_newest_first_returns_the_latest(database):
+    add(database, "random", "1")
+    add(database, "random", "2")
+    assert unread(database, "random", 0, Pick.NEWEST) == "2"
+
+
+def test_window_by_age(database):
+    add(database, "classified", "old", age=timedelta(days=8))
+    add(database, "classified", "new", age=timedelta(days=1))
+    week = Window(max_age=timedelta(days=7), max_count=None)
+    assert unread(database, "classified", 0, window=week) == "new"
+    assert unread(database, "classified", 0, window=Window(max_age=timedelta(hours=1), max_count=None)) is None
+
+
+def test_window_by_count(database):
+    for i in range(5):
+        add(database, "classified", f"ad {i}")
+    add(database, "random", "7")  # other types do not count
+    last_two = Window(max_age=None, max_count=2)
+    assert unread(database, "classified", 0, window=last_two) == "ad 3"
+    assert database.call(store.count_unread, "classified", 0, last_two, NOW) == 2
+
+
+def test_idempotency_key(database):
+    first = database.call(store.add_item, "classified", "ad", key="k1")
+    again = database.call(store.add_item, "classified", "ad", key="k1")
+    assert first[1] is True and again == (first[0], False)
+    with pytest.raises(store.KeyConflict) as caught:
+        database.call(store.add_item, "classified", "another ad", key="k1")
+    assert caught.value.item_id == first[0]
+    assert len(database.call(store.list_items)) == 1
+
+
+def test_items_after_and_latest(database):
+    a = add(database, "classified", "a")
+    b = add(database, "random", "1")
+    c = add(database, "classified", "c")
+    assert [i.id for i in database.call(store.items_after, a)] == [b, c]
+    latest = database.call(store.latest_items)
+    assert {t: i.id for t, i in latest.items()} == {"classified": c, "random": b}
+    assert database.call(store.max_item_id) == c
+
+
+def test_client_tokens_are_stored_hashed_and_checked(database, engine):
+    token = database.call(store.add_client, "kiosk")
+    assert len(token) >= 43  # 256 bits, url-safe base64
+    with engine.connect() as conn:
+        stored = conn.execute(store.clients.select()).one().token_hash
+    assert token not in stored
+    assert database.call(store.identify, "kiosk", "wrong") is None
+    assert database.call(store.identify, "nobody", token) is None
+    client_id, cursors = database.call(store.identify, "kiosk", token)
+    assert cursors == {}
+    with pytest.raises(store.ClientExists):
+        database.call(store.add_client, "kiosk")
+
+
+def test_read_cursor_only_moves_forward(database):
+    database.call(store.add_client, "kiosk")
+    client_id = database.call(store.list_clients)[0].id
+    database.call(store.mark_read, client_id, "classified", 5)
+    database.call(store.mark_read, client_id, "classified", 3)  # a slower connection of the same client
+    database.call(store.mark_read, client_id, "random", 1)
+    assert database.call(store.client_cursors, client_id) == {"classified": 5, "random": 1}
+
+
+def test_unread_counts_and_presence(database):
+    database.call(store.add_client, "kiosk")
+    client_id = database.call(store.list_clients)[0].id
+    ids = [add(database, "classified", f"ad {i}") for i in range(3)]
+    database.call(store.mark_read, client_id, "classified", ids[0])
+    windows = {"classified": Window(max_age=None, max_count=None), "random": Window()}
+    assert database.call(store.unread_counts, client_id, windows, NOW) == {"classified": 2, "random": 0}
+    presence_id = database.call(store.client_connected, client_id, "node-a")
+    database.call(store.client_connected, client_id, "node-b")
+    assert database.call(store.connected_clients) == {client_id: 2}
+    database.call(store.client_disconnected, presence_id)
+    database.call(store.clear_presence, "node-b")
+    assert database.call(store.connected_clients) == {}
+    assert database.call(store.list_clients)[0].last_seen is not None
+
+
+def test_removing_a_client_removes_its_state(database):
+    database.call(store.add_client, "kiosk")
+    client_id = database.call(store.list_clients)[0].id
+    database.call(store.mark_read, client_id, "classified", 1)
+    database.call(store.client_connected, client_id, "n")
+    assert database.call(store.remove_client, "kiosk") is True
+    assert database.call(store.remove_client, "kiosk") is False
+    assert database.call(store.client_cursors, client_id) == {}
+    assert database.call(store.connected_clients) == {}
+
+
+def test_a_failed_transaction_leaves_nothing(database):
+    def half_written(conn):
+        store.add_item(conn, "classified", "half")
+        raise RuntimeError("crash in the middle")
+
+    with pytest.raises(RuntimeError):
+        database.call(half_written)
+    assert database.call(store.list_items) == []

@@ -1,0 +1,217 @@
+"""The Twisted adapter (notifd.wire) over StringTransport, with a real SQLite store and a Clock."""
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import pytest
+from twisted.internet import defer, task
+from twisted.internet.testing import StringTransport
+
+from notifd import ItemType, store
+from notifd.hub import Hub
+from notifd.wire import ConnectionFactory, Server
+from tests import transcript
+
+
+class HeldDatabase:
+    """The real Database, but each call waits until the test releases it: timing under test control."""
+
+    def __init__(self, database):
+        self.database = database
+        self.held: deque = deque()
+
+    def run(self, f, *args, **kwargs):
+        d = defer.Deferred()
+        self.held.append((f, args, kwargs, d))
+        return d
+
+    def release(self):
+        while self.held:
+            f, args, kwargs, d = self.held.popleft()
+            self.database.run(f, *args, **kwargs).chainDeferred(d)
+
+
+class Rig:
+    """A server with its hub, and helpers to connect clients and post items."""
+
+    def __init__(self, database, item_types, db=None):
+        self.database = database
+        self.clock = task.Clock()
+        self.clock.advance(time.time())
+        self.db = db or database
+        windows = {name: t.window for name, t in item_types.items()}
+        self.hub = Hub(self.db, self.clock, windows)
+        self.hub.notifiers = [("notifd.hub", n) for n in _notifiers(self.hub)]
+        self.hub.start()
+        if isinstance(self.db, HeldDatabase):
+            self.db.release()
+        self.server = Server(self.db, self.hub, item_types, windows, self.clock, 4096, "test-node")
+        self.factory = ConnectionFactory(self.server)
+
+    def connect(self):
+        proto = self.factory.buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def post(self, type_name, text):
+        item_id, _ = self.database.call(store.add_item, type_name, text)
+        self.hub.wake()
+        if isinstance(self.db, HeldDatabase):
+            self.db.release()
+        self.clock.advance(0)  # the push runs at the end of the reactor turn
+        return item_id
+
+
+def _notifiers(hub):
+    found = []
+    hub.register_notifiers(register=found.append)
+    return found
+
+
+@pytest.fixture
+def rig(database, item_types):
+    rig = Rig(database, item_types)
+    yield rig
+    rig.hub.stop()
+
+
+def said(transport) -> bytes:
+    data = transport.value()
+    transport.clear()
+    return data
+
+
+def test_tutorial_session_replays_exactly(rig):
+    for type_name, text in transcript.POSTS_BEFORE:
+        rig.post(type_name, text)
+    proto, transport = rig.connect()
+    expected = b""
+    for index, (who, line) in enumerate(transcript.load()):
+        if who == "C":
+            assert transport.value() == expected
+            proto.dataReceived(line.encode() + b"\r\n")
+        else:
+            expected += line.encode() + b"\r\n"
+        if index in transcript.POSTS_AFTER_LINE:
+            rig.post(*transcript.POSTS_AFTER_LINE[index])
+    assert transport.value() == expected
+
+
+def test_every_client_in_notification_mode_hears_once_per_batch(rig):
+    clients = [rig.connect() for _ in range(3)]
+    for proto, _ in clients[:2]:
+        proto.dataReceived(b"notif\n")
+    for _ in range(5):
+        rig.database.call(store.add_item, "classified", "ad")
+    rig.hub.wake()
+    rig.clock.advance(0)
+    for _, transport in clients[:2]:
+        assert said(transport) == b"will send notifs\r\nnotif: classified\r\n"
+    assert said(clients[2][1]) == b""  # not in notification mode
+
+
+def test_stop_notif_unsubscribes(rig):
+    proto, transport = rig.connect()
+    proto.dataReceived(b"notif\nstop_notif\n")
+    assert said(transport) == b"will send notifs\r\nOK\r\n"
+    rig.post("classified", "ad")
+    assert said(transport) == b""
+    assert not rig.hub.subscribers
+
+
+def test_disconnect_unsubscribes(rig):
+    proto, transport = rig.connect()
+    proto.dataReceived(b"notif\n")
+    proto.connectionLost(None)
+    assert not rig.hub.subscribers
+
+
+def test_named_client_state_is_stored(rig):
+    token = rig.database.call(store.add_client, "kiosk")
+    first = rig.post("classified", "first")
+    rig.post("classified", "second")
+    proto, transport = rig.connect()
+    proto.dataReceived(f"hello kiosk {token}\r\nclassified?\r\n".encode())
+    assert said(transport) == b"OK\r\nfirst\r\n"
+    client_id = rig.database.call(store.list_clients)[0].id
+    assert rig.database.call(store.client_cursors, client_id) == {"classified": first}
+    assert rig.database.call(store.connected_clients) == {client_id: 1}
+    proto.connectionLost(None)
+    assert rig.database.call(store.connected_clients) == {}
+    # A new connection of the same client continues where the first left off.
+    proto, transport = rig.connect()
+    proto.dataReceived(f"hello kiosk {token}\r\nclassified?\r\nclassified?\r\n".encode())
+    assert said(transport) == b"OK\r\nsecond\r\n\r\n"
+
+
+def test_wrong_token(rig):
+    rig.database.call(store.add_client, "kiosk")
+    proto, transport = rig.connect()
+    proto.dataReceived(b"hello kiosk nope\r\n")
+    assert said(transport) == b"ERR unknown client or wrong token\r\n"
+
+
+def test_random_draws_a_fresh_number_when_nothing_is_unread(rig):
+    proto, transport = rig.connect()
+    proto.dataReceived(b"random?\n")
+    reply = said(transport)
+    assert reply.endswith(b"\r\n") and reply[:-2].isdigit()
+    assert rig.database.call(store.list_items) == []  # a fresh draw is not stored
+
+
+def test_reading_pauses_while_a_request_is_with_the_database(database, item_types):
+    held = HeldDatabase(database)
+    rig = Rig(database, item_types, db=held)
+    proto, transport = rig.connect()
+    proto.dataReceived(b"classified?\nrandom?\n")
+    assert transport.producerState == "paused"
+    held.release()
+    assert transport.producerState == "producing"
+    assert said(transport).count(b"\r\n") == 2
+
+
+def test_an_answer_after_the_client_left_is_dropped(database, item_types):
+    held = HeldDatabase(database)
+    rig = Rig(database, item_types, db=held)
+    rig.post("classified", "ad")
+    proto, transport = rig.connect()
+    proto.dataReceived(b"classified?\n")
+    proto.connectionLost(None)
+    held.release()
+    assert transport.value() == b""
+
+
+def test_a_client_that_does_not_read_stops_being_read(rig):
+    proto, transport = rig.connect()
+    proto.pauseProducing()  # what Twisted does when our write buffer to it is full
+    assert transport.producerState == "paused"
+    proto.resumeProducing()
+    assert transport.producerState == "producing"
+
+
+def test_database_failure_answers_err_and_keeps_serving(rig, engine):
+    proto, transport = rig.connect()
+    engine.dispose()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE items RENAME TO items_gone")
+    proto.dataReceived(b"classified?\n")
+    assert said(transport) == b"ERR temporarily unavailable\r\n"
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE items_gone RENAME TO items")
+    proto.dataReceived(b"classified?\n")
+    assert said(transport) == b"\r\n"
+
+
+def test_a_plugin_that_fails_to_render(database, item_types):
+    def broken(item):
+        raise RuntimeError("boom")
+
+    types = dict(item_types, broken=ItemType(name="broken", render=broken))
+    rig = Rig(database, types)
+    rig.post("broken", "x")
+    proto, transport = rig.connect()
+    proto.dataReceived(b"broken?\nrandom?\n")
+    lines = said(transport).split(b"\r\n")
+    assert lines[0] == b"ERR item cannot be sent" and lines[1].isdigit()
