@@ -347,7 +347,7 @@ def watch(endpoint: str, name: str | None, token: str | None, types: tuple[str, 
 def _run(command: click.Command, prog: str) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from .db import SchemaError
+    from .db import UnusableDatabase
     from .plugins import PluginError
 
     try:
@@ -360,7 +360,7 @@ def _run(command: click.Command, prog: str) -> None:
     except click.ClickException as e:
         click.echo(f"{prog}: {e.format_message()}", err=True)
         sys.exit(e.exit_code)
-    except (configmod.ConfigError, SchemaError, PluginError) as e:
+    except (configmod.ConfigError, UnusableDatabase, PluginError) as e:
         click.echo(f"{prog}: {e}", err=True)
         sys.exit(1)
     except SQLAlchemyError as e:

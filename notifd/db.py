@@ -22,8 +22,8 @@ T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 5000  # how long a writer waits for another before "database is locked"
 
 
-class SchemaError(Exception):
-    """The database cannot be used by this version of notifd; the message says why."""
+class UnusableDatabase(Exception):
+    """The database cannot be used: newer than this notifd, or cannot be created; the message says why."""
 
 
 def default_database_path() -> Path:
@@ -148,7 +148,7 @@ def schema_version(conn) -> str | None:
 def open_engine(url: URL) -> Engine:
     """An engine on a database whose schema is current: created or upgraded if needed.
 
-    Raises SchemaError when the database is newer than this notifd.
+    Raises UnusableDatabase when the database is newer than this notifd.
     """
     path = sqlite_path(url)
     if path is not None and not path.exists():
@@ -172,7 +172,7 @@ def upgrade(engine: Engine, version: str | None = None) -> list[str]:
     scripts = ScriptDirectory.from_config(config)
     head = scripts.get_current_head()
     if version is not None and version not in {rev.revision for rev in scripts.walk_revisions()}:
-        raise SchemaError(
+        raise UnusableDatabase(
             f"the database schema is at revision {version}, newer than this notifd "
             f"(which knows up to {head}); upgrade notifd"
         )
@@ -208,8 +208,15 @@ def _create_sqlite(path: Path) -> None:
     A failed create leaves nothing behind, and when two programs create the same
     database at once (notifd and notifctl), the first one wins and the other uses it.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.creating-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _build_sqlite(path, tmp)
+    except OSError as e:
+        raise UnusableDatabase(f"cannot create the database {path}: {e.strerror}") from e
+
+
+def _build_sqlite(path: Path, tmp: Path) -> None:
     try:
         # Owner-only from the start: the database holds token hashes, and posting is
         # an admin act granted by write access to this file.

@@ -105,7 +105,7 @@ def run(config: Config) -> int:
     log = Logger(namespace="notifd")
     try:
         daemon = Daemon(config, reactor)
-    except (dbmod.SchemaError, plugins.PluginError, ConfigError, SQLAlchemyError, OSError) as e:
+    except (dbmod.UnusableDatabase, plugins.PluginError, ConfigError, SQLAlchemyError, OSError) as e:
         log.critical("cannot start: {error}", error=str(e).splitlines()[0])
         return 1
     exit_code = [0]

@@ -1,0 +1,202 @@
+"""A real notifd process on a free TCP port, real notifctl processes, and plain-socket clients.
+
+Nothing here sleeps to synchronise: every wait is for a line, a process exit, or a
+condition polled against a deadline.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+TIMEOUT = 10.0  # seconds any single expected event may take before the test fails
+LISTENING = re.compile(r"notifd listening on TCP ([\d.]+):(\d+)")
+
+_measurements: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _measurements:
+        terminalreporter.section("notifd measurements")
+        for line in _measurements:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def report():
+    """Record a measured figure; it is printed at the end of the test run."""
+    return _measurements.append
+
+
+def _script(name: str) -> list[str]:
+    beside = Path(sys.executable).with_name(name)
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which(name)
+    if found:
+        return [found]
+    entry = {"notifd": "notifd_main", "notifctl": "notifctl_main"}[name]
+    return [sys.executable, "-c", f"from notifd.cli import {entry}; {entry}()"]
+
+
+class DaemonProcess:
+    """One `notifd` process; `start()` returns once it listens."""
+
+    def __init__(self, db_path: Path, *extra: str) -> None:
+        self.db_path = db_path
+        self.extra = extra
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+        self.log_lines: queue.Queue[str] = queue.Queue()
+        self.log: list[str] = []
+
+    def start(self) -> "DaemonProcess":
+        self.proc = subprocess.Popen(
+            [*_script("notifd"), "--db", str(self.db_path), "--listen", "tcp:0:interface=127.0.0.1", *self.extra],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
+        line = self.wait_for_log(LISTENING)
+        self.port = int(LISTENING.search(line).group(2))
+        return self
+
+    def _drain(self, proc) -> None:
+        for line in proc.stderr:
+            self.log_lines.put(line)
+        self.log_lines.put("")  # end of output
+
+    def wait_for_log(self, pattern: re.Pattern, timeout: float = TIMEOUT) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.log_lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"notifd did not log {pattern.pattern!r}; log so far: {self.log}") from None
+            if line == "":
+                raise AssertionError(f"notifd exited ({self.proc.wait()}) before logging {pattern.pattern!r}: {self.log}")
+            self.log.append(line)
+            if pattern.search(line):
+                return line
+
+    def connect(self) -> "LineClient":
+        return LineClient(self.port)
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=TIMEOUT)
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill(signal.SIGTERM)
+
+
+class LineClient:
+    """A protocol client on a plain socket, with timeouts; lines are bytes with their ending."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        self.buffer = b""
+
+    def send(self, line: str | bytes) -> None:
+        data = line.encode() if isinstance(line, str) else line
+        self.sock.sendall(data + b"\r\n")
+
+    def read_line(self) -> bytes:
+        while b"\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed by the server; unread: {self.buffer!r}")
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line + b"\n"
+
+    def ask(self, line: str) -> str:
+        """Send a line, return the reply without its line ending."""
+        self.send(line)
+        return self.read_line().decode().removesuffix("\r\n")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _notifctl_command(db_path: Path, *args: str) -> list[str]:
+    return [*_script("notifctl"), "--db", str(db_path), *args]
+
+
+_ENV = {**os.environ, "NOTIFD_CONFIG": ""}
+
+
+def run_notifctl(db_path: Path, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        _notifctl_command(db_path, *args), input=stdin, capture_output=True, text=True, timeout=TIMEOUT * 3, env=_ENV
+    )
+    if check:
+        assert result.returncode == 0, f"notifctl {args} failed: {result.stderr}"
+    return result
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "notifd.db"
+
+
+@pytest.fixture
+def daemon(db_path):
+    started: list[DaemonProcess] = []
+
+    def start(*extra: str) -> DaemonProcess:
+        process = DaemonProcess(db_path, *extra).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def notifctl(db_path):
+    def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
+        return run_notifctl(db_path, *args, **kwargs)
+
+    return run
+
+
+@pytest.fixture
+def start_notifctl(db_path):
+    """Start notifctl without waiting for it; its stdout is a pipe."""
+    started = []
+
+    def start(*args: str) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            _notifctl_command(db_path, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_ENV
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()

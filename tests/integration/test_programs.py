@@ -1,0 +1,78 @@
+"""The installed programs as an operator meets them: errors on one line, watch, start failures."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.integration.conftest import TIMEOUT, _script
+
+pytestmark = pytest.mark.integration
+
+
+def test_notifctl_error_is_one_line_on_stderr(notifctl):
+    result = notifctl("add", "weather", "sunny", check=False)
+    assert result.returncode == 1
+    assert result.stderr == "notifctl: unknown item type 'weather' (known: classified, random)\n"
+    assert result.stdout == ""
+
+
+def test_notifd_refuses_a_bad_config_key(tmp_path):
+    config = tmp_path / "notifd.toml"
+    config.write_text('listen = "tcp:0"\nlissten = "x"\n')
+    result = subprocess.run(
+        [*_script("notifd"), "--config", str(config)], capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert result.returncode == 1
+    assert result.stderr == f"notifd: config file {config}: unknown key 'lissten'\n"
+
+
+def test_notifd_refuses_a_newer_database(notifctl, db_path):
+    notifctl("db", "upgrade")
+    import sqlite3
+
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    result = subprocess.run(
+        [*_script("notifd"), "--db", str(db_path), "--listen", "tcp:0"], capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert result.returncode == 1
+    assert "the database schema is at revision 9999, newer than this notifd" in result.stderr
+
+
+def test_notifd_reports_a_port_in_use(daemon, db_path):
+    server = daemon()
+    result = subprocess.run(
+        [*_script("notifd"), "--db", str(db_path), "--listen", f"tcp:{server.port}:interface=127.0.0.1"],
+        capture_output=True, text=True, timeout=TIMEOUT,
+    )
+    assert result.returncode == 1
+    assert f"cannot listen on 'tcp:{server.port}:interface=127.0.0.1'" in result.stderr
+
+
+def test_notifctl_watch_prints_new_items(daemon, notifctl, db_path):
+    notifctl("add", "classified", "already there")
+    server = daemon()
+    watcher = subprocess.Popen(
+        [*_script("notifctl"), "--db", str(db_path), "watch", "--connect", f"tcp:127.0.0.1:{server.port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert watcher.stdout.readline() == "classified: already there\n"
+        notifctl("add", "classified", "Nice appart in the 11e.")
+        assert watcher.stdout.readline() == "classified: Nice appart in the 11e.\n"
+        notifctl("add", "random", "89765234756")
+        assert watcher.stdout.readline() == "random: 89765234756\n"
+    finally:
+        watcher.kill()
+        watcher.wait()
+        watcher.stdout.close()
+        watcher.stderr.close()
+
+
+def test_notifctl_watch_without_a_daemon_fails_cleanly(tmp_path):
+    result = subprocess.run(
+        [*_script("notifctl"), "watch", "--connect", "tcp:127.0.0.1:1"], capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("notifctl: ")
