@@ -22,6 +22,7 @@ _HELP = {"help_option_names": ["-h", "--help"]}
 def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     """Eager --config: read the file first, so that it can supply the other options' defaults."""
     settings = configmod.read_file(value) if value else {}
+    ctx.meta["notifd.config_path"] = value
     ctx.meta["notifd.settings"] = settings
     ctx.default_map = {**(ctx.default_map or {}), **configmod.file_defaults(settings)}
 
@@ -54,14 +55,35 @@ _db_option = click.option(
     help="Twisted endpoint to serve on; repeatable [env NOTIFD_LISTEN, space-separated] "
     f"[default: {configmod.DEFAULT_LISTEN[0]}].",
 )
+@click.option("--metrics", envvar="NOTIFD_METRICS", metavar="ENDPOINT", help="Serve /metrics and /healthz here [env NOTIFD_METRICS].")
+@click.option("--log-format", type=click.Choice(configmod.LOG_FORMATS), envvar="NOTIFD_LOG_FORMAT", help="[env NOTIFD_LOG_FORMAT] [default: text]")
+@click.option("--log-level", type=click.Choice(configmod.LOG_LEVELS), envvar="NOTIFD_LOG_LEVEL", help="[env NOTIFD_LOG_LEVEL] [default: info]")
+@click.option("--check-config", is_flag=True, help="Check the configuration, print it (secrets masked) and exit.")
 @click.version_option(__version__, prog_name="notifd")
 @click.pass_context
-def notifd(ctx: click.Context, db: str | None, listen: tuple[str, ...]) -> None:
+def notifd(ctx: click.Context, check_config: bool, **options: Any) -> None:
     """Serve the notifd line protocol."""
     from . import service
 
-    config = configmod.build(ctx.meta["notifd.settings"], db=db, listen=listen)
-    sys.exit(service.run(config))
+    config = configmod.build(ctx.meta["notifd.settings"], **options)
+    if check_config:
+        click.echo(service.check(config), nl=False)
+        return
+
+    def reread() -> configmod.Config:
+        # SIGHUP: the file again, under the flags and environment variables given at start.
+        from click.core import ParameterSource
+
+        path = ctx.meta["notifd.config_path"]
+        settings = configmod.read_file(path) if path else {}
+        kept = {
+            name: value
+            for name, value in options.items()
+            if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+        }
+        return configmod.build(settings, **kept)
+
+    sys.exit(service.run(config, reread))
 
 
 # --- notifctl ------------------------------------------------------------------------------
@@ -112,6 +134,18 @@ class _Store:
         """Run a store function in one transaction."""
         with self.engine.begin() as conn:
             return f(conn, *args, **kwargs)
+
+    @staticmethod
+    def call_on(url: str, f):
+        """Run `f(conn)` on another database, read-only in spirit (a backup being checked)."""
+        from sqlalchemy import create_engine
+
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                return f(conn)
+        finally:
+            engine.dispose()
 
 
 def _store(ctx: click.Context) -> _Store:
@@ -321,6 +355,142 @@ def db_upgrade(ctx: click.Context) -> None:
     click.echo(f"applied {', '.join(applied)}" if applied else "the schema is up to date")
 
 
+@db_group.command("backup", context_settings=_HELP)
+@click.argument("target", type=click.Path(dir_okay=False))
+@click.pass_context
+def db_backup(ctx: click.Context, target: str) -> None:
+    """Copy the SQLite database to TARGET, consistently, even while notifd runs."""
+    import os
+    from pathlib import Path
+
+    from .db import backup_sqlite, sqlite_path
+
+    db = _store(ctx)
+    source = sqlite_path(db.url)
+    if source is None:
+        raise click.ClickException("db backup works on SQLite; for PostgreSQL use pg_dump")
+    if not source.exists():
+        raise click.ClickException(f"no database at {source}")
+    target_path = Path(target)
+    if target_path.exists():
+        raise click.ClickException(f"{target} exists; remove it or choose another name")
+    partial = target_path.with_name(f".{target_path.name}.partial-{os.getpid()}")
+    try:
+        backup_sqlite(source, partial)
+        os.replace(partial, target_path)  # a reader of TARGET never sees half a backup
+    finally:
+        partial.unlink(missing_ok=True)
+    counts = db.call_on(f"sqlite:///{target_path.resolve()}", _counts_and_version)
+    click.echo(f"backed up {source} to {target}: schema {counts[1]}, {sum(counts[0].values())} items")
+
+
+def _counts_and_version(conn):
+    from . import store
+    from .db import schema_version
+
+    return store.item_counts(conn), schema_version(conn)
+
+
+@db_group.command("check", context_settings=_HELP)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def db_check(ctx: click.Context, as_json: bool) -> None:
+    """Check the database's integrity and schema version; exits 1 on any problem."""
+    from . import store
+    from .db import make_engine, schema_version, sqlite_path
+
+    db = _store(ctx)
+    path = sqlite_path(db.url)
+    if path is not None and not path.exists():
+        raise click.ClickException(f"no database at {path}")
+    engine = make_engine(db.url)
+    problems: list[str] = []
+    try:
+        with engine.connect() as conn:
+            version = schema_version(conn)
+            integrity = "ok"
+            if engine.dialect.name == "sqlite":
+                rows = [row[0] for row in conn.exec_driver_sql("PRAGMA integrity_check")]
+                integrity = "ok" if rows == ["ok"] else "; ".join(rows[:5])
+            counts = store.item_counts(conn) if version is not None else {}
+    finally:
+        engine.dispose()
+    if integrity != "ok":
+        problems.append(f"integrity: {integrity}")
+    if version != store.SCHEMA_HEAD:
+        problems.append(f"schema is at {version or 'nothing'}, this notifd expects {store.SCHEMA_HEAD} (notifctl db upgrade)")
+    report = {"database": db.url.render_as_string(hide_password=True), "schema": version,
+              "expected_schema": store.SCHEMA_HEAD, "integrity": integrity, "items": counts, "problems": problems}
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(f"database {report['database']}: schema {version} (expected {store.SCHEMA_HEAD}), integrity {integrity}")
+        click.echo("items: " + (", ".join(f"{name}={n}" for name, n in counts.items()) or "none"))
+    if problems:
+        raise click.ClickException("; ".join(problems))
+
+
+@notifctl.command(context_settings=_HELP)
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@click.pass_context
+def prune(ctx: click.Context, dry_run: bool) -> None:
+    """Remove items older than their retention window, in small batches."""
+    from . import retention, store
+
+    db = _store(ctx)
+    rules = retention.rules(db.config)
+    now = store.utcnow()
+    if dry_run:
+        counts = retention.expired(db.engine.begin, rules, now)
+    else:
+        counts = retention.prune_now(db.engine.begin, rules, now, db.config.prune_batch)
+    verb = "would prune" if dry_run else "pruned"
+    click.echo(f"{verb} " + (", ".join(f"{n} {name}" for name, n in sorted(counts.items())) or "nothing"))
+
+
+@notifctl.command(context_settings=_HELP)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Is notifd up: each daemon's version, uptime and counts; exits 3 when none is running."""
+    from . import store
+    from .service import HEARTBEAT_SECONDS
+
+    db = _store(ctx)
+    now = store.utcnow()
+    nodes, counts = db.call(lambda conn: (store.list_nodes(conn), store.item_counts(conn)))
+    rows = []
+    for node in nodes:
+        up = node.stopped_at is None and (now - node.heartbeat_at).total_seconds() < 3 * HEARTBEAT_SECONDS
+        rows.append({
+            "node": node.node, "up": up, "version": node.version, "pid": node.pid, "listen": node.listen,
+            "started_at": _iso(node.started_at), "uptime_seconds": int((now - node.started_at).total_seconds()) if up else None,
+            "last_seen": _iso(node.heartbeat_at), "connections": node.connections, "notif_mode": node.subscribers,
+        })
+    running = [row for row in rows if row["up"]]
+    if as_json:
+        click.echo(json.dumps({"running": bool(running), "nodes": rows, "items": counts}, indent=2))
+    else:
+        for row in rows:
+            if row["up"]:
+                click.echo(f"{row['node']}: up {_duration(row['uptime_seconds'])}, notifd {row['version']}, pid {row['pid']}, "
+                           f"{row['listen']}, {row['connections']} connections ({row['notif_mode']} in notification mode)")
+            else:
+                click.echo(f"{row['node']}: not running (last seen {row['last_seen']})")
+        if not rows:
+            click.echo("notifd has never run on this database")
+        click.echo("items: " + (", ".join(f"{name}={n}" for name, n in counts.items()) or "none"))
+    if not running:
+        ctx.exit(3)
+
+
+def _duration(seconds: int) -> str:
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return (f"{days}d " if days else "") + f"{hours:02}:{minutes:02}:{seconds:02}"
+
+
 # --- watching -------------------------------------------------------------------------------------
 
 
@@ -351,7 +521,9 @@ def _run(command: click.Command, prog: str) -> None:
     from .plugins import PluginError
 
     try:
-        command.main(prog_name=prog, standalone_mode=False)
+        code = command.main(prog_name=prog, standalone_mode=False)
+        if isinstance(code, int):  # ctx.exit(n) in a command
+            sys.exit(code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.Abort:

@@ -5,26 +5,32 @@
 # `default_map`, and click consults flags, then `envvar=`, then `default_map`, then the
 # option's default. Settings that are only in the file are read from it here.
 #
-# Rule: every error names the key (and the file) it is about.
+# Rule: every error names the key (and the file) it is about. `KEYS` below is the one list
+# of what the file may hold; docs/operations.md and contrib/notifd.toml describe the same.
 from __future__ import annotations
 
+import dataclasses
 import re
 import socket
 import tomllib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .items import ItemType, Window
 
 DEFAULT_LISTEN = ("tcp:8789:interface=127.0.0.1",)
 DEFAULT_MAX_LINE = 4096
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 
 
 class ConfigError(Exception):
     """A configuration that cannot be used; the message names the key."""
 
+
+# --- value parsers: each takes the key (for the message) and the raw TOML value -------------
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw]?)\Z")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -45,8 +51,16 @@ def parse_duration(key: str, value: Any) -> timedelta | None:
     return None if seconds == 0 else timedelta(seconds=seconds)
 
 
+def _interval(key: str, value: Any) -> float:
+    """A duration that must not be 0, in seconds."""
+    duration = parse_duration(key, value)
+    if duration is None:
+        raise ConfigError(f"{key}: must be more than 0")
+    return duration.total_seconds()
+
+
 def _count(key: str, value: Any) -> int | None:
-    """A positive count; 0 means no limit."""
+    """A count; 0 means no limit."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"{key}: expected a whole number >= 0, got {value!r}")
     return value or None
@@ -58,34 +72,30 @@ def _positive_int(key: str, value: Any) -> int:
     return value
 
 
-def _positive_number(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{key}: expected a number > 0, got {value!r}")
-    return float(value)
-
-
 def _string(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{key}: expected a non-empty string, got {value!r}")
     return value
 
 
-def _strings(key: str, value: Any) -> list[str]:
+def _strings(key: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value:
         raise ConfigError(f"{key}: expected a string or a list of strings, got {value!r}")
-    return [_string(f"{key}[{i}]", v) for i, v in enumerate(value)]
+    return tuple(_string(f"{key}[{i}]", v) for i, v in enumerate(value))
 
 
-_WINDOW_KEYS = {"max_age": parse_duration, "max_count": _count}
-_TOP_KEYS = {
-    "db": _string,
-    "listen": _strings,
-    "max_line_length": _positive_int,
-    "poll_interval": _positive_number,
-    "node": _string,
-}
+def _choice(*choices: str) -> Callable[[str, Any], str]:
+    def parse(key: str, value: Any) -> str:
+        if value not in choices:
+            raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    return parse
+
+
+# --- the settings ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -94,20 +104,38 @@ class Config:
 
     db: str | None = None  # a SQLite path or an SQLAlchemy URL; None: the default file
     listen: tuple[str, ...] = DEFAULT_LISTEN
+    node: str = field(default_factory=socket.gethostname)
     max_line_length: int = DEFAULT_MAX_LINE
     poll_interval: float = 1.0  # seconds between safety checks for new items
-    node: str = field(default_factory=socket.gethostname)
-    recent: dict[str, Any] = field(default_factory=dict)  # [recent]: window fields for every type
-    types: dict[str, dict[str, Any]] = field(default_factory=dict)  # [types.<name>]: per type
+    log_format: str = "text"
+    log_level: str = "info"
+    metrics: str | None = None  # endpoint serving /metrics and /healthz
+    recent_max_age: timedelta | None = None  # None here: the item type's own default
+    recent_max_count: int | None = None
+    retention: timedelta | None = timedelta(days=30)  # None: keep items forever
+    prune_interval: float = 3600.0
+    prune_batch: int = 500
+    # [types.<name>]: per-type settings, keys as in TYPE_KEYS
+    types: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # keys given explicitly somewhere (file, environment, flag): "unset" differs from "0"
+    given: frozenset[str] = frozenset()
 
     def window(self, item_type: ItemType) -> Window:
         """The recent window of a type: [types.<name>] over [recent] over the plugin's default."""
         own = self.types.get(item_type.name, {})
         default = item_type.window
-        return Window(
-            max_age=own.get("max_age", self.recent.get("max_age", default.max_age)),
-            max_count=own.get("max_count", self.recent.get("max_count", default.max_count)),
+        max_age = own["recent_max_age"] if "recent_max_age" in own else (
+            self.recent_max_age if "recent_max_age" in self.given else default.max_age
         )
+        max_count = own["recent_max_count"] if "recent_max_count" in own else (
+            self.recent_max_count if "recent_max_count" in self.given else default.max_count
+        )
+        return Window(max_age=max_age, max_count=max_count)
+
+    def retention_for(self, type_name: str) -> timedelta | None:
+        """How long items of a type are kept: [types.<name>] retention over [retention] max_age."""
+        own = self.types.get(type_name, {})
+        return own["retention"] if "retention" in own else self.retention
 
     def check_types(self, known: dict[str, ItemType]) -> None:
         """Refuse settings for a type no plugin declares (a typo would silently do nothing)."""
@@ -116,8 +144,34 @@ class Config:
                 raise ConfigError(f"types.{name}: no plugin declares an item type {name!r}")
 
 
+# Every key the file may hold: dotted path -> (Config field, parser).
+KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
+    "db": ("db", _string),
+    "listen": ("listen", _strings),
+    "node": ("node", _string),
+    "max_line_length": ("max_line_length", _positive_int),
+    "poll_interval": ("poll_interval", _interval),
+    "metrics": ("metrics", _string),
+    "log.format": ("log_format", _choice(*LOG_FORMATS)),
+    "log.level": ("log_level", _choice(*LOG_LEVELS)),
+    "recent.max_age": ("recent_max_age", parse_duration),
+    "recent.max_count": ("recent_max_count", _count),
+    "retention.max_age": ("retention", parse_duration),
+    "retention.interval": ("prune_interval", _interval),
+    "retention.batch": ("prune_batch", _positive_int),
+}
+# Keys of a [types.<name>] table.
+TYPE_KEYS: dict[str, Callable[[str, Any], Any]] = {
+    "recent_max_age": parse_duration,
+    "recent_max_count": _count,
+    "retention": parse_duration,
+}
+# Settings that are also command-line options (and environment variables).
+OPTIONS = ("db", "listen", "metrics", "log_format", "log_level")
+
+
 def read_file(path: str | Path) -> dict[str, Any]:
-    """Read and check a config file; returns the settings it holds, parsed."""
+    """Read and check a config file; returns {Config field: parsed value} for what it sets."""
     try:
         with open(path, "rb") as f:
             raw = tomllib.load(f)
@@ -131,41 +185,39 @@ def read_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: {e}") from None
 
 
-def _check(raw: dict[str, Any]) -> dict[str, Any]:
+def _check(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     settings: dict[str, Any] = {}
     for key, value in raw.items():
-        if key in _TOP_KEYS:
-            settings[key] = _TOP_KEYS[key](key, value)
-        elif key == "recent":
-            settings["recent"] = _window_table("recent", value)
-        elif key == "types":
-            if not isinstance(value, dict):
-                raise ConfigError("types: expected a table of [types.<name>] tables")
-            settings["types"] = {name: _window_table(f"types.{name}", table) for name, table in value.items()}
+        path = prefix + key
+        if path == "types":
+            settings["types"] = _check_types(value)
+        elif path in KEYS:
+            name, parse = KEYS[path]
+            settings[name] = parse(path, value)
+        elif isinstance(value, dict) and any(k.startswith(path + ".") for k in KEYS):
+            settings.update(_check(value, path + "."))
         else:
-            raise ConfigError(f"unknown key {key!r}")
+            raise ConfigError(f"unknown key '{path}'")
     return settings
 
 
-def _window_table(key: str, table: Any) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{key}: expected a table")
+def _check_types(tables: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(tables, dict):
+        raise ConfigError("types: expected [types.<name>] tables")
     checked = {}
-    for name, value in table.items():
-        if name not in _WINDOW_KEYS:
-            raise ConfigError(f"unknown key '{key}.{name}'")
-        checked[name] = _WINDOW_KEYS[name](f"{key}.{name}", value)
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"types.{name}: expected a table")
+        for key in table:
+            if key not in TYPE_KEYS:
+                raise ConfigError(f"unknown key 'types.{name}.{key}'")
+        checked[name] = {key: TYPE_KEYS[key](f"types.{name}.{key}", value) for key, value in table.items()}
     return checked
 
 
 def file_defaults(settings: dict[str, Any]) -> dict[str, Any]:
     """The click `default_map` for the settings that are also command-line options."""
-    defaults = {}
-    if "db" in settings:
-        defaults["db"] = settings["db"]
-    if "listen" in settings:
-        defaults["listen"] = settings["listen"]
-    return defaults
+    return {name: settings[name] for name in OPTIONS if name in settings}
 
 
 def build(settings: dict[str, Any], **options: Any) -> Config:
@@ -176,4 +228,89 @@ def build(settings: dict[str, Any], **options: Any) -> Config:
             values[name] = value
     if "listen" in values:
         values["listen"] = tuple(values["listen"])
-    return Config(**values)
+    return Config(**values, given=frozenset(values))
+
+
+# --- showing it -----------------------------------------------------------------------------------
+
+_SECRET_KEY = re.compile(r"password|secret|token|api_?key", re.IGNORECASE)
+
+
+def effective(config: Config) -> dict[str, Any]:
+    """The configuration as it would be written in the file (every key, defaults included)."""
+    out: dict[str, Any] = {}
+    for path, (name, _) in KEYS.items():
+        value = getattr(config, name)
+        if value is None and (name in config.given or name == "retention"):
+            value = 0  # explicitly unlimited, which the file writes as 0
+        elif _ is parse_duration or _ is _interval:
+            value = format_duration(value)
+        node = out
+        *tables, key = path.split(".")
+        for table in tables:
+            node = node.setdefault(table, {})
+        node[key] = value
+    out["types"] = {
+        name: {key: format_duration(v) if TYPE_KEYS[key] is parse_duration else v for key, v in table.items()}
+        for name, table in config.types.items()
+    }
+    return out
+
+
+def format_duration(value: timedelta | float | None) -> str | int | None:
+    """A duration as the file would say it: "30d", "1h", "90s"; 0 for no limit."""
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if seconds == 0:
+        return 0
+    if seconds != int(seconds):
+        return seconds
+    for unit in ("w", "d", "h", "m"):
+        if seconds % _UNITS[unit] == 0:
+            return f"{int(seconds) // _UNITS[unit]}{unit}"
+    return f"{int(seconds)}s"
+
+
+def to_toml(settings: dict[str, Any], mask: bool = True) -> str:
+    """Render settings as TOML; with `mask`, passwords in URLs and secret-looking keys are hidden."""
+    lines: list[str] = []
+    tables: list[tuple[str, dict]] = []
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        elif value is None:
+            lines.append(f"# {key}: not set")
+        else:
+            lines.append(f"{key} = {_toml_value(key, value, mask)}")
+    for name, table in tables:
+        nested = {k: v for k, v in table.items() if isinstance(v, dict)}
+        flat = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        if flat:
+            lines += ["", f"[{name}]"] + to_toml(flat, mask).splitlines()
+        for sub, subtable in nested.items():
+            lines += ["", f"[{name}.{sub}]"] + to_toml(subtable, mask).splitlines()
+    return "\n".join(lines).strip("\n") + "\n"
+
+
+def _toml_value(key: str, value: Any, mask: bool) -> str:
+    if isinstance(value, timedelta):
+        return str(int(value.total_seconds()))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(key, v, mask) for v in value) + "]"
+    text = str(value)
+    if mask:
+        if _SECRET_KEY.search(key):
+            text = "********"
+        else:
+            text = re.sub(r"(://[^:/@]+:)[^@/]+@", r"\1********@", text)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def changed(old: Config, new: Config) -> list[str]:
+    """The fields that differ between two configurations."""
+    return [f.name for f in dataclasses.fields(Config) if f.name != "given" and getattr(old, f.name) != getattr(new, f.name)]

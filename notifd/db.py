@@ -87,16 +87,19 @@ class Database:
     returns an already-fired Deferred.
     """
 
-    def __init__(self, engine: Engine, reactor: Any = None, threadpool: Any = None) -> None:
+    def __init__(
+        self, engine: Engine, reactor: Any = None, threadpool: Any = None, observe: Callable[[float], None] | None = None
+    ) -> None:
         self.engine = engine
         self._reactor = reactor
         self._threadpool = threadpool
+        self._observe = observe  # called with each call's seconds, queue wait included
 
     @classmethod
-    def threaded(cls, engine: Engine, reactor: Any) -> "Database":
+    def threaded(cls, engine: Engine, reactor: Any, observe: Callable[[float], None] | None = None) -> "Database":
         from twisted.python.threadpool import ThreadPool
 
-        return cls(engine, reactor, ThreadPool(minthreads=1, maxthreads=1, name="notifd-db"))
+        return cls(engine, reactor, ThreadPool(minthreads=1, maxthreads=1, name="notifd-db"), observe)
 
     @classmethod
     def synchronous(cls, engine: Engine) -> "Database":
@@ -117,7 +120,16 @@ class Database:
 
         if self._threadpool is None:
             return defer.maybeDeferred(self.call, f, *args, **kwargs)
-        return threads.deferToThreadPool(self._reactor, self._threadpool, self.call, f, *args, **kwargs)
+        d = threads.deferToThreadPool(self._reactor, self._threadpool, self.call, f, *args, **kwargs)
+        if self._observe is not None:
+            started = self._reactor.seconds()
+
+            def observed(result):
+                self._observe(self._reactor.seconds() - started)
+                return result
+
+            d.addBoth(observed)
+        return d
 
     def call(self, f: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `f(conn, ...)` in a transaction here and now (on the database thread)."""

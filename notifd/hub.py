@@ -17,11 +17,13 @@ from twisted.logger import Logger
 
 from . import hookimpl, store
 from .items import Item, Notifier, Window
+from .metrics import Metrics
 from .plugins import call_plugin
 
 
 class Subscriber(Protocol):
-    def item_added(self, type_name: str) -> None: ...
+    def item_added(self, type_name: str) -> bool:
+        """Take the news; returns whether a notification went out."""
 
 
 class Hub:
@@ -29,8 +31,9 @@ class Hub:
 
     log = Logger()
 
-    def __init__(self, db, clock, windows: Mapping[str, Window], poll_interval: float = 1.0) -> None:
+    def __init__(self, db, clock, windows: Mapping[str, Window], poll_interval: float = 1.0, metrics=None) -> None:
         self.db = db
+        self.metrics = metrics if metrics is not None else Metrics()
         self.clock = clock
         self.windows = dict(windows)
         self.poll_interval = poll_interval
@@ -93,6 +96,7 @@ class Hub:
         for item in items:
             self.high_water = item.id
             self.latest[item.type] = item
+            self.metrics.items.labels(item.type).inc()
         if len(items) == store.ITEMS_BATCH:
             self._check_again = True  # there may be more
         for item in items:
@@ -115,8 +119,10 @@ class Hub:
     def _push(self) -> None:
         due, self._due = self._due, {}
         for type_name in due:
+            sent = 0
             for subscriber in list(self.subscribers):
-                subscriber.item_added(type_name)
+                sent += subscriber.item_added(type_name)
+            self.metrics.notifications.labels(type_name).inc(sent)
 
     def subscribe(self, subscriber: Subscriber) -> dict[str, int]:
         """Add a connection in notification mode; returns the id of the newest recent item of each type."""

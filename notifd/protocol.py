@@ -176,6 +176,10 @@ class Session:
         self._run_lines(actions)
         return actions
 
+    def queued(self) -> int:
+        """Notifications sent and not acknowledged, plus those waiting to be sent."""
+        return len(self.pending) + (self.outstanding is not None)
+
     @property
     def waiting(self) -> bool:
         """True while a request is with the database; the carrier may stop reading."""

@@ -1,22 +1,37 @@
-# The daemon put together: database, plugins, hub, wake-ups and listening endpoints, with
-# their start and stop order. `Daemon` takes its reactor as a parameter (tests pass a
-# memory reactor); `run()` owns the global reactor, logging and the process's exit code.
+# The daemon put together: database, plugins, hub, wake-ups, listening endpoints, metrics,
+# retention, heartbeat and systemd notifications, with their start and stop order.
+# `Daemon` takes its reactor as a parameter (tests pass a memory reactor); `run()` owns the
+# global reactor, logging, signals and the process's exit code.
 from __future__ import annotations
 
-import sys
-from typing import Any
+import dataclasses
+import os
+import signal
+from typing import Any, Callable
 
 from sqlalchemy.exc import SQLAlchemyError
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
+from . import __version__, store, systemd
 from . import db as dbmod
-from . import plugins, store
-from .config import Config, ConfigError
+from . import plugins
+from .config import Config, ConfigError, changed
 from .hub import Hub
+from .logs import Logging
+from .metrics import Metrics, site
+from .retention import Pruner
 from .wakeup import WakeupListener
 from .wire import ConnectionFactory, Server
+
+HEARTBEAT_SECONDS = 5.0  # how often a daemon records that it is alive (notifctl status)
+CLOSE_TIMEOUT = 3.0  # how long stopping waits for connections to flush and close
+# What SIGHUP can change without a restart (docs/operations.md says the same).
+RELOADABLE = frozenset(
+    {"log_level", "recent_max_age", "recent_max_count", "types", "retention", "prune_interval",
+     "prune_batch", "max_line_length"}
+)
 
 
 class StartError(Exception):
@@ -28,64 +43,160 @@ class Daemon:
 
     log = Logger()
 
-    def __init__(self, config: Config, reactor: Any, engine=None, plugin_manager=None) -> None:
+    def __init__(self, config: Config, reactor: Any, engine=None, plugin_manager=None, logging: Logging | None = None) -> None:
         self.config = config
         self.reactor = reactor
+        self.logging = logging
+        self.metrics = Metrics()
         url = dbmod.database_url(config.db)
         self.engine = engine if engine is not None else dbmod.open_engine(url)
-        self.db = dbmod.Database.threaded(self.engine, reactor)
+        self.db = dbmod.Database.threaded(self.engine, reactor, observe=self.metrics.database_seconds.observe)
         pm = plugin_manager if plugin_manager is not None else plugins.get_plugin_manager()
-        types = plugins.item_types(pm)
-        config.check_types(types)
-        windows = {name: config.window(item_type) for name, item_type in types.items()}
-        self.hub = Hub(self.db, reactor, windows, config.poll_interval)
+        self.types = plugins.item_types(pm)
+        config.check_types(self.types)
+        windows = self._windows(config)
+        self.hub = Hub(self.db, reactor, windows, config.poll_interval, metrics=self.metrics)
         pm.register(self.hub, name="notifd.hub")
         self.hub.notifiers = plugins.notifiers(pm)
         self.server = Server(
             db=self.db,
             hub=self.hub,
-            types=types,
+            types=self.types,
             windows=windows,
             clock=reactor,
             max_line=config.max_line_length,
             node=config.node,
+            metrics=self.metrics,
         )
+        self.metrics.follow(lambda: self.hub.subscribers, lambda: len(self.server.connections))
         self.factory = ConnectionFactory(self.server)
         db_path = dbmod.sqlite_path(url)
         self.wakeups = WakeupListener(reactor, db_path, self.hub.wake) if db_path is not None else None
+        self.pruner = Pruner(self.db, reactor, config, on_pruned=self.metrics.pruned.inc)
         self.ports: list = []
+        self.metrics_port = None
+        self._heartbeat = task.LoopingCall(self._beat)
+        self._heartbeat.clock = reactor
+        self._watchdog = task.LoopingCall(systemd.notify, "WATCHDOG=1")
+        self._watchdog.clock = reactor
+
+    def _windows(self, config: Config) -> dict:
+        return {name: config.window(item_type) for name, item_type in self.types.items()}
+
+    # --- start and stop -----------------------------------------------------------------------
 
     @defer.inlineCallbacks
     def start(self):
-        """Start everything; the Deferred fires once every endpoint listens."""
+        """Start everything; the Deferred fires once every endpoint listens (and systemd knows)."""
+        watchdog = systemd.watchdog_interval()
+        if watchdog:
+            self._watchdog.start(watchdog, now=True)  # also during a slow start
         self.db.start()
         yield self.db.run(store.clear_presence, self.config.node)
         yield self.hub.start()
         if self.wakeups is not None:
             self.wakeups.start()
         for description in self.config.listen:
-            try:
-                endpoint = serverFromString(self.reactor, description)
-                port = yield endpoint.listen(self.factory)
-            except Exception as e:
-                raise StartError(f"cannot listen on {description!r}: {e}") from e
+            port = yield self._listen(description, self.factory)
             self.ports.append(port)
             self.log.info("notifd listening on {address}", address=_describe(port.getHost()))
+        if self.config.metrics:
+            self.metrics_port = yield self._listen(
+                self.config.metrics, site(self.metrics, self._health_check, self.reactor)
+            )
+            self.log.info("metrics on http {address}", address=_describe(self.metrics_port.getHost()))
+        listening = " ".join(_describe(port.getHost()) for port in self.ports)
+        yield self.db.run(store.node_started, self.config.node, __version__, os.getpid(), listening)
+        self._heartbeat.start(HEARTBEAT_SECONDS, now=False)
+        self.pruner.start()
         # Items committed between loading the hub's state and listening are found here.
         self.hub.wake()
+        systemd.notify(f"READY=1\nSTATUS=listening on {listening}")
+
+    def _listen(self, description: str, factory):
+        try:
+            endpoint = serverFromString(self.reactor, description)
+        except Exception as e:
+            return defer.fail(StartError(f"cannot listen on {description!r}: {e}"))
+        d = endpoint.listen(factory)
+
+        def failed(failure):
+            raise StartError(f"cannot listen on {description!r}: {failure.getErrorMessage()}")
+
+        return d.addErrback(failed)
 
     @defer.inlineCallbacks
     def stop(self):
-        """Stop accepting, close connections, let queued database work finish, release it."""
+        """Stop accepting, close connections, let database work in flight finish, release it."""
+        systemd.notify("STOPPING=1")
+        self.log.info("notifd stopping")
         yield defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in self.ports])
         self.ports = []
+        for loop in (self._heartbeat, self._watchdog):
+            if loop.running:
+                loop.stop()
+        self.pruner.stop()
+        self.hub.stop()
         if self.wakeups is not None:
             self.wakeups.stop()
-        self.hub.stop()
-        # The pool runs jobs in order: once this one is done, everything queued before is.
-        yield self.db.run(store.max_item_id)
-        yield self.db.run(store.clear_presence, self.config.node)
+        yield self._close_connections()
+        if self.metrics_port is not None:
+            yield self.metrics_port.stopListening()
+        # The pool runs jobs in order: once these are done, everything queued before is.
+        try:
+            yield self.db.run(store.node_stopped, self.config.node)
+            yield self.db.run(store.clear_presence, self.config.node)
+        except Exception:
+            self.log.failure("cannot record the stop in the database")
         self.db.stop()
+
+    def _close_connections(self):
+        """Close every client connection, letting written bytes flush; abort the stragglers."""
+        connections = list(self.server.connections)
+        if not connections:
+            return defer.succeed(None)
+        closed = defer.Deferred()
+        remaining = set(connections)
+
+        def gone(connection):
+            remaining.discard(connection)
+            if not remaining and not closed.called:
+                closed.callback(None)
+
+        def too_slow():
+            for connection in list(remaining):
+                connection.transport.abortConnection()
+
+        for connection in connections:
+            connection.on_close = gone
+            connection.transport.loseConnection()
+        timer = self.reactor.callLater(CLOSE_TIMEOUT, too_slow)
+        closed.addBoth(lambda result: timer.cancel() if timer.active() else None)
+        return closed
+
+    # --- while running ------------------------------------------------------------------------
+
+    def _beat(self):
+        d = self.db.run(store.node_heartbeat, self.config.node, len(self.server.connections), len(self.hub.subscribers))
+        d.addErrback(lambda failure: None)  # the hub already reports a database outage, once
+        return d
+
+    def _health_check(self):
+        return self.db.run(store.max_item_id)
+
+    def reload(self, new: Config) -> list[str]:
+        """Apply what can change without a restart (SIGHUP); returns the fields that need a restart."""
+        new.check_types(self.types)
+        differences = changed(self.config, new)
+        needs_restart = [name for name in differences if name not in RELOADABLE]
+        if self.logging is not None:
+            self.logging.set_level(new.log_level)
+        windows = self._windows(new)
+        self.server.windows = self.hub.windows = windows
+        self.server.max_line = new.max_line_length
+        self.pruner.configure(new)
+        self.config = new
+        return needs_restart
 
 
 def _describe(address) -> str:
@@ -93,34 +204,66 @@ def _describe(address) -> str:
     port = getattr(address, "port", None)
     if host is not None and port is not None:
         return f"{address.type} {host}:{port}"
-    return str(address)
+    name = getattr(address, "name", None)
+    return f"unix {name.decode() if isinstance(name, bytes) else name}" if name else str(address)
 
 
-def run(config: Config) -> int:
-    """Run notifd in the foreground until SIGTERM or SIGINT; returns the exit code."""
+def run(config: Config, reread: Callable[[], Config] | None = None) -> int:
+    """Run notifd in the foreground until SIGTERM or SIGINT; returns the exit code.
+
+    `reread()` builds the configuration again (flags, environment, file) for SIGHUP.
+    """
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    logging = Logging(config.log_format, config.log_level)
+    logging.start()
     log = Logger(namespace="notifd")
     try:
-        daemon = Daemon(config, reactor)
+        daemon = Daemon(config, reactor, logging=logging)
     except (dbmod.UnusableDatabase, plugins.PluginError, ConfigError, SQLAlchemyError, OSError) as e:
         log.critical("cannot start: {error}", error=str(e).splitlines()[0])
         return 1
     exit_code = [0]
 
-    def started_or_failed():
-        d = daemon.start()
-
+    def start():
         def failed(failure):
             log.critical("cannot start: {error}", error=failure.getErrorMessage())
             exit_code[0] = 1
             reactor.stop()
 
-        d.addErrback(failed)
+        daemon.start().addErrback(failed)
 
-    reactor.callWhenRunning(started_or_failed)
+    def reload():
+        try:
+            new = reread() if reread else daemon.config
+            needs_restart = daemon.reload(new)
+        except (ConfigError, plugins.PluginError) as e:
+            log.error("SIGHUP: configuration not reloaded: {error}", error=str(e))
+            return
+        log.info("SIGHUP: configuration reloaded")
+        if needs_restart:
+            log.warn("SIGHUP: restart notifd to apply {settings}", settings=", ".join(needs_restart))
+
+    signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(reload))
+    reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", daemon.stop)
     reactor.run()
     return exit_code[0]
+
+
+def check(config: Config) -> str:
+    """`notifd --check-config`: validate everything that can be checked without starting."""
+    from twisted.internet import reactor
+
+    from .config import effective, to_toml
+
+    types = plugins.item_types(plugins.get_plugin_manager())
+    config.check_types(types)
+    config = dataclasses.replace(config, db=dbmod.database_url(config.db).render_as_string(hide_password=False))
+    for key, description in [("listen", d) for d in config.listen] + [("metrics", config.metrics)]:
+        if description:
+            try:
+                serverFromString(reactor, description)
+            except Exception as e:
+                raise ConfigError(f"{key}: bad endpoint {description!r}: {e}") from None
+    return to_toml(effective(config))

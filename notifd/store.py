@@ -39,7 +39,7 @@ from .items import Item, Pick, Window
 # The Alembic revision this code expects. tests/unit/test_migrations.py checks it is the
 # head of migrations/; kept here so that notifctl can check the schema without importing
 # Alembic on every call.
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 
 metadata = MetaData()
 
@@ -83,6 +83,22 @@ presence = Table(
     Column("node", String(200), nullable=False),
     Column("since", DateTime, nullable=False),
     Index("ix_presence_client", "client_id"),
+)
+
+
+# Each running daemon's heartbeat, for `notifctl status`.
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("node", String(200), primary_key=True),
+    Column("version", String(32), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("listen", Text, nullable=False),
+    Column("started_at", DateTime, nullable=False),
+    Column("heartbeat_at", DateTime, nullable=False),
+    Column("stopped_at", DateTime, nullable=True),
+    Column("connections", Integer, nullable=False),
+    Column("subscribers", Integer, nullable=False),
 )
 
 
@@ -296,3 +312,84 @@ def connected_clients(conn: Connection) -> dict[int, int]:
     """Client id -> number of connections now, over every node."""
     rows = conn.execute(select(presence.c.client_id, func.count()).group_by(presence.c.client_id))
     return {client_id: count for client_id, count in rows}
+
+
+# --- running daemons -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    node: str
+    version: str
+    pid: int
+    listen: str
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+    connections: int
+    subscribers: int
+
+
+def node_started(conn: Connection, node: str, version: str, pid: int, listen: str, *, now: datetime | None = None) -> None:
+    now = now or utcnow()
+    conn.execute(delete(nodes).where(nodes.c.node == node))
+    conn.execute(
+        insert(nodes).values(
+            node=node, version=version, pid=pid, listen=listen, started_at=now, heartbeat_at=now,
+            connections=0, subscribers=0,
+        )
+    )
+
+
+def node_heartbeat(conn: Connection, node: str, connections: int, subscribers: int, *, now: datetime | None = None) -> None:
+    conn.execute(
+        update(nodes)
+        .where(nodes.c.node == node)
+        .values(heartbeat_at=now or utcnow(), connections=connections, subscribers=subscribers)
+    )
+
+
+def node_stopped(conn: Connection, node: str, *, now: datetime | None = None) -> None:
+    now = now or utcnow()
+    conn.execute(update(nodes).where(nodes.c.node == node).values(stopped_at=now, heartbeat_at=now, connections=0, subscribers=0))
+
+
+def list_nodes(conn: Connection) -> list[Node]:
+    return [Node(**row._asdict()) for row in conn.execute(select(nodes).order_by(nodes.c.node))]
+
+
+def item_counts(conn: Connection) -> dict[str, int]:
+    """How many items of each type are stored."""
+    rows = conn.execute(select(items.c.type, func.count()).group_by(items.c.type).order_by(items.c.type))
+    return {type_name: count for type_name, count in rows}
+
+
+# --- retention -----------------------------------------------------------------------------------
+# Items are pruned in small batches, each its own transaction, so that the daemon's database
+# thread serves clients between them. Read cursors are item ids: deleting old items leaves
+# every cursor meaning what it meant ("everything up to here was sent").
+
+
+def _expired(type_name: str | None, others: tuple[str, ...], cutoff: datetime):
+    """Items of `type_name` (or, when None, of every type not in `others`) created before `cutoff`."""
+    clause = items.c.created_at < cutoff
+    if type_name is not None:
+        return (items.c.type == type_name) & clause
+    return items.c.type.not_in(others) & clause if others else clause
+
+
+def count_expired(conn: Connection, type_name: str | None, others: tuple[str, ...], cutoff: datetime) -> dict[str, int]:
+    rows = conn.execute(
+        select(items.c.type, func.count()).where(_expired(type_name, others, cutoff)).group_by(items.c.type)
+    )
+    return {name: count for name, count in rows}
+
+
+def prune_batch(conn: Connection, type_name: str | None, others: tuple[str, ...], cutoff: datetime, limit: int) -> int:
+    """Delete up to `limit` expired items, oldest first; returns how many went."""
+    doomed = select(items.c.id).where(_expired(type_name, others, cutoff)).order_by(items.c.id).limit(limit)
+    ids = [row.id for row in conn.execute(doomed)]
+    if ids:
+        conn.execute(delete(items).where(items.c.id.in_(ids)))
+    return len(ids)
+

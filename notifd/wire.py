@@ -7,7 +7,7 @@
 # values) cannot raise out of here.
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Mapping
 
@@ -30,6 +30,8 @@ class Server:
     clock: object  # IReactorTime
     max_line: int
     node: str
+    metrics: object = None  # metrics.Metrics
+    connections: set = field(default_factory=set)  # every open Connection
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock.seconds(), timezone.utc).replace(tzinfo=None)
@@ -46,8 +48,10 @@ class Connection(Protocol):
         self._reading = True  # whether the transport is reading from the client
         self._write_blocked = False  # the transport's buffer is full: the client is not reading
         self._presence = None  # Deferred of this connection's presence row, for a named client
+        self.on_close = None  # called with this connection once it is closed (graceful stop)
 
     def connectionMade(self) -> None:
+        self.server.connections.add(self)
         # As a streaming producer we hear when the client stops reading (our write buffer
         # fills up), and then stop reading its requests, so no buffer grows without bound.
         self.transport.registerProducer(self, True)
@@ -57,16 +61,21 @@ class Connection(Protocol):
 
     def connectionLost(self, reason=None) -> None:
         self.connected = 0  # Twisted sets it at connect but never clears it; _answer reads it
+        self.server.connections.discard(self)
         self.server.hub.unsubscribe(self)
         if self._presence is not None:
             self._presence.addCallback(lambda presence_id: self.server.db.run(store.client_disconnected, presence_id))
             self._presence.addErrback(self._log_failure, "cannot record a client leaving")
+        if self.on_close is not None:
+            self.on_close(self)
 
     # --- from the hub -----------------------------------------------------------------------
 
-    def item_added(self, type_name: str) -> None:
-        for action in self.session.item_added(type_name):
+    def item_added(self, type_name: str) -> bool:
+        actions = self.session.item_added(type_name)
+        for action in actions:
             self.transport.write(action.data)
+        return bool(actions)
 
     # --- carrying out actions ---------------------------------------------------------------
 

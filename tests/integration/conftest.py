@@ -49,12 +49,22 @@ def _script(name: str) -> list[str]:
     return [sys.executable, "-c", f"from notifd.cli import {entry}; {entry}()"]
 
 
+_ENV = {**os.environ, "NOTIFD_CONFIG": ""}
+
+
 class DaemonProcess:
     """One `notifd` process; `start()` returns once it listens."""
 
-    def __init__(self, db_path: Path, *extra: str) -> None:
+    def __init__(
+        self, db_path: Path, *extra: str, env: dict | None = None, listen: str = "tcp:0:interface=127.0.0.1",
+        prefix: tuple[str, ...] = (), **popen
+    ) -> None:
         self.db_path = db_path
+        self.prefix = prefix
         self.extra = extra
+        self.env = env
+        self.listen = listen
+        self.popen = popen
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
         self.log_lines: queue.Queue[str] = queue.Queue()
@@ -62,11 +72,13 @@ class DaemonProcess:
 
     def start(self) -> "DaemonProcess":
         self.proc = subprocess.Popen(
-            [*_script("notifd"), "--db", str(self.db_path), "--listen", "tcp:0:interface=127.0.0.1", *self.extra],
+            [*self.prefix, *_script("notifd"), "--db", str(self.db_path), "--listen", self.listen, *self.extra],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            env={**_ENV, "NOTIFD_LOG_FORMAT": "text", **(self.env or {})},
+            **self.popen,
         )
         threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
         line = self.wait_for_log(LISTENING)
@@ -142,8 +154,6 @@ def _notifctl_command(db_path: Path, *args: str) -> list[str]:
     return [*_script("notifctl"), "--db", str(db_path), *args]
 
 
-_ENV = {**os.environ, "NOTIFD_CONFIG": ""}
-
 
 def run_notifctl(db_path: Path, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(
@@ -163,8 +173,8 @@ def db_path(tmp_path):
 def daemon(db_path):
     started: list[DaemonProcess] = []
 
-    def start(*extra: str) -> DaemonProcess:
-        process = DaemonProcess(db_path, *extra).start()
+    def start(*extra: str, **options) -> DaemonProcess:
+        process = DaemonProcess(db_path, *extra, **options).start()
         started.append(process)
         return process
 

@@ -44,7 +44,7 @@ node = "a"
 max_age = "3d"
 
 [types.classified]
-max_count = 10
+recent_max_count = 10
 """,
     )
     config = build(read_file(path))
@@ -62,6 +62,9 @@ max_count = 10
         ("dbb = 'x'", "unknown key 'dbb'"),
         ("[recent]\nmax_agee = 3", "unknown key 'recent.max_agee'"),
         ("[types.classified]\ncount = 3", "unknown key 'types.classified.count'"),
+        ("[log]\nformat = 'xml'", "log.format: expected one of text, json, got 'xml'"),
+        ("[retention]\ninterval = 0", "retention.interval: must be more than 0"),
+        ("[metrics]\nlisten = 'tcp:9100'", "metrics: expected a non-empty string, got {'listen': 'tcp:9100'}"),
         ("max_line_length = 0", "max_line_length: expected a whole number > 0, got 0"),
         ("max_line_length = '4k'", "max_line_length: expected a whole number > 0, got '4k'"),
         ("listen = []", "listen: expected a string or a list of strings, got []"),
@@ -79,7 +82,7 @@ def test_bad_files_name_the_key(tmp_path, text, message):
 
 
 def test_settings_for_a_type_nobody_declares_are_refused():
-    config = Config(types={"classifed": {"max_count": 3}})
+    config = Config(types={"classifed": {"recent_max_count": 3}})
     with pytest.raises(ConfigError, match="types.classifed: no plugin declares an item type 'classifed'"):
         config.check_types({"classified": ItemType("classified")})
 

@@ -17,6 +17,7 @@ class Listener:
 
     def item_added(self, type_name):
         self.heard.append(type_name)
+        return True
 
 
 def make_hub(db, windows=None):
@@ -100,6 +101,9 @@ def test_push_once_per_type_per_batch(database):
     assert listener.heard == []  # at the end of the reactor turn
     clock.advance(0)
     assert listener.heard == ["classified", "random"]
+    sample = hub.metrics.registry.get_sample_value
+    assert sample("notifd_notifications_sent_total", {"type": "classified"}) == 1
+    assert sample("notifd_items_total", {"type": "classified"}) == 3
     hub.unsubscribe(listener)
     database.call(store.add_item, "classified", "d")
     hub.wake()

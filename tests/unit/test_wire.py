@@ -27,9 +27,13 @@ class HeldDatabase:
         return d
 
     def release(self):
+        """Run every held call, and those they lead to."""
         while self.held:
-            f, args, kwargs, d = self.held.popleft()
-            self.database.run(f, *args, **kwargs).chainDeferred(d)
+            self.release_one()
+
+    def release_one(self):
+        f, args, kwargs, d = self.held.popleft()
+        self.database.run(f, *args, **kwargs).chainDeferred(d)
 
 
 class Rig:

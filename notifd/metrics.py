@@ -1,0 +1,111 @@
+# Prometheus metrics and the /metrics + /healthz HTTP endpoint (optional: `--metrics ENDPOINT`).
+#
+# Counters are bumped where things happen (wire, hub, database, plugins) through the one
+# `Metrics` object of the daemon, with its own registry so that tests and several daemons
+# in one process do not mix. Gauges that describe current state are read at scrape time.
+# Rendering runs in the reactor thread: it only reads memory.
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.process_collector import ProcessCollector
+from twisted.internet import defer
+from twisted.web import resource, server
+
+from . import __version__
+
+
+class Metrics:
+    """Every metric notifd exports."""
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        Info("notifd_build", "notifd version", registry=registry).info({"version": __version__})
+        self.connections = Gauge("notifd_connections", "Open client connections", registry=registry)
+        self.subscribers = Gauge(
+            "notifd_notif_mode_connections", "Connections in notification mode", registry=registry
+        )
+        self.pending = Gauge(
+            "notifd_pending_notifications",
+            "Notifications sent and not acknowledged, or waiting to be sent",
+            registry=registry,
+        )
+        self.items = Counter("notifd_items", "Items posted, by type", ["type"], registry=registry)
+        self.notifications = Counter(
+            "notifd_notifications_sent", "notif: lines sent to clients, by type", ["type"], registry=registry
+        )
+        self.plugin_errors = Counter(
+            "notifd_plugin_errors", "Exceptions raised by plugin code, by plugin", ["plugin"], registry=registry
+        )
+        self.database_seconds = Histogram(
+            "notifd_database_seconds",
+            "Database calls from request to result, queue wait included",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=registry,
+        )
+        self.pruned = Counter("notifd_items_pruned", "Items removed by retention", registry=registry)
+
+    def follow(self, subscribers: Callable[[], Any], connections: Callable[[], int]) -> None:
+        """Read the current state from the daemon at each scrape."""
+        self.subscribers.set_function(lambda: len(subscribers()))
+        self.pending.set_function(lambda: sum(s.session.queued() for s in subscribers()))
+        self.connections.set_function(connections)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _MetricsPage(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def render_GET(self, request) -> bytes:
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
+        return self.metrics.render()
+
+
+class _HealthPage(resource.Resource):
+    """200 when the daemon can reach its database within `timeout` seconds, else 503."""
+
+    isLeaf = True
+
+    def __init__(self, check: Callable[[], defer.Deferred], clock: Any, timeout: float = 2.0) -> None:
+        super().__init__()
+        self.check = check
+        self.clock = clock
+        self.timeout = timeout
+
+    def render_GET(self, request):
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def answer(code: int, body: str) -> None:
+            if not gone:  # the prober may have given up already
+                request.setResponseCode(code)
+                request.write(body.encode())
+                request.finish()
+
+        d = self.check()
+        d.addTimeout(self.timeout, self.clock)
+        d.addCallbacks(
+            lambda _: answer(200, "ok\n"),
+            lambda failure: answer(503, f"database unavailable: {failure.getErrorMessage()}\n"),
+        )
+        return server.NOT_DONE_YET
+
+
+def site(metrics: Metrics, health_check: Callable[[], defer.Deferred], clock: Any) -> server.Site:
+    root = resource.Resource()
+    root.putChild(b"metrics", _MetricsPage(metrics))
+    root.putChild(b"healthz", _HealthPage(health_check, clock))
+    factory = server.Site(root)
+    factory.noisy = False
+    factory.log = lambda request: None  # no access log: scrapes every few seconds are noise
+    return factory

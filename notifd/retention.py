@@ -1,0 +1,117 @@
+# Retention: which items expire, and the daemon's periodic pruning.
+#
+# Rule: pruning never holds the database for long. Each batch of `prune_batch` deletions is
+# its own call on the database thread, so client queries queued meanwhile run between
+# batches; a pass still running when the next is due is not doubled.
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Iterable
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from . import store
+from .config import Config
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Items of `type_name` older than `max_age` expire; `type_name` None means every type not in `others`."""
+
+    type_name: str | None
+    max_age: timedelta
+    others: tuple[str, ...] = ()
+
+    def cutoff(self, now: datetime) -> datetime:
+        return now - self.max_age
+
+
+def rules(config: Config) -> list[Rule]:
+    """The retention rules of a configuration: per-type ones, then the default for the rest."""
+    own = tuple(name for name, table in config.types.items() if "retention" in table)
+    found = [Rule(name, config.types[name]["retention"]) for name in own if config.types[name]["retention"]]
+    if config.retention is not None:
+        found.append(Rule(None, config.retention, own))
+    return found
+
+
+def prune_now(conn_factory, found: Iterable[Rule], now: datetime, batch: int) -> dict[str, int]:
+    """Prune synchronously (notifctl): `conn_factory()` gives a transaction per batch; returns counts by type."""
+    pruned: dict[str, int] = {}
+    for rule in found:
+        before = _count(conn_factory, rule, now)
+        while True:
+            with conn_factory() as conn:
+                if store.prune_batch(conn, rule.type_name, rule.others, rule.cutoff(now), batch) < batch:
+                    break
+        for name, count in before.items():
+            pruned[name] = pruned.get(name, 0) + count
+    return pruned
+
+
+def expired(conn_factory, found: Iterable[Rule], now: datetime) -> dict[str, int]:
+    """What `prune_now` would remove, by type (`--dry-run`)."""
+    counts: dict[str, int] = {}
+    for rule in found:
+        for name, count in _count(conn_factory, rule, now).items():
+            counts[name] = counts.get(name, 0) + count
+    return counts
+
+
+def _count(conn_factory, rule: Rule, now: datetime) -> dict[str, int]:
+    with conn_factory() as conn:
+        return store.count_expired(conn, rule.type_name, rule.others, rule.cutoff(now))
+
+
+class Pruner:
+    """Prunes expired items every `interval` seconds, in batches, on the database thread."""
+
+    log = Logger()
+
+    def __init__(self, db, clock, config: Config, on_pruned=lambda n: None) -> None:
+        self.db = db
+        self.clock = clock
+        self.on_pruned = on_pruned
+        self.configure(config)
+        self._loop = task.LoopingCall(self.run)
+        self._loop.clock = clock
+        self._running = False
+
+    def configure(self, config: Config) -> None:
+        """Take new rules (SIGHUP); a changed interval applies from the next start."""
+        self.rules = rules(config)
+        self.interval = config.prune_interval
+        self.batch = config.prune_batch
+
+    def start(self) -> None:
+        self._loop.start(self.interval, now=True)
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+    @defer.inlineCallbacks
+    def run(self):
+        """One pass over every rule; returns a Deferred of the number of items removed."""
+        if self._running:
+            return 0
+        self._running = True
+        total = 0
+        try:
+            now = datetime.fromtimestamp(self.clock.seconds(), timezone.utc).replace(tzinfo=None)
+            for rule in self.rules:
+                while True:
+                    n = yield self.db.run(store.prune_batch, rule.type_name, rule.others, rule.cutoff(now), self.batch)
+                    total += n
+                    self.on_pruned(n)
+                    if n < self.batch:
+                        break
+            if total:
+                self.log.info("pruned {count} expired items", count=total)
+        except Exception:
+            self.log.failure("pruning failed; retrying at the next interval")
+        finally:
+            self._running = False
+        return total

@@ -1,0 +1,324 @@
+"""notifd as a system service: systemd notifications, signals, metrics, TLS, socket activation,
+backups during posting, retention, status."""
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import signal
+import socket
+import sqlite3
+import ssl
+import subprocess
+import sys
+import threading
+import urllib.request
+
+import pytest
+
+from notifd import db as dbmod
+from notifd import store
+from tests import transcript
+from tests.integration.conftest import TIMEOUT, LineClient, _script
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def notify_socket(tmp_path):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = tmp_path / "notify.sock"
+    sock.bind(str(path))
+    sock.settimeout(TIMEOUT)
+    yield str(path), sock
+    sock.close()
+
+
+def test_started_as_systemd_would(daemon, notify_socket):
+    path, sock = notify_socket
+    server = daemon(env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})
+    messages = []
+    while not any(m.startswith("READY=1") for m in messages):
+        messages.append(sock.recv(4096).decode())
+    assert f"STATUS=listening on TCP 127.0.0.1:{server.port}" in messages[-1]
+    assert "WATCHDOG=1" in messages  # pinged from the start, every WatchdogSec/2
+    client = server.connect()
+    assert client.ask("notif") == "will send notifs"
+    assert server.kill(signal.SIGTERM) == 0
+    rest = []
+    while "STOPPING=1" not in rest:
+        rest.append(sock.recv(4096).decode())
+    assert client.sock.recv(100) == b""  # the daemon closed the connection before exiting
+
+
+def test_sigterm_loses_nothing_committed(daemon, notifctl, db_path):
+    server = daemon()
+    client = server.connect()
+    token = notifctl("client", "add", "kiosk").stdout.splitlines()[-1]
+    notifctl("add", "classified", "ad")
+    assert client.ask(f"hello kiosk {token}") == "OK"
+    assert client.ask("classified?") == "ad"
+    assert server.kill(signal.SIGTERM) == 0
+    # The read mark written after the reply was committed before the daemon exited.
+    engine = dbmod.open_engine(dbmod.database_url(str(db_path)))
+    with engine.begin() as conn:
+        client_id = store.list_clients(conn)[0].id
+        assert store.client_cursors(conn, client_id) == {"classified": 1}
+    engine.dispose()
+
+
+def test_sighup_reloads_the_recent_window(daemon, notifctl, tmp_path):
+    config = tmp_path / "notifd.toml"
+    config.write_text("")
+    for text in ("first", "second", "third"):
+        notifctl("add", "classified", text)
+    server = daemon("--config", str(config))
+    assert server.connect().ask("classified?") == "first"
+    config.write_text('[types.classified]\nrecent_max_count = 1\nlisten = "x"\n')
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for_log(re.compile(r"SIGHUP: configuration not reloaded: .*unknown key 'types.classified.listen'"))
+    config.write_text('[types.classified]\nrecent_max_count = 1\n[log]\nlevel = "debug"\n')
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for_log(re.compile("SIGHUP: configuration reloaded"))
+    assert server.connect().ask("classified?") == "third"
+
+
+def test_metrics_show_a_connected_client_and_a_posted_item(daemon, notifctl):
+    server = daemon("--metrics", "tcp:0:interface=127.0.0.1")
+    metrics_port = int(re.search(r":(\d+)$", server.wait_for_log(re.compile(r"metrics on http TCP \S+"))).group(1))
+    client = server.connect()
+    assert client.ask("notif") == "will send notifs"
+    notifctl("add", "classified", "ad")
+    assert client.read_line() == b"notif: classified\r\n"
+    page = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=TIMEOUT).read().decode()
+    assert "notifd_connections 1.0" in page
+    assert "notifd_notif_mode_connections 1.0" in page
+    assert 'notifd_items_total{type="classified"} 1.0' in page
+    assert 'notifd_notifications_sent_total{type="classified"} 1.0' in page
+    assert "notifd_pending_notifications 1.0" in page  # sent, not yet acknowledged
+    assert "notifd_database_seconds_count" in page
+    health = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=TIMEOUT)
+    assert health.status == 200 and health.read() == b"ok\n"
+
+
+def test_status_while_running_and_after(daemon, notifctl):
+    assert notifctl("status", check=False).returncode == 3
+    server = daemon()
+    server.connect().ask("notif")
+    result = notifctl("status", "--json")
+    import json
+
+    status = json.loads(result.stdout)
+    (node,) = status["nodes"]
+    assert status["running"] and node["up"] and node["pid"] == server.proc.pid
+    assert node["listen"] == f"TCP 127.0.0.1:{server.port}"
+    server.kill(signal.SIGTERM)
+    after = notifctl("status", check=False)
+    assert after.returncode == 3 and "not running" in after.stdout
+
+
+# --- TLS ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def certificate(tmp_path):
+    """A self-signed certificate for localhost and 127.0.0.1, made in the test."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    trust = tmp_path / "trust"
+    trust.mkdir()
+    cert_path = trust / "cert.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path = tmp_path / "key.pem"
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+class TLSClient(LineClient):
+    def __init__(self, port: int, cafile) -> None:
+        context = ssl.create_default_context(cafile=str(cafile))
+        raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        self.sock = context.wrap_socket(raw, server_hostname="localhost")
+        self.buffer = b""
+
+
+def test_a_tls_client_completes_the_tutorial_session(daemon, notifctl, certificate, db_path):
+    cert, key = certificate
+    for type_name, text in transcript.POSTS_BEFORE:
+        notifctl("add", type_name, text)
+    server = daemon(listen=f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}")
+    client = TLSClient(server.port, cert)
+    for index, (who, line) in enumerate(transcript.load()):
+        if who == "C":
+            client.send(line)
+        else:
+            assert client.read_line() == line.encode() + b"\r\n"
+        if index in transcript.POSTS_AFTER_LINE:
+            notifctl("add", *transcript.POSTS_AFTER_LINE[index])
+    # notifctl watch connects over TLS too, checking the certificate.
+    watcher = subprocess.Popen(
+        [*_script("notifctl"), "--db", str(db_path), "watch", "--connect",
+         f"tls:localhost:{server.port}:trustRoots={cert.parent}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert watcher.stdout.readline() == "classified: Nice appart in the 11e.\n"  # a new anonymous client
+    finally:
+        watcher.kill()
+        watcher.wait()
+        watcher.stdout.close()
+        watcher.stderr.close()
+
+
+def test_plain_text_to_the_tls_port_is_refused_and_others_go_on(daemon, certificate):
+    cert, key = certificate
+    server = daemon(listen=f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}")
+    plain = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    plain.sendall(b"random?\r\n")
+    assert b"random" not in plain.recv(4096)  # a TLS alert, or nothing: never a protocol answer
+    assert TLSClient(server.port, cert).ask("random?").isdigit()
+
+
+# --- socket activation ---------------------------------------------------------------------------
+
+
+AS_SYSTEMD = """
+import os, sys
+fd = int(sys.argv[1])
+os.dup2(fd, 3)
+os.close(fd)
+os.environ["LISTEN_PID"] = str(os.getpid())  # exec keeps the pid
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
+
+
+def test_socket_activation(daemon, db_path):
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+
+    fd = listener.fileno()
+    server = daemon(
+        listen="systemd:domain=INET:index=0",
+        env={"LISTEN_FDS": "1", "LISTEN_FDNAMES": "notifd.socket"},
+        # As systemd does: the socket on fd 3, and LISTEN_PID set to notifd's own pid.
+        prefix=(sys.executable, "-c", AS_SYSTEMD, str(fd)),
+        pass_fds=(fd,),
+    )
+    listener.close()
+    assert server.port == port
+    assert server.connect().ask("random?").isdigit()
+
+
+# --- backups and retention -----------------------------------------------------------------------
+
+
+def test_a_backup_during_a_burst_of_posts_restores_to_a_consistent_database(daemon, notifctl, db_path, tmp_path):
+    server = daemon()
+    done = threading.Event()
+    errors = []
+
+    def burst():
+        engine = dbmod.open_engine(dbmod.database_url(str(db_path)))
+        try:
+            i = 0
+            while not done.is_set() or i < 200:
+                with engine.begin() as conn:
+                    store.add_item(conn, "classified", f"ad {i}")
+                i += 1
+        except Exception as e:
+            errors.append(repr(e))
+        finally:
+            engine.dispose()
+
+    poster = threading.Thread(target=burst)
+    poster.start()
+    backups = [tmp_path / f"backup-{n}.db" for n in range(3)]
+    for backup in backups:
+        notifctl("db", "backup", str(backup))
+    done.set()
+    poster.join(timeout=TIMEOUT * 3)
+    assert not errors
+    for backup in backups:
+        with sqlite3.connect(backup) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            ids = [row[0] for row in conn.execute("SELECT id FROM items ORDER BY id")]
+        # One transaction per post: a consistent copy holds a gap-free prefix of the posts.
+        assert ids == list(range(1, len(ids) + 1))
+    # Restored in place of the live database, it serves.
+    server.kill(signal.SIGTERM)
+    restored = backups[-1]
+    os.replace(restored, db_path)
+    for leftover in (f"{db_path}-wal", f"{db_path}-shm"):
+        if os.path.exists(leftover):
+            os.remove(leftover)
+    assert notifctl("db", "check").returncode == 0
+    posts = len(ids)
+    assert posts >= 200
+    # The oldest recent ad: the window holds the 100 newest.
+    assert daemon().connect().ask("classified?") == f"ad {posts - 100}"
+
+
+def test_backup_refuses_to_overwrite(notifctl, tmp_path):
+    notifctl("db", "upgrade")
+    target = tmp_path / "exists.db"
+    target.write_text("precious")
+    result = notifctl("db", "backup", str(target), check=False)
+    assert result.returncode == 1 and result.stderr == f"notifctl: {target} exists; remove it or choose another name\n"
+    assert target.read_text() == "precious"
+
+
+def test_db_check_reports_corruption(notifctl, db_path):
+    notifctl("add", "classified", "ad")
+    with open(db_path, "r+b") as f:  # scribble over the items table's page
+        f.seek(4096 * 2)
+        f.write(b"\xff" * 4096)
+    result = notifctl("db", "check", check=False)
+    assert result.returncode == 1 and result.stderr.startswith("notifctl: ")
+
+
+def test_the_daemon_prunes_expired_items_at_start(daemon, notifctl, db_path, tmp_path):
+    token = notifctl("client", "add", "kiosk").stdout.splitlines()[-1]
+    engine = dbmod.open_engine(dbmod.database_url(str(db_path)))
+    old = store.utcnow() - datetime.timedelta(days=40)
+    with engine.begin() as conn:
+        for i in range(3):
+            store.add_item(conn, "classified", f"old {i}", now=old)
+        client_id = store.list_clients(conn)[0].id
+        store.mark_read(conn, client_id, "classified", 2)
+        store.add_item(conn, "classified", "fresh")
+    engine.dispose()
+    config = tmp_path / "notifd.toml"
+    config.write_text('[recent]\nmax_age = 0\n[retention]\nmax_age = "30d"\nbatch = 2\n')
+    server = daemon("--config", str(config))
+    server.wait_for_log(re.compile("pruned 3 expired items"))
+    client = server.connect()
+    assert client.ask(f"hello kiosk {token}") == "OK"
+    assert client.ask("classified?") == "fresh"  # the cursor (2) still means what it meant
+    assert [line.split("\t")[3] for line in notifctl("list").stdout.splitlines()] == ["fresh"]

@@ -1,0 +1,60 @@
+"""The daemon's assembly: what SIGHUP reloads, --check-config's output."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from twisted.internet.testing import MemoryReactorClock
+
+from notifd.config import Config, ConfigError, build, read_file
+from notifd.service import Daemon, check
+
+
+@pytest.fixture
+def daemon(engine):
+    return Daemon(Config(node="test"), MemoryReactorClock(), engine=engine)
+
+
+def test_reload_applies_windows_and_limits_and_names_what_needs_a_restart(daemon):
+    new = Config(
+        node="test",
+        max_line_length=100,
+        types={"classified": {"recent_max_count": 1}},
+        listen=("tcp:9999",),
+        given=frozenset({"types", "listen", "max_line_length"}),
+    )
+    assert daemon.reload(new) == ["listen"]
+    assert daemon.server.windows["classified"].max_count == 1
+    assert daemon.hub.windows["classified"].max_count == 1
+    assert daemon.server.max_line == 100
+
+
+def test_reload_refuses_settings_for_unknown_types(daemon):
+    with pytest.raises(ConfigError, match="types.weather"):
+        daemon.reload(Config(node="test", types={"weather": {"retention": None}}))
+
+
+def test_check_config_prints_the_effective_configuration_with_secrets_masked(tmp_path):
+    path = tmp_path / "notifd.toml"
+    path.write_text(
+        'db = "postgresql+psycopg://notifd:hunter2@db.example/notifd"\n'
+        'listen = ["tcp:8789", "tcp6:8789"]\n'
+        '[retention]\nmax_age = "90d"\n'
+        '[types.classified]\nrecent_max_age = "2d"\n'
+    )
+    out = check(build(read_file(path), log_level="debug"))
+    assert 'db = "postgresql+psycopg://notifd:********@db.example/notifd"' in out
+    assert "hunter2" not in out
+    assert 'listen = ["tcp:8789", "tcp6:8789"]' in out
+    assert 'level = "debug"' in out
+    assert '[retention]\nmax_age = "90d"' in out
+    assert '[types.classified]\nrecent_max_age = "2d"' in out
+    # What it prints is a configuration file notifd accepts, meaning the same.
+    again = tmp_path / "again.toml"
+    again.write_text(out)
+    assert build(read_file(again)).retention == timedelta(days=90)
+
+
+def test_check_config_refuses_a_bad_endpoint():
+    with pytest.raises(ConfigError, match="listen: bad endpoint 'tcpp:80'"):
+        check(Config(listen=("tcpp:80",)))
