@@ -27,14 +27,21 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     ctx.default_map = {**(ctx.default_map or {}), **configmod.file_defaults(settings)}
 
 
+def _default_config() -> str | None:
+    # The system-wide file, when there is one: notifd under systemd and an admin's
+    # notifctl then agree on the database without being told.
+    return str(configmod.SYSTEM_CONFIG) if configmod.SYSTEM_CONFIG.exists() else None
+
+
 _config_option = click.option(
     "--config",
     type=click.Path(dir_okay=False),
     envvar="NOTIFD_CONFIG",
+    default=_default_config,
     is_eager=True,
     expose_value=False,
     callback=_load_config,
-    help="TOML configuration file [env NOTIFD_CONFIG].",
+    help=f"TOML configuration file [env NOTIFD_CONFIG] [default: {configmod.SYSTEM_CONFIG} if it exists].",
 )
 _db_option = click.option(
     "--db", envvar="NOTIFD_DB", metavar="PATH_OR_URL", help="SQLite file or SQLAlchemy URL [env NOTIFD_DB]."

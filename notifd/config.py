@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from .items import ItemType, Window
 
+SYSTEM_CONFIG = Path("/etc/notifd/notifd.toml")  # read when no --config or NOTIFD_CONFIG is given
 DEFAULT_LISTEN = ("tcp:8789:interface=127.0.0.1",)
 DEFAULT_MAX_LINE = 4096
 LOG_FORMATS = ("text", "json")

@@ -48,3 +48,25 @@ def test_every_error_reply_is_documented():
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert f"```sh\n{ci}\n```" in (ROOT / "README.md").read_text()
+
+
+def test_the_example_config_is_valid_and_shows_every_key():
+    from notifd.config import KEYS, TYPE_KEYS, read_file
+
+    example = ROOT / "contrib" / "notifd.toml"
+    read_file(example)
+    text = example.read_text()
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    for path in list(KEYS) + [f"types.<name>.{key}" for key in TYPE_KEYS]:
+        table, _, key = path.rpartition(".")
+        assert re.search(rf"^#? ?{re.escape(key)} = ", text, re.MULTILINE), f"{path} not in contrib/notifd.toml"
+        assert f"`{key}`" in operations or f"`{path}`" in operations or f".{key}`" in operations, path
+
+
+def test_the_systemd_unit_is_what_the_docs_promise():
+    unit = (ROOT / "contrib" / "systemd" / "notifd.service").read_text()
+    for line in ("Type=notify", "WatchdogSec=", "StateDirectory=notifd", "NoNewPrivileges=yes",
+                 "ProtectSystem=strict", "PrivateTmp=yes", "ExecReload=/bin/kill -HUP $MAINPID"):
+        assert line in unit
+    socket_unit = (ROOT / "contrib" / "systemd" / "notifd.socket").read_text()
+    assert "FileDescriptorName=notifd" in socket_unit

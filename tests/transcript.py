@@ -27,3 +27,15 @@ def load(path: Path = TUTORIAL) -> list[tuple[str, str]]:
         assert who in ("C", "S") and text.startswith("  "), raw
         lines.append((who, text[2:]))
     return lines
+
+
+def replay(client, post) -> None:
+    """Play the session over a line client (`send(line)`, `read_line() -> bytes`), checking every
+    server line byte for byte; `post(type, text)` makes the posts the session needs on the way."""
+    for index, (who, line) in enumerate(load()):
+        if who == "C":
+            client.send(line)
+        else:
+            assert client.read_line() == line.encode() + b"\r\n"
+        if index in POSTS_AFTER_LINE:
+            post(*POSTS_AFTER_LINE[index])

@@ -171,14 +171,7 @@ def test_a_tls_client_completes_the_tutorial_session(daemon, notifctl, certifica
     for type_name, text in transcript.POSTS_BEFORE:
         notifctl("add", type_name, text)
     server = daemon(listen=f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}")
-    client = TLSClient(server.port, cert)
-    for index, (who, line) in enumerate(transcript.load()):
-        if who == "C":
-            client.send(line)
-        else:
-            assert client.read_line() == line.encode() + b"\r\n"
-        if index in transcript.POSTS_AFTER_LINE:
-            notifctl("add", *transcript.POSTS_AFTER_LINE[index])
+    transcript.replay(TLSClient(server.port, cert), lambda type_name, text: notifctl("add", type_name, text))
     # notifctl watch connects over TLS too, checking the certificate.
     watcher = subprocess.Popen(
         [*_script("notifctl"), "--db", str(db_path), "watch", "--connect",
@@ -225,8 +218,8 @@ def test_socket_activation(daemon, db_path):
 
     fd = listener.fileno()
     server = daemon(
-        listen="systemd:domain=INET:index=0",
-        env={"LISTEN_FDS": "1", "LISTEN_FDNAMES": "notifd.socket"},
+        listen="systemd:domain=INET:name=notifd",  # as in contrib/systemd/notifd.socket
+        env={"LISTEN_FDS": "1", "LISTEN_FDNAMES": "notifd"},
         # As systemd does: the socket on fd 3, and LISTEN_PID set to notifd's own pid.
         prefix=(sys.executable, "-c", AS_SYSTEMD, str(fd)),
         pass_fds=(fd,),

@@ -13,13 +13,7 @@ def test_tutorial_session_replays_exactly(daemon, notifctl):
         notifctl("add", type_name, text)
     server = daemon()
     client = server.connect()
-    for index, (who, line) in enumerate(transcript.load()):
-        if who == "C":
-            client.send(line)
-        else:
-            assert client.read_line() == line.encode() + b"\r\n"
-        if index in transcript.POSTS_AFTER_LINE:
-            notifctl("add", *transcript.POSTS_AFTER_LINE[index])
+    transcript.replay(client, lambda type_name, text: notifctl("add", type_name, text))
     # Nothing more was sent: the next bytes are the answer to a probe.
     assert client.ask("stop_notif") == "OK"
 
