@@ -139,8 +139,9 @@ class _Store:
 
     def call(self, f, *args, **kwargs):
         """Run a store function in one transaction."""
-        with self.engine.begin() as conn:
-            return f(conn, *args, **kwargs)
+        from .db import Database
+
+        return Database(self.engine).call(f, *args, **kwargs)
 
     @staticmethod
     def call_on(url: str, f):
@@ -159,12 +160,16 @@ def _store(ctx: click.Context) -> _Store:
     return _Store(ctx.find_root().obj)
 
 
-def _read_stdin_text(limit: int) -> str:
-    data = sys.stdin.buffer.read(limit + 3)  # enough to see that it is too long
+def _read_stdin_text(limit: int) -> str | None:
+    """The text on stdin without its final newline; None when it is over `limit` bytes."""
+    # Read no more than enough to see that it is too long: a huge stdin costs nothing.
+    data = sys.stdin.buffer.read(limit + 3)
     if data.endswith(b"\n"):
         data = data[:-1]
         if data.endswith(b"\r"):
             data = data[:-1]
+    if len(data) > limit:
+        return None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -187,6 +192,8 @@ def add(ctx: click.Context, type_name: str, text: str | None, key: str | None) -
         raise click.ClickException(f"unknown item type {type_name!r} (known: {', '.join(db.types)})")
     if text is None and not sys.stdin.isatty():
         text = _read_stdin_text(max_line)
+        if text is None:
+            raise click.ClickException(f"invalid {type_name}: text is over the line limit of {max_line} bytes")
     if not text and item_type.fresh is not None:
         text = item_type.fresh()
     if key is not None and not key.strip():
@@ -265,6 +272,20 @@ def client_add(ctx: click.Context, name: str) -> None:
     except store.ClientExists:
         raise click.ClickException(f"client {name!r} already exists") from None
     click.echo(f"created client {name}; its token is shown once, keep it secret:")
+    click.echo(token)
+
+
+@client.command("rotate", context_settings=_HELP)
+@click.argument("name")
+@click.pass_context
+def client_rotate(ctx: click.Context, name: str) -> None:
+    """Give a named client a new token, printed last; the old token stops working."""
+    from . import store
+
+    token = _store(ctx).call(store.rotate_token, name)
+    if token is None:
+        raise click.ClickException(f"no client named {name!r}")
+    click.echo(f"new token for client {name}; the old one no longer works (connections already open stay):")
     click.echo(token)
 
 
@@ -448,9 +469,9 @@ def prune(ctx: click.Context, dry_run: bool) -> None:
     rules = retention.rules(db.config)
     now = store.utcnow()
     if dry_run:
-        counts = retention.expired(db.engine.begin, rules, now)
+        counts = retention.expired(db.engine, rules, now)
     else:
-        counts = retention.prune_now(db.engine.begin, rules, now, db.config.prune_batch)
+        counts = retention.prune_now(db.engine, rules, now, db.config.prune_batch)
     verb = "would prune" if dry_run else "pruned"
     click.echo(f"{verb} " + (", ".join(f"{n} {name}" for name, n in sorted(counts.items())) or "nothing"))
 

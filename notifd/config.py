@@ -73,6 +73,12 @@ def _positive_int(key: str, value: Any) -> int:
     return value
 
 
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
 def _string(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{key}: expected a non-empty string, got {value!r}")
@@ -111,6 +117,9 @@ class Config:
     log_format: str = "text"
     log_level: str = "info"
     metrics: str | None = None  # endpoint serving /metrics and /healthz
+    anonymous: bool = True  # clients may use the protocol without `hello`
+    hello_failures: int = 5  # failed hellos allowed per source address ...
+    hello_window: float = 60.0  # ... in this many seconds
     recent_max_age: timedelta | None = None  # None here: the item type's own default
     recent_max_count: int | None = None
     retention: timedelta | None = timedelta(days=30)  # None: keep items forever
@@ -150,7 +159,10 @@ KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "db": ("db", _string),
     "listen": ("listen", _strings),
     "node": ("node", _string),
-    "max_line_length": ("max_line_length", _positive_int),
+    "limits.max_line_length": ("max_line_length", _positive_int),
+    "limits.hello_failures": ("hello_failures", _positive_int),
+    "limits.hello_window": ("hello_window", _interval),
+    "auth.anonymous": ("anonymous", _bool),
     "poll_interval": ("poll_interval", _interval),
     "metrics": ("metrics", _string),
     "log.format": ("log_format", _choice(*LOG_FORMATS)),

@@ -6,20 +6,33 @@
 # writer and FIFO order: a cursor written by one call is seen by the next.
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from sqlalchemy import create_engine, event, inspect, text
-from sqlalchemy.engine import URL, Engine, Result, Row, make_url
+from sqlalchemy.engine import URL, Connection, Engine, Result, Row, make_url
 
 from . import store
 
 T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 5000  # how long a writer waits for another before "database is locked"
+
+
+def _log():
+    from twisted.logger import Logger
+
+    return Logger(namespace="notifd.db")
+
+
+def _first_line(error: BaseException) -> str:
+    original = getattr(error, "orig", None) or error
+    text = str(original)
+    return text.splitlines()[0] if text else type(original).__name__
 
 
 class UnusableDatabase(Exception):
@@ -71,12 +84,24 @@ def make_engine(url: URL) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        # IMMEDIATE takes the write lock up front, waiting up to busy_timeout for it. A
-        # deferred transaction that reads then writes can fail at once with "database is
-        # locked" when another process committed in between; this one cannot.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A writer takes the write lock up front (IMMEDIATE), waiting up to busy_timeout for
+        # it: a deferred transaction that reads then writes can fail at once with "database
+        # is locked" when another process committed in between. A reader stays deferred, so
+        # it is served even while another process holds the write lock.
+        write = conn.get_execution_options().get("notifd_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+@contextlib.contextmanager
+def transaction(engine: Engine, write: bool = False) -> Iterator[Connection]:
+    """A transaction; `write=True` for one that will write (see `store.writes`)."""
+    with engine.connect() as conn:
+        if write:
+            conn.execution_options(notifd_write=True)
+        with conn.begin():
+            yield conn
 
 
 class Database:
@@ -94,6 +119,7 @@ class Database:
         self._reactor = reactor
         self._threadpool = threadpool
         self._observe = observe  # called with each call's seconds, queue wait included
+        self.failing = False  # in an outage: the last call failed with a database error
 
     @classmethod
     def threaded(cls, engine: Engine, reactor: Any, observe: Callable[[float], None] | None = None) -> "Database":
@@ -119,21 +145,39 @@ class Database:
         from twisted.internet import defer, threads
 
         if self._threadpool is None:
-            return defer.maybeDeferred(self.call, f, *args, **kwargs)
-        d = threads.deferToThreadPool(self._reactor, self._threadpool, self.call, f, *args, **kwargs)
-        if self._observe is not None:
-            started = self._reactor.seconds()
+            d = defer.maybeDeferred(self.call, f, *args, **kwargs)
+        else:
+            d = threads.deferToThreadPool(self._reactor, self._threadpool, self.call, f, *args, **kwargs)
+            if self._observe is not None:
+                started = self._reactor.seconds()
 
-            def observed(result):
-                self._observe(self._reactor.seconds() - started)
-                return result
+                def observed(result):
+                    self._observe(self._reactor.seconds() - started)
+                    return result
 
-            d.addBoth(observed)
-        return d
+                d.addBoth(observed)
+        return d.addCallbacks(self._succeeded, self._failed, errbackArgs=(f,))
+
+    def _succeeded(self, result):
+        if self.failing:
+            self.failing = False
+            _log().info("the database answers again")
+        return result
+
+    def _failed(self, failure, f):
+        from sqlalchemy.exc import DBAPIError
+
+        if not failure.check(DBAPIError):
+            _log().failure("database call {query} failed", failure, query=f.__name__)
+        elif not self.failing:
+            # An outage is logged once, not once per client: it ends with "answers again".
+            self.failing = True
+            _log().error("database unavailable: {error}", error=_first_line(failure.value))
+        return failure
 
     def call(self, f: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `f(conn, ...)` in a transaction here and now (on the database thread)."""
-        with self.engine.begin() as conn:
+        with transaction(self.engine, write=getattr(f, "writes", False)) as conn:
             result = f(conn, *args, **kwargs)
         # Rows and Results are bound to the connection: materialise them in f.
         assert not isinstance(result, (Result, Row)), f"{f.__name__} returned a {type(result).__name__}"

@@ -46,7 +46,6 @@ class Hub:
         self._due: dict[str, None] = {}  # types to push on the next turn, in order
         self._poll = task.LoopingCall(self.wake)
         self._poll.clock = clock
-        self._failing = False
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -72,7 +71,8 @@ class Hub:
             return
         self._checking = True
         d = self.db.run(store.items_after, self.high_water)
-        d.addCallbacks(self._dispatch, self._check_failed)
+        # A failure was logged by the database (once per outage); the next poll retries.
+        d.addCallbacks(self._dispatch, lambda failure: None)
         d.addBoth(self._checked)
 
     def _checked(self, _: object) -> None:
@@ -81,16 +81,7 @@ class Hub:
             self._check_again = False
             self.wake()
 
-    def _check_failed(self, failure) -> None:
-        # Log a database outage once, not once per poll; the next poll retries.
-        if not self._failing:
-            self._failing = True
-            self.log.failure("cannot read new items; retrying every {interval}s", failure, interval=self.poll_interval)
-
     def _dispatch(self, items: list[Item]) -> None:
-        if self._failing:
-            self._failing = False
-            self.log.info("reading new items again")
         if not items:
             return
         for item in items:

@@ -31,6 +31,7 @@ DEFAULT_MAX_LINE = 4096  # bytes in a line, not counting its line ending
 
 
 class Mode(enum.Enum):
+    HELLO = "hello"  # anonymous clients refused: only `hello` is accepted until one succeeds
     NORMAL = "normal"  # requests and replies
     WAITING = "waiting"  # a request is with the database; later lines wait in the buffer
     NOTIF = "notif"  # the server pushes `notif: <type>`, the client answers `OK`
@@ -106,6 +107,8 @@ class Err:
     NO_ARGUMENTS = Send(_line("ERR this command takes no arguments"))
     HELLO_USAGE = Send(_line("ERR usage: hello <name> <token>"))
     HELLO_REFUSED = Send(_line("ERR unknown client or wrong token"))
+    HELLO_FIRST = Send(_line("ERR hello first"))
+    HELLO_THROTTLED = Send(_line("ERR too many failed hellos; try again later"))
     ALREADY_IDENTIFIED = Send(_line("ERR already identified"))
     NOT_IN_NOTIF = Send(_line("ERR not in notification mode"))
     IN_NOTIF = Send(_line("ERR in notification mode: send OK or stop_notif"))
@@ -138,11 +141,13 @@ class Session:
     Args:
         types: the names of the item types the daemon serves.
         max_line: the longest line accepted, in bytes, not counting its line ending.
+        anonymous: whether a client may use the protocol without a `hello`.
     """
 
     __slots__ = (
         "types",
         "max_line",
+        "anonymous",
         "mode",
         "client_id",
         "cursors",
@@ -154,10 +159,11 @@ class Session:
         "_waiting_for",
     )
 
-    def __init__(self, types: Iterable[str], max_line: int = DEFAULT_MAX_LINE) -> None:
+    def __init__(self, types: Iterable[str], max_line: int = DEFAULT_MAX_LINE, anonymous: bool = True) -> None:
         self.types = frozenset(types)
         self.max_line = max_line
-        self.mode = Mode.NORMAL
+        self.anonymous = anonymous
+        self.mode = Mode.NORMAL if anonymous else Mode.HELLO
         self.client_id: int | None = None  # set by a successful hello; None = anonymous
         self.cursors: dict[str, int] = {}  # type -> id of the last item sent; 0 = none
         self.subscription: frozenset[str] = frozenset()  # types notified in NOTIF mode
@@ -224,7 +230,9 @@ class Session:
         verb, args = words[0], words[1:]
         command = _COMMANDS[self.mode].get(verb)
         if command is None:
-            if self.mode is Mode.NOTIF:
+            if self.mode is Mode.HELLO:
+                command = Session._hello_first
+            elif self.mode is Mode.NOTIF:
                 command = Session._refuse_in_notif
             elif verb.endswith("?"):
                 command = Session._query
@@ -293,6 +301,13 @@ class Session:
     def _unknown(self, verb: str, args: list[str], actions: list[Action]) -> None:
         actions.append(Err.UNKNOWN_COMMAND)
 
+    def _hello_first(self, verb: str, args: list[str], actions: list[Action]) -> None:
+        actions.append(Err.HELLO_FIRST)
+
+    def _at_rest(self) -> Mode:
+        """The mode to return to after a request: HELLO until an anonymous-refusing session is identified."""
+        return Mode.NORMAL if self.anonymous or self.client_id is not None else Mode.HELLO
+
     # --- events from the rest of the daemon --------------------------------------------
 
     def fetched(self, line: str | None, item_id: int | None) -> list[Action]:
@@ -319,20 +334,28 @@ class Session:
     def identified(self, client_id: int | None, cursors: Mapping[str, int]) -> list[Action]:
         """The answer to the last `Identify`: the client's id and stored cursors, or None if refused."""
         assert self.mode is Mode.WAITING
-        self.mode = Mode.NORMAL
         if client_id is None:
             actions: list[Action] = [Err.HELLO_REFUSED]
         else:
             self.client_id = client_id
             self.cursors = dict(cursors)
             actions = [OK]
+        self.mode = self._at_rest()
+        self._run_lines(actions)
+        return actions
+
+    def throttled(self) -> list[Action]:
+        """The last `Identify` was not even checked: too many failed hellos from this address."""
+        assert self.mode is Mode.WAITING
+        self.mode = self._at_rest()
+        actions: list[Action] = [Err.HELLO_THROTTLED]
         self._run_lines(actions)
         return actions
 
     def failed(self) -> list[Action]:
         """The last `Fetch` or `Identify` could not be answered (the database failed)."""
         assert self.mode is Mode.WAITING
-        self.mode = Mode.NORMAL
+        self.mode = self._at_rest()
         self._waiting_for = None
         actions: list[Action] = [Err.UNAVAILABLE]
         self._run_lines(actions)
@@ -377,9 +400,10 @@ class Session:
 _Command = Callable[[Session, str, list, list], None]
 
 # The command table: mode -> verb -> handler. In NORMAL mode a verb not listed here is a
-# query if it ends in "?", and unknown otherwise; in NOTIF mode it is refused. WAITING
-# has no row: no line is read while a request is with the database.
+# query if it ends in "?", and unknown otherwise; in NOTIF and HELLO modes it is refused.
+# WAITING has no row: no line is read while a request is with the database.
 _COMMANDS: dict[Mode, dict[str, _Command]] = {
+    Mode.HELLO: {"hello": Session._hello},
     Mode.NORMAL: {
         "notif": Session._start_notif,
         "_notif_": Session._start_notif,

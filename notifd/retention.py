@@ -14,6 +14,7 @@ from twisted.logger import Logger
 
 from . import store
 from .config import Config
+from .db import transaction
 
 
 @dataclass(frozen=True)
@@ -37,32 +38,25 @@ def rules(config: Config) -> list[Rule]:
     return found
 
 
-def prune_now(conn_factory, found: Iterable[Rule], now: datetime, batch: int) -> dict[str, int]:
-    """Prune synchronously (notifctl): `conn_factory()` gives a transaction per batch; returns counts by type."""
-    pruned: dict[str, int] = {}
+def prune_now(engine, found: Iterable[Rule], now: datetime, batch: int) -> dict[str, int]:
+    """Prune synchronously (notifctl), a transaction per batch; returns counts by type."""
+    pruned = expired(engine, found, now)
     for rule in found:
-        before = _count(conn_factory, rule, now)
         while True:
-            with conn_factory() as conn:
+            with transaction(engine, write=True) as conn:
                 if store.prune_batch(conn, rule.type_name, rule.others, rule.cutoff(now), batch) < batch:
                     break
-        for name, count in before.items():
-            pruned[name] = pruned.get(name, 0) + count
     return pruned
 
 
-def expired(conn_factory, found: Iterable[Rule], now: datetime) -> dict[str, int]:
+def expired(engine, found: Iterable[Rule], now: datetime) -> dict[str, int]:
     """What `prune_now` would remove, by type (`--dry-run`)."""
     counts: dict[str, int] = {}
-    for rule in found:
-        for name, count in _count(conn_factory, rule, now).items():
-            counts[name] = counts.get(name, 0) + count
+    with transaction(engine) as conn:
+        for rule in found:
+            for name, count in store.count_expired(conn, rule.type_name, rule.others, rule.cutoff(now)).items():
+                counts[name] = counts.get(name, 0) + count
     return counts
-
-
-def _count(conn_factory, rule: Rule, now: datetime) -> dict[str, int]:
-    with conn_factory() as conn:
-        return store.count_expired(conn, rule.type_name, rule.others, rule.cutoff(now))
 
 
 class Pruner:

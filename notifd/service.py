@@ -19,6 +19,7 @@ from . import db as dbmod
 from . import plugins
 from .config import Config, ConfigError, changed
 from .hub import Hub
+from .limits import FailureLimiter
 from .logs import Logging
 from .metrics import Metrics, site
 from .retention import Pruner
@@ -30,7 +31,7 @@ CLOSE_TIMEOUT = 3.0  # how long stopping waits for connections to flush and clos
 # What SIGHUP can change without a restart (docs/operations.md says the same).
 RELOADABLE = frozenset(
     {"log_level", "recent_max_age", "recent_max_count", "types", "retention", "prune_interval",
-     "prune_batch", "max_line_length"}
+     "prune_batch", "max_line_length", "anonymous", "hello_failures", "hello_window"}
 )
 
 
@@ -67,6 +68,8 @@ class Daemon:
             max_line=config.max_line_length,
             node=config.node,
             metrics=self.metrics,
+            anonymous=config.anonymous,
+            hello_limiter=FailureLimiter(reactor, config.hello_failures, config.hello_window),
         )
         self.metrics.follow(lambda: self.hub.subscribers, lambda: len(self.server.connections))
         self.factory = ConnectionFactory(self.server)
@@ -194,6 +197,9 @@ class Daemon:
         windows = self._windows(new)
         self.server.windows = self.hub.windows = windows
         self.server.max_line = new.max_line_length
+        self.server.anonymous = new.anonymous
+        self.server.hello_limiter.allowed = new.hello_failures
+        self.server.hello_limiter.window = new.hello_window
         self.pruner.configure(new)
         self.config = new
         return needs_restart

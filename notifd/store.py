@@ -1,7 +1,7 @@
 # Every table and every statement. Queries are plain functions `f(conn, ...)` of a
 # SQLAlchemy Connection and return `items.py` dataclasses or plain values, never a Row,
 # Result or ORM object: the daemon runs them on its database thread (db.py), notifctl
-# calls them directly inside `with engine.begin() as conn:`.
+# calls them through `Database.call`. A query that writes is marked `@writes`.
 #
 # Read state does not grow with clients x items: a named client has one cursor per type,
 # the id of the last item of that type it was sent (like IMAP UIDs or consumer offsets).
@@ -102,6 +102,16 @@ nodes = Table(
 )
 
 
+def writes(query):
+    """Marks a query that writes: it runs in a transaction that takes the write lock first.
+
+    Queries without the mark run in read-only transactions, which SQLite in WAL mode
+    serves even while another process holds the write lock.
+    """
+    query.writes = True
+    return query
+
+
 def utcnow() -> datetime:
     """Naive UTC, as every timestamp column holds."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
@@ -126,6 +136,7 @@ def _item(row) -> Item:
 # --- items -----------------------------------------------------------------------------
 
 
+@writes
 def add_item(
     conn: Connection, type_name: str, text: str, *, key: str | None = None, now: datetime | None = None
 ) -> tuple[int, bool]:
@@ -228,6 +239,7 @@ def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
+@writes
 def add_client(conn: Connection, name: str, *, now: datetime | None = None) -> str:
     """Create a named client; returns its token, which is stored only hashed."""
     if conn.execute(select(clients.c.id).where(clients.c.name == name)).first() is not None:
@@ -237,6 +249,15 @@ def add_client(conn: Connection, name: str, *, now: datetime | None = None) -> s
     return token
 
 
+@writes
+def rotate_token(conn: Connection, name: str) -> str | None:
+    """Give a named client a new token (the old one stops working); None if there is no such client."""
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    changed = conn.execute(update(clients).where(clients.c.name == name).values(token_hash=_hash_token(token))).rowcount
+    return token if changed else None
+
+
+@writes
 def remove_client(conn: Connection, name: str) -> bool:
     client_id = conn.execute(select(clients.c.id).where(clients.c.name == name)).scalar()
     if client_id is None:
@@ -253,6 +274,7 @@ def list_clients(conn: Connection) -> list[Client]:
     return [Client(row.id, row.name, row.created_at, row.last_seen) for row in rows]
 
 
+@writes
 def identify(conn: Connection, name: str, token: str, *, now: datetime | None = None) -> tuple[int, dict[str, int]] | None:
     """Check a hello; returns (client id, cursors by type), or None for a wrong name or token."""
     row = conn.execute(select(clients.c.id, clients.c.token_hash).where(clients.c.name == name)).first()
@@ -269,6 +291,7 @@ def client_cursors(conn: Connection, client_id: int) -> dict[str, int]:
     return {row.type: row.last_read_id for row in rows}
 
 
+@writes
 def mark_read(conn: Connection, client_id: int, type_name: str, item_id: int) -> None:
     """Move a client's cursor forward to `item_id` (never back: two connections may race)."""
     moved = conn.execute(
@@ -291,12 +314,14 @@ def unread_counts(
 # --- presence ----------------------------------------------------------------------------
 
 
+@writes
 def client_connected(conn: Connection, client_id: int, node: str, *, now: datetime | None = None) -> int:
     return conn.execute(
         insert(presence).values(client_id=client_id, node=node, since=now or utcnow())
     ).inserted_primary_key[0]
 
 
+@writes
 def client_disconnected(conn: Connection, presence_id: int, *, now: datetime | None = None) -> None:
     client_id = conn.execute(select(presence.c.client_id).where(presence.c.id == presence_id)).scalar()
     conn.execute(delete(presence).where(presence.c.id == presence_id))
@@ -304,6 +329,7 @@ def client_disconnected(conn: Connection, presence_id: int, *, now: datetime | N
         conn.execute(update(clients).where(clients.c.id == client_id).values(last_seen=now or utcnow()))
 
 
+@writes
 def clear_presence(conn: Connection, node: str) -> None:
     conn.execute(delete(presence).where(presence.c.node == node))
 
@@ -330,6 +356,7 @@ class Node:
     subscribers: int
 
 
+@writes
 def node_started(conn: Connection, node: str, version: str, pid: int, listen: str, *, now: datetime | None = None) -> None:
     now = now or utcnow()
     conn.execute(delete(nodes).where(nodes.c.node == node))
@@ -341,6 +368,7 @@ def node_started(conn: Connection, node: str, version: str, pid: int, listen: st
     )
 
 
+@writes
 def node_heartbeat(conn: Connection, node: str, connections: int, subscribers: int, *, now: datetime | None = None) -> None:
     conn.execute(
         update(nodes)
@@ -349,6 +377,7 @@ def node_heartbeat(conn: Connection, node: str, connections: int, subscribers: i
     )
 
 
+@writes
 def node_stopped(conn: Connection, node: str, *, now: datetime | None = None) -> None:
     now = now or utcnow()
     conn.execute(update(nodes).where(nodes.c.node == node).values(stopped_at=now, heartbeat_at=now, connections=0, subscribers=0))
@@ -385,6 +414,7 @@ def count_expired(conn: Connection, type_name: str | None, others: tuple[str, ..
     return {name: count for name, count in rows}
 
 
+@writes
 def prune_batch(conn: Connection, type_name: str | None, others: tuple[str, ...], cutoff: datetime, limit: int) -> int:
     """Delete up to `limit` expired items, oldest first; returns how many went."""
     doomed = select(items.c.id).where(_expired(type_name, others, cutoff)).order_by(items.c.id).limit(limit)

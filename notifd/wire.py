@@ -31,6 +31,8 @@ class Server:
     max_line: int
     node: str
     metrics: object = None  # metrics.Metrics
+    anonymous: bool = True  # clients may use the protocol without `hello`
+    hello_limiter: object = None  # limits.FailureLimiter; None: no limit
     connections: set = field(default_factory=set)  # every open Connection
 
     def now(self) -> datetime:
@@ -44,7 +46,7 @@ class Connection(Protocol):
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.session = Session(server.types, server.max_line)
+        self.session = Session(server.types, server.max_line, server.anonymous)
         self._reading = True  # whether the transport is reading from the client
         self._write_blocked = False  # the transport's buffer is full: the client is not reading
         self._presence = None  # Deferred of this connection's presence row, for a named client
@@ -65,7 +67,7 @@ class Connection(Protocol):
         self.server.hub.unsubscribe(self)
         if self._presence is not None:
             self._presence.addCallback(lambda presence_id: self.server.db.run(store.client_disconnected, presence_id))
-            self._presence.addErrback(self._log_failure, "cannot record a client leaving")
+            self._presence.addErrback(lambda failure: None)  # logged by the database
         if self.on_close is not None:
             self.on_close(self)
 
@@ -94,8 +96,8 @@ class Connection(Protocol):
                 case Unsubscribe():
                     self.server.hub.unsubscribe(self)
                 case MarkRead(client_id, type_name, item_id):
-                    d = self.server.db.run(store.mark_read, client_id, type_name, item_id)
-                    d.addErrback(self._log_failure, "cannot save a read cursor")
+                    # A failure was logged by the database; the client may get the item again.
+                    self.server.db.run(store.mark_read, client_id, type_name, item_id).addErrback(lambda f: None)
         self._update_reading()
 
     def _answer(self, actions) -> None:
@@ -124,13 +126,23 @@ class Connection(Protocol):
         self._answer(self.session.fetched(line, item_id))
 
     def _identify(self, name: str, token: str) -> None:
+        limiter, address = self.server.hello_limiter, self._address()
+        if limiter is not None and limiter.blocked(address):
+            self._carry_out(self.session.throttled())
+            return
         d = self.server.db.run(store.identify, name, token)
         d.addCallbacks(self._identified, self._db_failed)
+
+    def _address(self) -> str:
+        return getattr(self.transport.getPeer(), "host", "local")
 
     def _identified(self, found: tuple[int, dict[str, int]] | None) -> None:
         if not self.connected:
             return
         if found is None:
+            if self.server.hello_limiter is not None:
+                self.server.hello_limiter.failed(self._address())
+            self.log.info("failed hello from {address}", address=self._address())
             self._carry_out(self.session.identified(None, {}))
             return
         client_id, cursors = found
@@ -138,11 +150,7 @@ class Connection(Protocol):
         self._carry_out(self.session.identified(client_id, cursors))
 
     def _db_failed(self, failure) -> None:
-        self.log.failure("database request failed", failure)
-        self._answer(self.session.failed())
-
-    def _log_failure(self, failure, what: str) -> None:
-        self.log.failure(what, failure)
+        self._answer(self.session.failed())  # the database logged it, once per outage
 
     # --- flow control -------------------------------------------------------------------------
 

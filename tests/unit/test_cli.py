@@ -54,7 +54,7 @@ BAD_INPUT = [
     (("add", "random", "1_000"), b"", "invalid random: random value must be a decimal integer"),
     (("add", "random", "twelve"), b"", "invalid random: random value must be a decimal integer"),
     (("add", "classified", "x" * 4097), b"", "invalid classified: text is 4097 bytes, over the line limit of 4096"),
-    (("add", "classified"), b"x" * 100_000, "invalid classified: text is 4099 bytes, over the line limit of 4096"),
+    (("add", "classified"), b"x" * 100_000, "invalid classified: text is over the line limit of 4096 bytes"),
     (("add", "--id", " ", "classified", "x"), b"", "--id must not be empty"),
     (("add",), b"", "Missing argument 'TYPE'."),
     (("nosuchcommand",), b"", "No such command 'nosuchcommand'."),
@@ -72,7 +72,7 @@ def test_bad_input_exits_non_zero_with_one_line_and_stores_nothing(notifctl, arg
 
 def test_line_limit_comes_from_the_config(notifctl, tmp_path, monkeypatch):
     config = tmp_path / "notifd.toml"
-    config.write_text("max_line_length = 10\n")
+    config.write_text("[limits]\nmax_line_length = 10\n")
     monkeypatch.setenv("NOTIFD_CONFIG", str(config))
     assert notifctl("add", "classified", "0123456789").code == 0
     result = notifctl("add", "classified", "0123456789a")
@@ -141,3 +141,41 @@ def test_unwritable_database_is_one_clear_line(notifctl, tmp_path, monkeypatch):
 def test_help_exits_zero(notifctl):
     result = notifctl("--help")
     assert result.code == 0 and "add" in result.out
+
+
+def test_rotating_a_token(notifctl, database):
+    old = notifctl("client", "add", "kiosk").lines[-1]
+    rotated = notifctl("client", "rotate", "kiosk")
+    assert rotated.code == 0
+    new = rotated.lines[-1]
+    assert new != old and len(new) >= 43
+    from notifd import store
+
+    assert database.call(store.identify, "kiosk", old) is None
+    assert database.call(store.identify, "kiosk", new) is not None
+    assert notifctl("client", "rotate", "nobody").err == "notifctl: no client named 'nobody'\n"
+
+
+HOSTILE = [
+    (("add", "../../etc/passwd", "x"), b"", "unknown item type '../../etc/passwd' (known: classified, random)"),
+    (("add", "classified/../random", "x"), b"", "unknown item type 'classified/../random' (known: classified, random)"),
+    (("add", "classified", "\x1b[2J\x1b[31mred"), b"", "invalid classified: text contains a control character (U+001B)"),
+    (("add", "classified", "nul\x00byte"), b"", "invalid classified: text contains a control character (U+0000)"),
+    (("add", "classified"), bytes(range(256)), "text is not valid UTF-8"),
+    (("add", "classified"), b"\x00" * 10, "invalid classified: text contains a control character (U+0000)"),
+    (("add", "classified", "y" * 1_000_000), b"", "invalid classified: text is 1000000 bytes, over the line limit of 4096"),
+    (("add", "classified"), "é".encode() * 3000, "invalid classified: text is over the line limit of 4096 bytes"),
+    (("add", "classified"), "é".encode() * 2048 + b"\n", None),  # exactly at the limit: accepted
+    (("client", "add", "../evil"), b"", "client name must match [A-Za-z0-9][A-Za-z0-9_.-]{0,63}"),
+    (("client", "add", "x" * 65), b"", "client name must match [A-Za-z0-9][A-Za-z0-9_.-]{0,63}"),
+]
+
+
+@pytest.mark.parametrize("args, stdin, message", HOSTILE)
+def test_hostile_arguments_fail_cleanly(notifctl, args, stdin, message):
+    result = notifctl(*args, stdin=stdin)
+    if message is None:
+        assert result.code == 0 and len(items(notifctl)) == 1
+        return
+    assert (result.code, result.err, result.out) == (1, f"notifctl: {message}\n", "")
+    assert items(notifctl) == []

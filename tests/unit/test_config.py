@@ -36,9 +36,11 @@ def test_a_full_file(tmp_path):
         """
 db = "/var/lib/notifd/notifd.db"
 listen = ["tcp:8789:interface=127.0.0.1", "tcp:9000"]
-max_line_length = 2048
 poll_interval = 0.5
 node = "a"
+
+[limits]
+max_line_length = 2048
 
 [recent]
 max_age = "3d"
@@ -65,8 +67,10 @@ recent_max_count = 10
         ("[log]\nformat = 'xml'", "log.format: expected one of text, json, got 'xml'"),
         ("[retention]\ninterval = 0", "retention.interval: must be more than 0"),
         ("[metrics]\nlisten = 'tcp:9100'", "metrics: expected a non-empty string, got {'listen': 'tcp:9100'}"),
-        ("max_line_length = 0", "max_line_length: expected a whole number > 0, got 0"),
-        ("max_line_length = '4k'", "max_line_length: expected a whole number > 0, got '4k'"),
+        ("[limits]\nmax_line_length = 0", "limits.max_line_length: expected a whole number > 0, got 0"),
+        ("[limits]\nmax_line_length = '4k'", "limits.max_line_length: expected a whole number > 0, got '4k'"),
+        ("[auth]\nanonymous = 'no'", "auth.anonymous: expected true or false, got 'no'"),
+        ("max_line_length = 10", "unknown key 'max_line_length'"),
         ("listen = []", "listen: expected a string or a list of strings, got []"),
         ("listen = [1]", "listen[0]: expected a non-empty string, got 1"),
         ("[recent]\nmax_count = -1", "recent.max_count: expected a whole number >= 0, got -1"),

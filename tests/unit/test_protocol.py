@@ -245,3 +245,21 @@ def test_notification_bytes_are_built_once():
         s.receive(b"notif\n")
         s.subscribed({})
     assert a.item_added("random")[0] is b.item_added("random")[0]
+
+
+# --- anonymous clients refused -----------------------------------------------------------------
+
+
+def test_without_anonymous_only_hello_is_accepted_until_one_succeeds():
+    session = Session(TYPES, anonymous=False)
+    assert session.mode is Mode.HELLO
+    for line in (b"random?", b"notif", b"OK", b"bogus"):
+        assert session.receive(line + b"\n") == [Err.HELLO_FIRST]
+    assert session.receive(b"hello kiosk wrong\n") == [Identify("kiosk", "wrong")]
+    assert session.identified(None, {}) == [Err.HELLO_REFUSED]
+    assert session.mode is Mode.HELLO
+    session.receive(b"hello kiosk bad\n")
+    assert session.throttled() == [Err.HELLO_THROTTLED]
+    assert session.mode is Mode.HELLO
+    session.receive(b"hello kiosk right\nrandom?\n")
+    assert session.identified(3, {}) == [Send(b"OK\r\n"), Fetch("random", 0)]

@@ -39,8 +39,8 @@ def test_prune_removes_only_expired_items_and_cursors_stay_valid(database, engin
     config = Config(retention=30 * DAY, types={"random": {"retention": None}}, given=frozenset({"retention"}))
     found = rules(config)
     now = store.utcnow()
-    assert expired(engine.begin, found, now) == {"classified": 5}
-    assert prune_now(engine.begin, found, now, batch=2) == {"classified": 5}
+    assert expired(engine, found, now) == {"classified": 5}
+    assert prune_now(engine, found, now, batch=2) == {"classified": 5}
     assert sorted(i.id for i in database.call(store.list_items)) == [keep, kept_random]
     # A client that had read up to the second old item reads the recent one next.
     window = Window(max_age=None, max_count=None)

@@ -219,3 +219,53 @@ def test_a_plugin_that_fails_to_render(database, item_types):
     proto.dataReceived(b"broken?\nrandom?\n")
     lines = said(transport).split(b"\r\n")
     assert lines[0] == b"ERR item cannot be sent" and lines[1].isdigit()
+
+
+def test_failed_hellos_are_throttled_per_address(database, item_types):
+    from notifd.limits import FailureLimiter
+
+    rig = Rig(database, item_types)
+    rig.server.hello_limiter = FailureLimiter(rig.clock, allowed=2, window=60)
+    token = rig.database.call(store.add_client, "kiosk")
+    proto, transport = rig.connect()
+    proto.dataReceived(b"hello kiosk a\nhello kiosk b\nhello kiosk c\n")
+    assert said(transport) == b"ERR unknown client or wrong token\r\n" * 2 + b"ERR too many failed hellos; try again later\r\n"
+    # Even the right token waits for the window: the address is not trusted right now.
+    proto.dataReceived(f"hello kiosk {token}\n".encode())
+    assert said(transport) == b"ERR too many failed hellos; try again later\r\n"
+    rig.clock.advance(60)
+    proto.dataReceived(f"hello kiosk {token}\n".encode())
+    assert said(transport) == b"OK\r\n"
+
+
+def test_anonymous_clients_refused(database, item_types):
+    rig = Rig(database, item_types)
+    rig.server.anonymous = False
+    token = rig.database.call(store.add_client, "kiosk")
+    proto, transport = rig.connect()
+    proto.dataReceived(f"classified?\nhello kiosk {token}\nclassified?\n".encode())
+    assert said(transport) == b"ERR hello first\r\nOK\r\n\r\n"
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(derandomize=True, max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(garbage=st.lists(st.binary(max_size=300), max_size=10))
+def test_hostile_bytes_on_one_connection_do_not_affect_another(rig, garbage):
+    hostile, hostile_transport = rig.connect()
+    other, transport = rig.connect()
+    for piece in garbage:
+        hostile.dataReceived(piece)
+        other.dataReceived(b"random?\n")
+        reply = said(transport)
+        assert reply.endswith(b"\r\n") and reply[:-2].isdigit()
+    other.dataReceived(b"notif random\r\nstop_notif\r\n")
+    assert said(transport) == b"will send notifs\r\nOK\r\n"
+    # The hostile connection got only what the protocol says (nothing is posted here, so a
+    # query answers a fresh number or an empty line).
+    for line in hostile_transport.value().split(b"\r\n")[:-1]:
+        assert line.startswith(b"ERR ") or line in (b"OK", b"will send notifs", b"") or line.isdigit()
+    hostile.connectionLost(None)
+    other.connectionLost(None)

@@ -1,0 +1,80 @@
+"""The database layer: read and write transactions, and how an outage is reported."""
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from twisted.logger import globalLogPublisher
+
+from notifd import store
+from notifd.db import SQLITE_BUSY_TIMEOUT_MS, transaction
+
+
+@pytest.fixture
+def log_events():
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
+
+
+def messages(events, text):
+    return [e for e in events if text in (e.get("log_format") or "")]
+
+
+def test_an_outage_is_logged_once_and_its_end_too(database, engine, log_events):
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE items RENAME TO items_gone")
+    failures = []
+    for _ in range(5):  # five clients asking during the outage
+        database.run(store.max_item_id).addErrback(failures.append)
+    assert len(failures) == 5
+    assert len(messages(log_events, "database unavailable")) == 1
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE items_gone RENAME TO items")
+    database.run(store.max_item_id)
+    database.run(store.max_item_id)
+    assert len(messages(log_events, "the database answers again")) == 1
+
+
+def test_a_bug_in_a_query_is_logged_every_time_with_its_traceback(database, log_events):
+    def broken(conn):
+        raise KeyError("bug")
+
+    for _ in range(2):
+        database.run(broken).addErrback(lambda f: None)
+    assert len([e for e in log_events if e.get("log_failure") is not None]) == 2
+
+
+def test_readers_are_served_while_another_process_holds_the_write_lock(database, db_path, engine):
+    database.call(store.add_item, "classified", "ad")
+    other = sqlite3.connect(db_path, isolation_level=None, timeout=0)
+    other.execute("BEGIN IMMEDIATE")  # another writer, holding the lock
+    try:
+        assert database.call(store.max_item_id) == 1  # at once, not after the busy timeout
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA busy_timeout = 50")  # keep the test short
+            conn.commit()
+            conn.execution_options(notifd_write=True)
+            with pytest.raises(Exception, match="database is locked"):
+                with conn.begin():
+                    store.add_item(conn, "classified", "blocked")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert SQLITE_BUSY_TIMEOUT_MS >= 1000  # writers normally wait a while before giving up
+    with transaction(engine, write=True) as conn:
+        store.add_item(conn, "classified", "after")
+    assert [i.text for i in database.call(store.list_items)] == ["after", "ad"]
+
+
+def test_every_query_that_writes_is_marked():
+    # A writer without the mark would run in a deferred transaction, which can fail at once
+    # with "database is locked" instead of waiting for the lock.
+    import inspect
+
+    for name, f in vars(store).items():
+        if inspect.isfunction(f) and f.__module__ == store.__name__ and not name.startswith("_"):
+            source = inspect.getsource(f)
+            if any(verb in source for verb in ("insert(", "update(", "delete(")):
+                assert getattr(f, "writes", False), f"store.{name} writes but is not marked @writes"
