@@ -2,8 +2,9 @@
 # one-thread pool the daemon runs every query on, and Alembic upgrades.
 #
 # Rule: the reactor thread never runs a query. `Database.run(f, *args)` runs `f(conn, *args)`
-# in a transaction on a single worker thread and returns a Deferred. One thread gives one
-# writer and FIFO order: a cursor written by one call is seen by the next.
+# in a transaction on a worker thread and returns a Deferred: writes on one writer thread
+# (one writer, in FIFO order: a cursor written by one call is seen by the next write),
+# reads on one reader thread (served even while a write waits for a foreign lock).
 from __future__ import annotations
 
 import contextlib
@@ -21,6 +22,7 @@ from . import store
 T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 5000  # how long a writer waits for another before "database is locked"
+OUTAGE_BUSY_TIMEOUT_MS = 100  # the same, while the last call already failed that way
 
 
 def _log():
@@ -88,66 +90,85 @@ def make_engine(url: URL) -> Engine:
         # it: a deferred transaction that reads then writes can fail at once with "database
         # is locked" when another process committed in between. A reader stays deferred, so
         # it is served even while another process holds the write lock.
-        write = conn.get_execution_options().get("notifd_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        options = conn.get_execution_options()
+        busy = options.get("notifd_busy_ms", SQLITE_BUSY_TIMEOUT_MS)
+        if conn.info.get("notifd_busy_ms", SQLITE_BUSY_TIMEOUT_MS) != busy:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(busy)}")
+            conn.info["notifd_busy_ms"] = busy
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("notifd_write", False) else "BEGIN")
 
     return engine
 
 
 @contextlib.contextmanager
-def transaction(engine: Engine, write: bool = False) -> Iterator[Connection]:
-    """A transaction; `write=True` for one that will write (see `store.writes`)."""
+def transaction(engine: Engine, write: bool = False, busy_ms: int | None = None) -> Iterator[Connection]:
+    """A transaction; `write=True` for one that will write (see `store.writes`).
+
+    `busy_ms` overrides how long SQLite waits for a lock held by another process.
+    """
     with engine.connect() as conn:
         if write:
             conn.execution_options(notifd_write=True)
+        if busy_ms is not None:
+            conn.execution_options(notifd_busy_ms=busy_ms)
         with conn.begin():
             yield conn
 
 
 class Database:
-    """An engine plus the thread its queries run on.
+    """An engine plus the threads its queries run on.
 
     `run(f, *args)` calls `f(conn, *args)` inside a transaction and returns a Deferred of
-    its result. Without a thread pool (tests, see `synchronous`), it calls `f` at once and
-    returns an already-fired Deferred.
+    its result. Queries marked `store.writes` run on the writer thread, in order; the
+    others on the reader thread, so that reads go on while a write waits for a lock held by
+    another process. Without thread pools (tests, see `synchronous`), `run` calls `f` at
+    once and returns an already-fired Deferred.
     """
 
     def __init__(
-        self, engine: Engine, reactor: Any = None, threadpool: Any = None, observe: Callable[[float], None] | None = None
+        self,
+        engine: Engine,
+        reactor: Any = None,
+        pools: dict[bool, Any] | None = None,
+        observe: Callable[[float], None] | None = None,
     ) -> None:
         self.engine = engine
         self._reactor = reactor
-        self._threadpool = threadpool
+        self._pools = pools  # writes? -> ThreadPool of one thread
         self._observe = observe  # called with each call's seconds, queue wait included
-        self.failing = False  # in an outage: the last call failed with a database error
+        self.failing = {False: False, True: False}  # writes? -> in an outage (reactor side, for the log)
+        self._blocked = {False: False, True: False}  # the same, database-thread side
 
     @classmethod
     def threaded(cls, engine: Engine, reactor: Any, observe: Callable[[float], None] | None = None) -> "Database":
         from twisted.python.threadpool import ThreadPool
 
-        return cls(engine, reactor, ThreadPool(minthreads=1, maxthreads=1, name="notifd-db"), observe)
+        pools = {write: ThreadPool(minthreads=1, maxthreads=1, name=f"notifd-db-{'write' if write else 'read'}")
+                 for write in (False, True)}
+        return cls(engine, reactor, pools, observe)
 
     @classmethod
     def synchronous(cls, engine: Engine) -> "Database":
         return cls(engine)
 
     def start(self) -> None:
-        if self._threadpool is not None:
-            self._threadpool.start()
+        for pool in (self._pools or {}).values():
+            pool.start()
 
     def stop(self) -> None:
-        """Finish the queries already queued, then release the connections."""
-        if self._threadpool is not None:
-            self._threadpool.stop()
+        """Stop the threads (after the query each is running), then release the connections."""
+        for pool in (self._pools or {}).values():
+            pool.stop()
         self.engine.dispose()
 
     def run(self, f: Callable[..., T], *args: Any, **kwargs: Any):
         from twisted.internet import defer, threads
 
-        if self._threadpool is None:
+        write = getattr(f, "writes", False)
+        if self._pools is None:
             d = defer.maybeDeferred(self.call, f, *args, **kwargs)
         else:
-            d = threads.deferToThreadPool(self._reactor, self._threadpool, self.call, f, *args, **kwargs)
+            d = threads.deferToThreadPool(self._reactor, self._pools[write], self.call, f, *args, **kwargs)
             if self._observe is not None:
                 started = self._reactor.seconds()
 
@@ -156,32 +177,47 @@ class Database:
                     return result
 
                 d.addBoth(observed)
-        return d.addCallbacks(self._succeeded, self._failed, errbackArgs=(f,))
+        return d.addCallbacks(self._succeeded, self._failed, callbackArgs=(write,), errbackArgs=(f, write))
 
-    def _succeeded(self, result):
-        if self.failing:
-            self.failing = False
-            _log().info("the database answers again")
+    def _succeeded(self, result, write: bool):
+        if self.failing[write]:
+            self.failing[write] = False
+            _log().info("the database answers {kind} again", kind=_KIND[write])
         return result
 
-    def _failed(self, failure, f):
+    def _failed(self, failure, f, write: bool):
         from sqlalchemy.exc import DBAPIError
 
         if not failure.check(DBAPIError):
             _log().failure("database call {query} failed", failure, query=f.__name__)
-        elif not self.failing:
-            # An outage is logged once, not once per client: it ends with "answers again".
-            self.failing = True
-            _log().error("database unavailable: {error}", error=_first_line(failure.value))
+        elif not self.failing[write]:
+            # An outage is logged once, not once per client: it ends with "answers ... again".
+            self.failing[write] = True
+            _log().error("database unavailable for {kind}: {error}", kind=_KIND[write], error=_first_line(failure.value))
         return failure
 
     def call(self, f: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run `f(conn, ...)` in a transaction here and now (on the database thread)."""
-        with transaction(self.engine, write=getattr(f, "writes", False)) as conn:
-            result = f(conn, *args, **kwargs)
+        """Run `f(conn, ...)` in a transaction here and now (on a database thread)."""
+        from sqlalchemy.exc import OperationalError
+
+        write = getattr(f, "writes", False)
+        # In an outage, fail fast: one call waited the whole busy timeout already, and the
+        # calls queued behind it would each wait as long. The next success ends the outage.
+        # (Decided here, on the database thread, before the reactor hears of the failure.)
+        busy_ms = OUTAGE_BUSY_TIMEOUT_MS if self._blocked[write] else None
+        try:
+            with transaction(self.engine, write=write, busy_ms=busy_ms) as conn:
+                result = f(conn, *args, **kwargs)
+        except OperationalError:
+            self._blocked[write] = True
+            raise
+        self._blocked[write] = False
         # Rows and Results are bound to the connection: materialise them in f.
         assert not isinstance(result, (Result, Row)), f"{f.__name__} returned a {type(result).__name__}"
         return result
+
+
+_KIND = {False: "reads", True: "writes"}
 
 
 # --- schema ------------------------------------------------------------------------------

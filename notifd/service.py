@@ -145,8 +145,9 @@ class Daemon:
         yield self._close_connections()
         if self.metrics_port is not None:
             yield self.metrics_port.stopListening()
-        # The pool runs jobs in order: once these are done, everything queued before is.
+        # Each pool runs jobs in order: once these are done, everything queued before is.
         try:
+            yield self.db.run(store.max_item_id)
             yield self.db.run(store.node_stopped, self.config.node)
             yield self.db.run(store.clear_presence, self.config.node)
         except Exception:
