@@ -11,12 +11,12 @@ from __future__ import annotations
 import re
 import socket
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-from .items import ItemType, Window
+from .items import ItemType, Notifier, Window
 
 DEFAULT_LISTEN = ("tcp:8789:interface=127.0.0.1",)
 DEFAULT_MAX_LINE = 4096
@@ -78,6 +78,15 @@ def _strings(key: str, value: Any) -> list[str]:
     return [_string(f"{key}[{i}]", v) for i, v in enumerate(value)]
 
 
+def _seconds(key: str, value: Any) -> float:
+    duration = parse_duration(key, value)
+    if duration is None:
+        raise ConfigError(f"{key}: must be more than 0")
+    return duration.total_seconds()
+
+
+# [notifiers.<name>]: the timeout and retry policy of any notifier, over the plugin's own.
+_NOTIFIER_KEYS = {"timeout": _seconds, "max_attempts": _positive_int, "first_delay": _seconds, "max_delay": _seconds}
 _WINDOW_KEYS = {"max_age": parse_duration, "max_count": _count}
 _TOP_KEYS = {
     "db": _string,
@@ -85,6 +94,7 @@ _TOP_KEYS = {
     "max_line_length": _positive_int,
     "poll_interval": _positive_number,
     "node": _string,
+    "plugins_dirs": _strings,
 }
 
 
@@ -99,6 +109,9 @@ class Config:
     node: str = field(default_factory=socket.gethostname)
     recent: dict[str, Any] = field(default_factory=dict)  # [recent]: window fields for every type
     types: dict[str, dict[str, Any]] = field(default_factory=dict)  # [types.<name>]: per type
+    plugins_dirs: tuple[str, ...] = ()  # directories whose *.py files are plugins
+    plugins: dict[str, dict[str, Any]] = field(default_factory=dict)  # [plugins.<name>]: given to that plugin
+    notifiers: dict[str, dict[str, Any]] = field(default_factory=dict)  # [notifiers.<name>]: timeout, retry
 
     def window(self, item_type: ItemType) -> Window:
         """The recent window of a type: [types.<name>] over [recent] over the plugin's default."""
@@ -115,6 +128,33 @@ class Config:
             if name not in known:
                 raise ConfigError(f"types.{name}: no plugin declares an item type {name!r}")
 
+    def notifier(self, notifier: Notifier) -> Notifier:
+        """A notifier with its [notifiers.<name>] settings applied."""
+        own = self.notifiers.get(notifier.name)
+        if not own:
+            return notifier
+        retry_fields = {k: v for k, v in own.items() if k != "timeout"}
+        try:
+            return replace(
+                notifier, timeout=own.get("timeout", notifier.timeout), retry=replace(notifier.retry, **retry_fields)
+            )
+        except ValueError as e:
+            raise ConfigError(f"notifiers.{notifier.name}: {e}") from None
+
+    def check_notifiers(self, known: Iterable[str]) -> None:
+        """Refuse settings for a notifier no plugin declares."""
+        known = set(known)
+        for name in self.notifiers:
+            if name not in known:
+                raise ConfigError(f"notifiers.{name}: no plugin declares a notifier {name!r}")
+
+    def check_plugins(self, loaded: Iterable[str]) -> None:
+        """Refuse a [plugins.<name>] table for a plugin that is not loaded (a typo, or a missing plugin)."""
+        loaded = set(loaded)
+        for name in self.plugins:
+            if name not in loaded:
+                raise ConfigError(f"plugins.{name}: no plugin named {name!r} is loaded")
+
 
 def read_file(path: str | Path) -> dict[str, Any]:
     """Read and check a config file; returns the settings it holds, parsed."""
@@ -126,9 +166,12 @@ def read_file(path: str | Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path}: {e}") from None
     try:
-        return _check(raw)
+        settings = _check(raw)
     except ConfigError as e:
         raise ConfigError(f"config file {path}: {e}") from None
+    if "plugins_dirs" in settings:  # relative to the file, not to wherever notifd starts
+        settings["plugins_dirs"] = [str(Path(path).parent / d) for d in settings["plugins_dirs"]]
+    return settings
 
 
 def _check(raw: dict[str, Any]) -> dict[str, Any]:
@@ -142,6 +185,10 @@ def _check(raw: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(value, dict):
                 raise ConfigError("types: expected a table of [types.<name>] tables")
             settings["types"] = {name: _window_table(f"types.{name}", table) for name, table in value.items()}
+        elif key == "plugins":
+            settings["plugins"] = _plugin_tables(value)
+        elif key == "notifiers":
+            settings["notifiers"] = _notifier_tables(value)
         else:
             raise ConfigError(f"unknown key {key!r}")
     return settings
@@ -158,6 +205,27 @@ def _window_table(key: str, table: Any) -> dict[str, Any]:
     return checked
 
 
+def _plugin_tables(value: Any) -> dict[str, dict[str, Any]]:
+    # Each plugin checks its own table (register_* hooks get it as `settings`).
+    if not isinstance(value, dict) or not all(isinstance(table, dict) for table in value.values()):
+        raise ConfigError("plugins: expected a table of [plugins.<name>] tables")
+    return value
+
+
+def _notifier_tables(value: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, dict):
+        raise ConfigError("notifiers: expected a table of [notifiers.<name>] tables")
+    tables = {}
+    for name, table in value.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"notifiers.{name}: expected a table")
+        for key in table:
+            if key not in _NOTIFIER_KEYS:
+                raise ConfigError(f"unknown key 'notifiers.{name}.{key}'")
+        tables[name] = {key: _NOTIFIER_KEYS[key](f"notifiers.{name}.{key}", v) for key, v in table.items()}
+    return tables
+
+
 def file_defaults(settings: dict[str, Any]) -> dict[str, Any]:
     """The click `default_map` for the settings that are also command-line options."""
     defaults = {}
@@ -165,6 +233,8 @@ def file_defaults(settings: dict[str, Any]) -> dict[str, Any]:
         defaults["db"] = settings["db"]
     if "listen" in settings:
         defaults["listen"] = settings["listen"]
+    if "plugins_dirs" in settings:
+        defaults["plugins_dir"] = settings["plugins_dirs"]
     return defaults
 
 
@@ -176,4 +246,6 @@ def build(settings: dict[str, Any], **options: Any) -> Config:
             values[name] = value
     if "listen" in values:
         values["listen"] = tuple(values["listen"])
+    if "plugins_dirs" in values:
+        values["plugins_dirs"] = tuple(values["plugins_dirs"])
     return Config(**values)

@@ -15,6 +15,7 @@ from . import db as dbmod
 from . import plugins, store
 from .config import Config, ConfigError
 from .hub import Hub
+from .outbox import Outbox
 from .wakeup import WakeupListener
 from .wire import ConnectionFactory, Server
 
@@ -34,13 +35,20 @@ class Daemon:
         url = dbmod.database_url(config.db)
         self.engine = engine if engine is not None else dbmod.open_engine(url)
         self.db = dbmod.Database.threaded(self.engine, reactor)
-        pm = plugin_manager if plugin_manager is not None else plugins.get_plugin_manager()
-        types = plugins.item_types(pm)
+        pm = plugin_manager if plugin_manager is not None else plugins.get_plugin_manager(dirs=config.plugins_dirs)
+        config.check_plugins(pm.origins)
+        types = plugins.item_types(pm, config.plugins)
         config.check_types(types)
         windows = {name: config.window(item_type) for name, item_type in types.items()}
         self.hub = Hub(self.db, reactor, windows, config.poll_interval)
         pm.register(self.hub, name="notifd.hub")
-        self.hub.notifiers = plugins.notifiers(pm)
+        found = plugins.notifiers(pm, config.plugins, reactor)
+        config.check_notifiers(n.name for _, n in found)
+        found = [(plugin, config.notifier(n)) for plugin, n in found]
+        # Live notifiers are called by the hub; durable ones through the outbox (issue 3).
+        self.hub.notifiers = [(plugin, n) for plugin, n in found if not n.durable]
+        durable = [(plugin, n) for plugin, n in found if n.durable]
+        self.outbox = Outbox(self.db, reactor, durable, config.node, config.poll_interval) if durable else None
         self.server = Server(
             db=self.db,
             hub=self.hub,
@@ -52,8 +60,13 @@ class Daemon:
         )
         self.factory = ConnectionFactory(self.server)
         db_path = dbmod.sqlite_path(url)
-        self.wakeups = WakeupListener(reactor, db_path, self.hub.wake) if db_path is not None else None
+        self.wakeups = WakeupListener(reactor, db_path, self._wake) if db_path is not None else None
         self.ports: list = []
+
+    def _wake(self) -> None:
+        self.hub.wake()
+        if self.outbox is not None:
+            self.outbox.wake()
 
     @defer.inlineCallbacks
     def start(self):
@@ -61,6 +74,8 @@ class Daemon:
         self.db.start()
         yield self.db.run(store.clear_presence, self.config.node)
         yield self.hub.start()
+        if self.outbox is not None:
+            yield self.outbox.start()
         if self.wakeups is not None:
             self.wakeups.start()
         for description in self.config.listen:
@@ -82,6 +97,8 @@ class Daemon:
         if self.wakeups is not None:
             self.wakeups.stop()
         self.hub.stop()
+        if self.outbox is not None:
+            self.outbox.stop()
         # The pool runs jobs in order: once this one is done, everything queued before is.
         yield self.db.run(store.max_item_id)
         yield self.db.run(store.clear_presence, self.config.node)

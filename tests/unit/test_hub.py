@@ -76,7 +76,7 @@ def test_a_failing_notifier_does_not_stop_the_others(database):
     failed_later = defer.Deferred()
     hub.notifiers = [
         ("bad", Notifier("raises", broken)),
-        ("slow", Notifier("fails later", lambda item: failed_later)),
+        ("slow", Notifier("fails-later", lambda item: failed_later)),
         ("good", Notifier("record", seen.append)),
     ]
     hub.start()

@@ -26,7 +26,7 @@ def test_hook_register_item_types():
 def test_two_plugins_cannot_declare_the_same_type():
     clash = plugin("clash", register_item_types=lambda register: register(ItemType("classified")))
     with pytest.raises(PluginError, match=r"^plugin clash: item type 'classified' is already registered by "
-                                          r"notifd.default_plugins.classified$"):
+                                          r"classified$"):
         item_types(get_plugin_manager([clash]))
 
 
