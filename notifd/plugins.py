@@ -55,8 +55,18 @@ class PluginManager(pluggy.PluginManager):
             raise PluginError(f"plugin {name} ({origin}): the name is already taken by {self.origins[name]}")
         try:
             self.register(plugin, name=name)
-        except (pluggy.PluginValidationError, ValueError) as e:
+        except pluggy.PluginValidationError as e:
+            # pluggy's message: "Plugin ... for hook X", the definition, then the reason.
+            lines = str(e).splitlines()
+            hook = lines[0].rpartition(" for hook ")[2].strip("'")
+            raise PluginError(f"plugin {name} ({origin}): {hook}: {lines[-1]}") from e
+        except ValueError as e:
             raise PluginError(f"plugin {name} ({origin}): {_first_line(e)}") from e
+        # A hook name with a typo would otherwise never be called; say so now.
+        unknown = sorted(caller.name for caller in self.get_hookcallers(plugin) or () if caller.spec is None)
+        if unknown:
+            self.unregister(plugin)
+            raise PluginError(f"plugin {name} ({origin}): unknown hook {unknown[0]!r}")
         self.origins[name] = origin
 
 
@@ -80,10 +90,6 @@ def get_plugin_manager(
     for plugin in extra:
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
         pm.add(plugin, name, "passed in by the program")
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as e:
-        raise PluginError(f"plugin {e.plugin_name}: {_first_line(e)}") from e
     return pm
 
 

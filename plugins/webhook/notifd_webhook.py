@@ -41,11 +41,13 @@ class Webhook:
             return None
         # Twisted's web client is imported here, not at the top: `notifctl add` loads this
         # plugin too, and stays fast.
-        from twisted.web.client import Agent, readBody
+        from twisted.web.client import Agent, HTTPConnectionPool, readBody
         from twisted.web.http_headers import Headers
 
         if self._agent is None:
-            self._agent = Agent(self.reactor, connectTimeout=10)
+            # Persistent connections: one TCP (and TLS) handshake for many items.
+            pool = HTTPConnectionPool(self.reactor, persistent=True)
+            self._agent = Agent(self.reactor, connectTimeout=10, pool=pool)
         body = json.dumps(
             {"id": item.id, "type": item.type, "text": item.text, "created_at": item.created_at.isoformat() + "Z"},
             ensure_ascii=False,

@@ -200,3 +200,15 @@ def start_notifctl(db_path):
         proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def eventually(condition, timeout: float = TIMEOUT, every: float = 0.02):
+    """Poll `condition()` until it returns something true, against a deadline; returns that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {condition}")
+        time.sleep(every)
