@@ -246,7 +246,7 @@ def call_plugin(
 
 def _failed(plugin_name: str, what: str, failure, traceback: bool = False) -> str:
     from twisted.internet.defer import TimeoutError
-    from twisted.logger import Logger
+    from twisted.logger import Logger, LogLevel
 
     errors[plugin_name] += 1
     if failure.check(TimeoutError):
@@ -255,7 +255,10 @@ def _failed(plugin_name: str, what: str, failure, traceback: bool = False) -> st
         error = f"{failure.type.__name__}: {_first_line(failure.value)}"
     log = Logger(namespace=f"notifd.plugin.{plugin_name}")
     if traceback:  # raised at once: a bug in the plugin, worth its traceback
-        log.failure("plugin {plugin} failed in {what}: {error}", failure, plugin=plugin_name, what=what, error=error)
+        log.failure(
+            "plugin {plugin} failed in {what}: {error}", failure, LogLevel.error, plugin=plugin_name, what=what,
+            error=error,
+        )
     else:  # a failed delivery (an HTTP error, a timeout): one line
         log.warn("plugin {plugin} failed in {what}: {error}", plugin=plugin_name, what=what, error=error)
     return error

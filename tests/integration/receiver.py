@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +17,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float  # time.monotonic() when it arrived
 
     @property
     def json(self):
@@ -36,7 +38,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.put(Request(self.path, dict(self.headers), body))
+                receiver.requests.put(Request(self.path, dict(self.headers), body, time.monotonic()))
                 receiver.hold.wait(TIMEOUT)
                 status = receiver.statuses.popleft() if receiver.statuses else receiver.status
                 self.send_response(status)
