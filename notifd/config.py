@@ -170,7 +170,7 @@ def read_file(path: str | Path) -> dict[str, Any]:
     except ConfigError as e:
         raise ConfigError(f"config file {path}: {e}") from None
     if "plugins_dirs" in settings:  # relative to the file, not to wherever notifd starts
-        settings["plugins_dirs"] = [str(Path(path).parent / d) for d in settings["plugins_dirs"]]
+        settings["plugins_dirs"] = [str(Path(path).parent / Path(d).expanduser()) for d in settings["plugins_dirs"]]
     return settings
 
 

@@ -85,7 +85,7 @@ def get_plugin_manager(
             origin = _entry_point_origin(entry_point)
             pm.add(_load(entry_point.name, origin, entry_point.load), entry_point.name, origin)
     for directory in dirs:
-        for path in _plugin_files(Path(directory)):
+        for path in _plugin_files(Path(directory).expanduser().resolve()):
             pm.add(_load(path.stem, str(path), lambda path=path: _import_file(path)), path.stem, str(path))
     for plugin in extra:
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
