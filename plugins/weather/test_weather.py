@@ -11,6 +11,7 @@ import pytest
 import notifd_weather
 from notifd import InvalidItem, Pick
 from notifd.plugins import get_plugin_manager, item_types
+from tests.dist import install
 
 HERE = Path(__file__).parent
 
@@ -48,13 +49,9 @@ def test_bad_reports_are_refused_with_a_reason(text, reason):
 
 
 def test_the_package_entry_point_loads_the_plugin(tmp_path, monkeypatch):
-    # What `pip install plugins/weather` leaves in site-packages, built from our pyproject.toml.
+    # What `pip install plugins/weather` leaves in site-packages, from our pyproject.toml.
     project = tomllib.loads((HERE / "pyproject.toml").read_text())["project"]
-    info = tmp_path / f"notifd_weather-{project['version']}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
-    entry_points = "".join(f"{name} = {target}\n" for name, target in project["entry-points"]["notifd"].items())
-    (info / "entry_points.txt").write_text(f"[notifd]\n{entry_points}")
+    install(tmp_path, project, (HERE / "notifd_weather.py").read_text())
     monkeypatch.syspath_prepend(str(tmp_path))
     pm = get_plugin_manager()
     weather = item_types(pm)["weather"]

@@ -11,6 +11,7 @@ import tomllib
 import pytest
 
 from tests.integration.conftest import TIMEOUT, DaemonProcess, _script
+from tests.dist import install
 from tests.test_docs import code_blocks
 
 pytestmark = pytest.mark.integration
@@ -27,18 +28,6 @@ def console_steps(text: str) -> list[tuple[str, list[str]]]:
         else:
             steps[-1][1].append(line)
     return steps
-
-
-def install(project: dict, module_source: str, site) -> None:
-    """What `pip install` leaves behind: the module, and a dist-info with the entry points."""
-    site.mkdir()
-    [module] = {target for target in project["entry-points"]["notifd"].values()}
-    (site / f"{module}.py").write_text(module_source)
-    info = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
-    entry_points = "".join(f"{name} = {target}\n" for name, target in project["entry-points"]["notifd"].items())
-    (info / "entry_points.txt").write_text(f"[notifd]\n{entry_points}")
 
 
 def test_the_plugin_tutorial_works_as_written(tmp_path, db_path):
@@ -70,7 +59,7 @@ def test_the_plugin_tutorial_works_as_written(tmp_path, db_path):
                     assert argv[-1] == "&"
                     daemon = DaemonProcess(db_path, *argv[1:-1]).start()
                 elif argv[:2] == ["pip", "install"]:
-                    install(tomllib.loads(pyproject)["project"], plugin_source, tmp_path / "site")
+                    install(tmp_path / "site", tomllib.loads(pyproject)["project"], plugin_source)
                     env["PYTHONPATH"] = str(tmp_path / "site")
                 else:
                     assert argv[0] == "notifctl", command

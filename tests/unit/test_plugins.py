@@ -14,6 +14,7 @@ from notifd.default_plugins import random_number
 from notifd.plugins import (
     PluginError, call_plugin, describe, errors, get_plugin_manager, item_types, notifiers,
 )
+from tests.dist import install
 
 
 def plugin(name, **hooks):
@@ -157,12 +158,8 @@ def test_a_plugin_name_is_taken_once(tmp_path):
 
 
 def install_entry_point(site, name, module, source, monkeypatch):
-    """A package installed the way pip does it (a module and its dist-info), on sys.path."""
-    (site / f"{module}.py").write_text(textwrap.dedent(source))
-    info = site / f"notifd_{name}-1.2.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: notifd-{name}\nVersion: 1.2\n")
-    (info / "entry_points.txt").write_text(f"[notifd]\n{name} = {module}\n")
+    project = {"name": f"notifd-{name}", "version": "1.2", "entry-points": {"notifd": {name: module}}}
+    install(site, project, textwrap.dedent(source))
     monkeypatch.syspath_prepend(str(site))
 
 
