@@ -319,11 +319,14 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     """List the loaded plugins, where each came from, and the item types and notifiers it adds."""
     from twisted.internet import reactor  # handed to register_notifiers, never run here
 
+    from dataclasses import replace
+
     from .plugins import describe
 
     db = _store(ctx)
     found = describe(db.plugin_manager, db.config.plugins, reactor)
     db.config.check_notifiers(n.name for info in found for n in info.notifiers)
+    found = [replace(info, notifiers=[db.config.notifier(n) for n in info.notifiers]) for info in found]
     if as_json:
         rows = [
             {

@@ -91,6 +91,8 @@ class Outbox:
         d.addBoth(self._round_done)
 
     def _claimed(self, result: tuple[bool, list[store.Delivery]], limits: dict[str, int]) -> None:
+        if self._stopped:
+            return  # stopped while the round ran: these claims are released at the next start
         more, deliveries = result
         self._again = self._again or more
         claimed = Counter(delivery.notifier for delivery in deliveries)

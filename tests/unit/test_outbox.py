@@ -13,6 +13,7 @@ from twisted.internet import defer, task
 from notifd import Notifier, Retry, store
 from notifd.outbox import Outbox
 from notifd.plugins import errors
+from tests.unit.test_wire import HeldDatabase
 
 RETRY = Retry(max_attempts=3, first_delay=10.0, max_delay=15.0)
 
@@ -184,3 +185,18 @@ def test_removing_an_item_removes_its_deliveries(database, engine, clock):
     with engine.begin() as conn:  # what retention will do with old items
         conn.execute(store.items.delete().where(store.items.c.id == item_id))
     assert rows(database) == []
+
+
+def test_a_round_answered_after_stop_starts_no_delivery(database, clock):
+    held = HeldDatabase(database)
+    endpoint = Endpoint()
+    outbox = make_outbox(held, clock, endpoint)
+    held.release()  # the start
+    post(database, "late")
+    outbox.wake()
+    outbox.stop()
+    held.release()  # the round comes back after the stop
+    assert endpoint.calls == []
+    # The next start of this node delivers it.
+    make_outbox(database, clock, endpoint)
+    assert endpoint.calls == ["late"]
