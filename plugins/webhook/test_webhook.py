@@ -6,10 +6,14 @@ import json
 import re
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import pytest
 
+from notifd import db as dbmod
+from notifd import store
+from notifd.wakeup import send_wakeup
 from tests.integration.conftest import eventually
 from tests.integration.receiver import Receiver
 
@@ -108,3 +112,31 @@ def test_notifctl_plugins_shows_the_durable_notifier(notifctl, config):
     listed = json.loads(notifctl("--config", config, "plugins", "--json").stdout)
     assert listed[-1]["name"] == "webhook"
     assert listed[-1]["notifiers"] == [{"name": "webhook", "durable": True}]
+
+
+def test_latency_and_throughput(daemon, config, receiver, db_path, notifctl, report):
+    daemon("--config", config)
+    engine = dbmod.open_engine(dbmod.database_url(str(db_path)))
+
+    def post(count: int) -> float:
+        """Commit `count` items in one transaction and wake the daemon, as `notifctl add` does."""
+        with engine.begin() as conn:
+            for n in range(count):
+                store.add_item(conn, "classified", f"ad {n}")
+        started = time.monotonic()
+        send_wakeup(db_path)
+        return started
+
+    try:
+        started = post(1)
+        latency = receiver.next().at - started
+        started = post(500)
+        assert len({receiver.next().json["id"] for _ in range(500)}) == 500
+        elapsed = time.monotonic() - started
+    finally:
+        engine.dispose()
+    eventually(lambda: outbox(notifctl, config) == [])
+    report(
+        f"webhook (durable, through the outbox): commit to POST {latency * 1000:.1f} ms; "
+        f"500 items committed at once: {elapsed:.2f} s ({500 / elapsed:.0f}/s, 8 in flight, a new connection each)"
+    )
