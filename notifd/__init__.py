@@ -4,11 +4,14 @@ This module is the plugin API: ``hookimpl`` and the types a plugin builds.
 """
 import pluggy
 
-from .items import InvalidItem, Item, ItemType, Notifier, Pick, Window
+from .config import ConfigError
+from .items import InvalidItem, Item, ItemType, Notifier, Pick, Retry, Window
 
 __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("notifd")
 """Marks a plugin function as the implementation of a notifd hook."""
 
-__all__ = ["hookimpl", "InvalidItem", "Item", "ItemType", "Notifier", "Pick", "Window", "__version__"]
+__all__ = [
+    "hookimpl", "ConfigError", "InvalidItem", "Item", "ItemType", "Notifier", "Pick", "Retry", "Window", "__version__",
+]

@@ -46,6 +46,16 @@ _config_option = click.option(
 _db_option = click.option(
     "--db", envvar="NOTIFD_DB", metavar="PATH_OR_URL", help="SQLite file or SQLAlchemy URL [env NOTIFD_DB]."
 )
+# notifd and notifctl load the same plugins, so `notifctl add` validates with the plugin's code.
+_plugins_dir_option = click.option(
+    "--plugins-dir",
+    "plugins_dir",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    envvar="NOTIFD_PLUGINS_DIR",
+    metavar="DIR",
+    help="Load every *.py file of DIR as a plugin; repeatable [env NOTIFD_PLUGINS_DIR, colon-separated].",
+)
 
 
 # --- notifd --------------------------------------------------------------------------------
@@ -54,6 +64,7 @@ _db_option = click.option(
 @click.command(context_settings=_HELP)
 @_config_option
 @_db_option
+@_plugins_dir_option
 @click.option(
     "--listen",
     multiple=True,
@@ -72,7 +83,7 @@ def notifd(ctx: click.Context, check_config: bool, **options: Any) -> None:
     """Serve the notifd line protocol."""
     from . import service
 
-    config = configmod.build(ctx.meta["notifd.settings"], **options)
+    config = configmod.build(ctx.meta["notifd.settings"], **configmod.fields_of(options))
     if check_config:
         click.echo(service.check(config), nl=False)
         return
@@ -88,7 +99,7 @@ def notifd(ctx: click.Context, check_config: bool, **options: Any) -> None:
             for name, value in options.items()
             if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
         }
-        return configmod.build(settings, **kept)
+        return configmod.build(settings, **configmod.fields_of(kept))
 
     sys.exit(service.run(config, reread))
 
@@ -99,11 +110,12 @@ def notifd(ctx: click.Context, check_config: bool, **options: Any) -> None:
 @click.group(context_settings=_HELP)
 @_config_option
 @_db_option
+@_plugins_dir_option
 @click.version_option(__version__, prog_name="notifctl")
 @click.pass_context
-def notifctl(ctx: click.Context, db: str | None) -> None:
+def notifctl(ctx: click.Context, db: str | None, plugins_dir: tuple[str, ...]) -> None:
     """Administer notifd: post items, manage named clients, look at the database."""
-    ctx.obj = configmod.build(ctx.meta["notifd.settings"], db=db)
+    ctx.obj = configmod.build(ctx.meta["notifd.settings"], db=db, plugins_dirs=plugins_dir)
 
 
 class _Store:
@@ -112,6 +124,7 @@ class _Store:
     def __init__(self, config: configmod.Config) -> None:
         self.config = config
         self._engine = None
+        self._plugin_manager = None
         self._types = None
 
     @property
@@ -129,11 +142,20 @@ class _Store:
         return self._engine
 
     @property
+    def plugin_manager(self):
+        if self._plugin_manager is None:
+            from .plugins import get_plugin_manager
+
+            self._plugin_manager = get_plugin_manager(dirs=self.config.plugins_dirs)
+            self.config.check_plugins(self._plugin_manager.origins)
+        return self._plugin_manager
+
+    @property
     def types(self):
         if self._types is None:
-            from .plugins import get_plugin_manager, item_types
+            from .plugins import item_types
 
-            self._types = item_types(get_plugin_manager())
+            self._types = item_types(self.plugin_manager, self.config.plugins)
             self.config.check_types(self._types)
         return self._types
 
@@ -347,6 +369,97 @@ def clients(ctx: click.Context, as_json: bool) -> None:
         counts = " ".join(f"{name}={count}" for name, count in unread.items())
         state = f"connected ({n})" if n else "not connected"
         click.echo(f"{c.name}\t{counts}\tlast seen {_iso(c.last_seen)}\t{state}")
+
+
+# --- plugins and the outbox (issue 3) ----------------------------------------------------------------
+
+
+@notifctl.command(context_settings=_HELP)
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of {name, origin, item_types, notifiers}.")
+@click.pass_context
+def plugins(ctx: click.Context, as_json: bool) -> None:
+    """List the loaded plugins, where each came from, and the item types and notifiers it adds."""
+    from twisted.internet import reactor  # handed to register_notifiers, never run here
+
+    from dataclasses import replace
+
+    from .plugins import describe
+
+    db = _store(ctx)
+    found = describe(db.plugin_manager, db.config.plugins, reactor)
+    db.config.check_notifiers(n.name for info in found for n in info.notifiers)
+    found = [replace(info, notifiers=[db.config.notifier(n) for n in info.notifiers]) for info in found]
+    if as_json:
+        rows = [
+            {
+                "name": info.name,
+                "origin": info.origin,
+                "item_types": info.item_types,
+                "notifiers": [{"name": n.name, "durable": n.durable} for n in info.notifiers],
+            }
+            for info in found
+        ]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for info in found:
+        adds = [f"type {name}" for name in info.item_types]
+        adds += [f"notifier {n.name}{' (durable)' if n.durable else ''}" for n in info.notifiers]
+        click.echo(f"{info.name}\t{info.origin}\t{', '.join(adds) or '-'}")
+
+
+@notifctl.group(invoke_without_command=True, context_settings=_HELP)
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of the deliveries.")
+@click.pass_context
+def outbox(ctx: click.Context, as_json: bool) -> None:
+    """Show the deliveries to durable notifiers still pending, and the dead ones."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from . import store
+
+    now = store.utcnow()
+    rows = [_delivery_json(d, now) for d in _store(ctx).call(store.list_outbox)]
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for row in rows:
+        click.echo(
+            f"{row['id']}\t{row['state']}\t{row['notifier']}\titem {row['item_id']} ({row['type']})"
+            f"\tattempts {row['attempts']}\tnext {row['next_attempt_at']}\t{row['last_error'] or '-'}"
+        )
+
+
+def _delivery_json(delivery, now) -> dict[str, Any]:
+    state = delivery.state
+    if delivery.claimed_by is not None and delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
+        state = "delivering"
+    return {
+        "id": delivery.id,
+        "state": state,
+        "notifier": delivery.notifier,
+        "item_id": delivery.item.id,
+        "type": delivery.item.type,
+        "attempts": delivery.attempts,
+        "next_attempt_at": _iso(delivery.next_attempt_at),
+        "last_error": delivery.last_error,
+        "created_at": _iso(delivery.created_at),
+    }
+
+
+@outbox.command("retry", context_settings=_HELP)
+@click.argument("delivery_id", metavar="ID", type=int)
+@click.pass_context
+def outbox_retry(ctx: click.Context, delivery_id: int) -> None:
+    """Re-queue delivery ID (dead, or waiting for its back-off) to be tried now."""
+    from . import store
+    from .db import sqlite_path
+    from .wakeup import send_wakeup
+
+    db = _store(ctx)
+    if not db.call(store.retry_delivery, delivery_id):
+        raise click.ClickException(f"no outbox entry {delivery_id}")
+    click.echo(f"re-queued delivery {delivery_id}")
+    if (path := sqlite_path(db.url)) is not None:
+        send_wakeup(path)
 
 
 # --- the database ---------------------------------------------------------------------------------

@@ -13,12 +13,12 @@ import dataclasses
 import re
 import socket
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from .items import ItemType, Window
+from .items import ItemType, Notifier, Window
 
 SYSTEM_CONFIG = Path("/etc/notifd/notifd.toml")  # read when no --config or NOTIFD_CONFIG is given
 DEFAULT_LISTEN = ("tcp:8789:interface=127.0.0.1",)
@@ -127,6 +127,9 @@ class Config:
     prune_batch: int = 500
     # [types.<name>]: per-type settings, keys as in TYPE_KEYS
     types: dict[str, dict[str, Any]] = field(default_factory=dict)
+    plugins_dirs: tuple[str, ...] = ()  # directories whose *.py files are plugins
+    plugins: dict[str, dict[str, Any]] = field(default_factory=dict)  # [plugins.<name>]: given to that plugin
+    notifiers: dict[str, dict[str, Any]] = field(default_factory=dict)  # [notifiers.<name>]: timeout, retry
     # keys given explicitly somewhere (file, environment, flag): "unset" differs from "0"
     given: frozenset[str] = frozenset()
 
@@ -153,11 +156,39 @@ class Config:
             if name not in known:
                 raise ConfigError(f"types.{name}: no plugin declares an item type {name!r}")
 
+    def notifier(self, notifier: Notifier) -> Notifier:
+        """A notifier with its [notifiers.<name>] settings applied."""
+        own = self.notifiers.get(notifier.name)
+        if not own:
+            return notifier
+        retry_fields = {k: v for k, v in own.items() if k != "timeout"}
+        try:
+            return replace(
+                notifier, timeout=own.get("timeout", notifier.timeout), retry=replace(notifier.retry, **retry_fields)
+            )
+        except ValueError as e:
+            raise ConfigError(f"notifiers.{notifier.name}: {e}") from None
+
+    def check_notifiers(self, known: Iterable[str]) -> None:
+        """Refuse settings for a notifier no plugin declares."""
+        known = set(known)
+        for name in self.notifiers:
+            if name not in known:
+                raise ConfigError(f"notifiers.{name}: no plugin declares a notifier {name!r}")
+
+    def check_plugins(self, loaded: Iterable[str]) -> None:
+        """Refuse a [plugins.<name>] table for a plugin that is not loaded (a typo, or a missing plugin)."""
+        loaded = set(loaded)
+        for name in self.plugins:
+            if name not in loaded:
+                raise ConfigError(f"plugins.{name}: no plugin named {name!r} is loaded")
+
 
 # Every key the file may hold: dotted path -> (Config field, parser).
 KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "db": ("db", _string),
     "listen": ("listen", _strings),
+    "plugins_dirs": ("plugins_dirs", _strings),
     "node": ("node", _string),
     "limits.max_line_length": ("max_line_length", _positive_int),
     "limits.hello_failures": ("hello_failures", _positive_int),
@@ -179,8 +210,22 @@ TYPE_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "recent_max_count": _count,
     "retention": parse_duration,
 }
-# Settings that are also command-line options (and environment variables).
-OPTIONS = ("db", "listen", "metrics", "log_format", "log_level")
+# [notifiers.<name>]: the timeout and retry policy of any notifier, over the plugin's own.
+NOTIFIER_KEYS: dict[str, Callable[[str, Any], Any]] = {
+    "timeout": _interval,
+    "max_attempts": _positive_int,
+    "first_delay": _interval,
+    "max_delay": _interval,
+}
+# Settings that are also command-line options (and environment variables): field -> option.
+OPTIONS = {
+    "db": "db",
+    "listen": "listen",
+    "metrics": "metrics",
+    "log_format": "log_format",
+    "log_level": "log_level",
+    "plugins_dirs": "plugins_dir",
+}
 
 
 def read_file(path: str | Path) -> dict[str, Any]:
@@ -193,9 +238,12 @@ def read_file(path: str | Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path}: {e}") from None
     try:
-        return _check(raw)
+        settings = _check(raw)
     except ConfigError as e:
         raise ConfigError(f"config file {path}: {e}") from None
+    if "plugins_dirs" in settings:  # relative to the file, not to wherever notifd starts
+        settings["plugins_dirs"] = tuple(str(Path(path).parent / Path(d).expanduser()) for d in settings["plugins_dirs"])
+    return settings
 
 
 def _check(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -204,6 +252,10 @@ def _check(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         path = prefix + key
         if path == "types":
             settings["types"] = _check_types(value)
+        elif path == "plugins":
+            settings["plugins"] = _plugin_tables(value)
+        elif path == "notifiers":
+            settings["notifiers"] = _notifier_tables(value)
         elif path in KEYS:
             name, parse = KEYS[path]
             settings[name] = parse(path, value)
@@ -228,9 +280,35 @@ def _check_types(tables: Any) -> dict[str, dict[str, Any]]:
     return checked
 
 
+def _plugin_tables(value: Any) -> dict[str, dict[str, Any]]:
+    # Each plugin checks its own table (register_* hooks get it as `settings`).
+    if not isinstance(value, dict) or not all(isinstance(table, dict) for table in value.values()):
+        raise ConfigError("plugins: expected a table of [plugins.<name>] tables")
+    return value
+
+
+def _notifier_tables(value: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, dict):
+        raise ConfigError("notifiers: expected a table of [notifiers.<name>] tables")
+    tables = {}
+    for name, table in value.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"notifiers.{name}: expected a table")
+        for key in table:
+            if key not in NOTIFIER_KEYS:
+                raise ConfigError(f"unknown key 'notifiers.{name}.{key}'")
+        tables[name] = {key: NOTIFIER_KEYS[key](f"notifiers.{name}.{key}", v) for key, v in table.items()}
+    return tables
+
+
 def file_defaults(settings: dict[str, Any]) -> dict[str, Any]:
     """The click `default_map` for the settings that are also command-line options."""
-    return {name: settings[name] for name in OPTIONS if name in settings}
+    return {option: settings[name] for name, option in OPTIONS.items() if name in settings}
+
+
+def fields_of(options: dict[str, Any]) -> dict[str, Any]:
+    """Command-line option values by Config field (`--plugins-dir` fills `plugins_dirs`)."""
+    return {name: options[option] for name, option in OPTIONS.items() if option in options}
 
 
 def build(settings: dict[str, Any], **options: Any) -> Config:
@@ -239,8 +317,9 @@ def build(settings: dict[str, Any], **options: Any) -> Config:
     for name, value in options.items():
         if value is not None and value != ():
             values[name] = value
-    if "listen" in values:
-        values["listen"] = tuple(values["listen"])
+    for name in ("listen", "plugins_dirs"):
+        if name in values:
+            values[name] = tuple(values[name])
     return Config(**values, given=frozenset(values))
 
 
@@ -258,11 +337,18 @@ def effective(config: Config) -> dict[str, Any]:
             value = 0  # explicitly unlimited, which the file writes as 0
         elif _ is parse_duration or _ is _interval:
             value = format_duration(value)
+        elif value == ():
+            value = None  # an empty list: not set
         node = out
         *tables, key = path.split(".")
         for table in tables:
             node = node.setdefault(table, {})
         node[key] = value
+    out["plugins"] = {name: dict(table) for name, table in config.plugins.items()}
+    out["notifiers"] = {
+        name: {key: format_duration(v) if NOTIFIER_KEYS[key] is _interval else v for key, v in table.items()}
+        for name, table in config.notifiers.items()
+    }
     out["types"] = {
         name: {key: format_duration(v) if TYPE_KEYS[key] is parse_duration else v for key, v in table.items()}
         for name, table in config.types.items()

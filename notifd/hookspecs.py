@@ -3,28 +3,40 @@
 #
 # Registration hooks run once, when notifd or notifctl starts; a plugin that raises there
 # stops the start with a message naming the plugin. Hooks are called with keyword
-# arguments only, so an implementation may take fewer arguments than its spec.
+# arguments only, so an implementation may take fewer arguments than its spec: declare
+# only the ones you use.
 import pluggy
 
 hookspec = pluggy.HookspecMarker("notifd")
 
 
 @hookspec
-def register_item_types(register):
+def register_item_types(register, settings):
     """Declare item types: call ``register(ItemType(...))`` once per type.
 
     Called once at start by both ``notifd`` and ``notifctl`` (so ``notifctl add`` validates
     with the plugin's own code). A type name may be registered by one plugin only.
+    ``settings`` is this plugin's ``[plugins.<name>]`` table from the configuration file
+    (a dict, empty when there is none); raise ``ConfigError("key: what is wrong")`` for a
+    bad setting.
     """
 
 
 @hookspec
-def register_notifiers(register):
+def register_notifiers(register, settings, reactor):
     """Declare notifiers: call ``register(Notifier(name, notify))`` once per notifier.
 
-    Called once when ``notifd`` starts (not by ``notifctl``). ``notify(item)`` is then
-    called in the reactor thread once per new item, after the item is committed. It must
-    not block: return a Deferred for slow work. An exception or a failed Deferred is
-    logged with the plugin's name and does not stop other notifiers. Pushing
-    ``notif: <type>`` to clients in notification mode is itself such a notifier.
+    Called once when ``notifd`` starts, and by ``notifctl plugins`` to list them: build
+    objects here, start nothing. ``settings`` is as for ``register_item_types``;
+    ``reactor`` is the Twisted reactor that ``notify`` will run in (for an HTTP ``Agent``,
+    ``callLater``, a thread pool, a process).
+
+    ``notify(item)`` is then called in the reactor thread once per new item, after the
+    item is committed. It must not block: return a Deferred for slow work, or run
+    blocking code in a thread. An exception, a failed Deferred or a Deferred slower than
+    ``Notifier.timeout`` is logged with the plugin's name, counted, and does not stop
+    other notifiers; clients are never kept waiting for a notifier. A notifier declared
+    with ``durable=True`` is delivered through the outbox in the database: at least once,
+    retried with back-off after a failure, across restarts. Pushing ``notif: <type>`` to
+    clients in notification mode is itself a (live) notifier.
     """

@@ -92,7 +92,10 @@ class Hub:
             self._check_again = True  # there may be more
         for item in items:
             for plugin_name, notifier in self.notifiers:
-                call_plugin(plugin_name, f"notifier {notifier.name}", notifier.notify, item)
+                call_plugin(
+                    plugin_name, f"notifier {notifier.name}", notifier.notify, item,
+                    timeout=notifier.timeout, clock=self.clock,
+                )
 
     # --- the push to clients in notification mode --------------------------------------------
 

@@ -84,16 +84,60 @@ class ItemType:
             )
 
 
+NOTIFIER_NAME = re.compile(r"[a-z][a-z0-9_.-]{0,63}\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """How a durable notifier's failed deliveries are retried: exponential back-off, then dead.
+
+    The n-th failed attempt is retried after `first_delay * 2**(n-1)` seconds, at most
+    `max_delay`; after `max_attempts` attempts the delivery is dead (a dead letter that
+    `notifctl outbox retry ID` re-queues).
+    """
+
+    max_attempts: int = 12
+    first_delay: float = 10.0
+    max_delay: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.first_delay <= 0 or self.max_delay < self.first_delay:
+            raise ValueError("Retry needs max_attempts >= 1 and 0 < first_delay <= max_delay")
+
+    def delay(self, attempts: int) -> float | None:
+        """Seconds to wait after `attempts` failed attempts, or None when the delivery is dead."""
+        if attempts >= self.max_attempts:
+            return None
+        return min(self.first_delay * 2 ** (attempts - 1), self.max_delay)
+
+
 @dataclass(frozen=True)
 class Notifier:
     """Something to do with every new item, declared through `register_notifiers`.
 
-    `notify(item)` is called once per new item after it is committed. It may return a
-    Deferred; the daemon does not wait for it before telling clients.
+    name:    unique among notifiers; lower case letters, digits, `_`, `-` and `.`, at most 64.
+    notify:  called as `notify(item)` in the reactor thread, once per new item after it is
+             committed. It must not block; it may return a Deferred. The daemon never waits
+             for it before telling clients.
+    durable: False: called live, at most once, for items committed while the daemon runs.
+             True: delivered through the outbox in the database, at least once: an exception,
+             a failed Deferred or a timeout is retried with back-off (`retry`), across
+             restarts, including items committed while the daemon was down.
+    timeout: seconds a returned Deferred may take; then it is cancelled and counts as a failure.
+    retry:   the back-off of a durable notifier.
     """
 
     name: str
     notify: Callable[[Item], Any]
+    durable: bool = False
+    timeout: float = 30.0
+    retry: Retry = Retry()
+
+    def __post_init__(self) -> None:
+        if not NOTIFIER_NAME.match(self.name):
+            raise ValueError(f"notifier name {self.name!r} must match {NOTIFIER_NAME.pattern[:-2]!r}")
+        if not self.timeout > 0:
+            raise ValueError(f"notifier {self.name}: timeout must be > 0 seconds")
 
 
 # Characters that would break the one-line-per-item wire format or a terminal:

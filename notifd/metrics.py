@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 from twisted.internet import defer
 from twisted.web import resource, server
@@ -37,9 +38,7 @@ class Metrics:
         self.notifications = Counter(
             "notifd_notifications_sent", "notif: lines sent to clients, by type", ["type"], registry=registry
         )
-        self.plugin_errors = Counter(
-            "notifd_plugin_errors", "Exceptions raised by plugin code, by plugin", ["plugin"], registry=registry
-        )
+        registry.register(_PluginErrors())
         self.database_seconds = Histogram(
             "notifd_database_seconds",
             "Database calls from request to result, queue wait included",
@@ -56,6 +55,20 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _PluginErrors:
+    """notifd_plugin_errors_total{plugin}, read from `plugins.errors` (counted by call_plugin)."""
+
+    def collect(self):
+        from .plugins import errors
+
+        family = CounterMetricFamily(
+            "notifd_plugin_errors", "Failures of plugin code (raised, failed or timed out), by plugin", labels=["plugin"]
+        )
+        for plugin, count in sorted(errors.items()):
+            family.add_metric([plugin], count)
+        yield family
 
 
 class _MetricsPage(resource.Resource):

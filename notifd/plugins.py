@@ -1,43 +1,149 @@
 # Finding plugins and entering their code. The plugin manager is built by a factory (no
-# module-global), with the built-in item types registered like any other plugin.
+# module-global): the built-ins first, then setuptools entry points in the group "notifd",
+# then every `*.py` file of each plugins directory, then objects the caller passes.
 #
 # Rule: plugin code is entered through this module only: registration hooks through
-# `item_types()` / `notifiers()`, which name the plugin in any error, and notifiers
-# through `call_plugin()`, which never lets an exception out.
+# `item_types()` / `notifiers()`, which name the plugin in any error, and everything the
+# reactor calls (notifiers) through `call_plugin()`, which never lets an exception out,
+# applies the timeout, logs with the plugin's name and counts the failure.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Iterable
+import importlib.metadata
+import importlib.util
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
 
 import pluggy
 
 from . import hookspecs
+from .config import ConfigError
 from .items import ItemType, Notifier
 
-DEFAULT_PLUGINS = (
-    "notifd.default_plugins.classified",
-    "notifd.default_plugins.random_number",
-)
+ENTRY_POINT_GROUP = "notifd"
+
+# Plugin name -> module. The name is what `notifctl plugins` shows and what the
+# configuration's `[plugins.<name>]` table is given to.
+DEFAULT_PLUGINS = {
+    "classified": "notifd.default_plugins.classified",
+    "random": "notifd.default_plugins.random_number",
+    "apprise": "notifd.default_plugins.apprise_notifier",
+}
+
+errors: Counter[str] = Counter()
+"""Failures of plugin code entered through `call_plugin`, per plugin, since the process started."""
 
 
 class PluginError(Exception):
     """A plugin failed to load or register; the message names it."""
 
 
-def get_plugin_manager(extra: Iterable[object] = ()) -> pluggy.PluginManager:
-    """A plugin manager holding the built-ins, then `extra` plugin objects or modules."""
-    pm = pluggy.PluginManager("notifd")
-    pm.add_hookspecs(hookspecs)
-    for module_name in DEFAULT_PLUGINS:
-        pm.register(importlib.import_module(module_name), name=module_name)
+class PluginManager(pluggy.PluginManager):
+    """pluggy's plugin manager, remembering where each plugin came from."""
+
+    def __init__(self) -> None:
+        super().__init__("notifd")
+        self.add_hookspecs(hookspecs)
+        self.origins: dict[str, str] = {}
+
+    def add(self, plugin: object, name: str, origin: str) -> None:
+        """Register `plugin` as `name`; a second plugin of the same name is an error."""
+        if name in self.origins:
+            raise PluginError(f"plugin {name} ({origin}): the name is already taken by {self.origins[name]}")
+        try:
+            self.register(plugin, name=name)
+        except pluggy.PluginValidationError as e:
+            # pluggy's message: "Plugin ... for hook X", the definition, then the reason.
+            lines = str(e).splitlines()
+            hook = lines[0].rpartition(" for hook ")[2].strip("'")
+            raise PluginError(f"plugin {name} ({origin}): {hook}: {lines[-1]}") from e
+        except ValueError as e:
+            raise PluginError(f"plugin {name} ({origin}): {_first_line(e)}") from e
+        # A hook name with a typo would otherwise never be called; say so now.
+        unknown = sorted(caller.name for caller in self.get_hookcallers(plugin) or () if caller.spec is None)
+        if unknown:
+            self.unregister(plugin)
+            raise PluginError(f"plugin {name} ({origin}): unknown hook {unknown[0]!r}")
+        self.origins[name] = origin
+
+
+def get_plugin_manager(
+    extra: Iterable[object] = (), dirs: Iterable[str | Path] = (), entry_points: bool = True
+) -> PluginManager:
+    """A plugin manager holding the built-ins, the entry points, the files of `dirs`, then `extra`.
+
+    Raises PluginError, naming the plugin, when one cannot be imported or registered.
+    """
+    pm = PluginManager()
+    for name, module_name in DEFAULT_PLUGINS.items():
+        pm.add(importlib.import_module(module_name), name, "built-in")
+    if entry_points:
+        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            origin = _entry_point_origin(entry_point)
+            pm.add(_load(entry_point.name, origin, entry_point.load), entry_point.name, origin)
+    for directory in dirs:
+        for path in _plugin_files(Path(directory).expanduser().resolve()):
+            pm.add(_load(path.stem, str(path), lambda path=path: _import_file(path)), path.stem, str(path))
     for plugin in extra:
-        pm.register(plugin)
-    pm.check_pending()
+        name = getattr(plugin, "__name__", None) or type(plugin).__name__
+        pm.add(plugin, name, "passed in by the program")
     return pm
 
 
-def _collect(pm: pluggy.PluginManager, hook_name: str, kind: type) -> list:
-    """Call one registration hook plugin by plugin, so that an error names its plugin."""
+def _entry_point_origin(entry_point: importlib.metadata.EntryPoint) -> str:
+    dist = entry_point.dist
+    package = f"{dist.metadata['Name']} {dist.version}" if dist is not None else "an unknown package"
+    return f"entry point {entry_point.value} in {package}"
+
+
+def _plugin_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        raise PluginError(f"plugins directory {directory}: not a directory")
+    # Files starting with "_" are helpers, not plugins.
+    return sorted(p for p in directory.glob("*.py") if not p.name.startswith("_"))
+
+
+def _load(name: str, origin: str, load: Callable[[], object]) -> object:
+    try:
+        return load()
+    except Exception as e:
+        raise PluginError(f"plugin {name} ({origin}): cannot import: {type(e).__name__}: {_first_line(e)}") from e
+
+
+def _import_file(path: Path) -> object:
+    # A name of its own, in sys.modules (dataclasses and pickling look there), that shadows
+    # no installed package.
+    module_name = f"notifd_plugin_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# --- registration hooks ------------------------------------------------------------------
+
+
+def _collect(
+    pm: pluggy.PluginManager, hook_name: str, kind: type, settings: Mapping[str, Mapping], **shared: Any
+) -> list:
+    """Call one registration hook plugin by plugin, so that an error names its plugin.
+
+    Each plugin gets its own `settings` (its `[plugins.<name>]` table) and the `shared`
+    arguments it asks for.
+    """
     collected: list = []
     for impl in getattr(pm.hook, hook_name).get_hookimpls():
         plugin_name = impl.plugin_name
@@ -49,46 +155,110 @@ def _collect(pm: pluggy.PluginManager, hook_name: str, kind: type) -> list:
                 )
             collected.append((plugin_name, thing))
 
+        available = {"register": register, "settings": dict(settings.get(plugin_name, {})), **shared}
         try:
-            impl.function(**{name: register for name in impl.argnames})
+            impl.function(**{name: available[name] for name in impl.argnames})
         except PluginError:
             raise
+        except ConfigError as e:
+            raise PluginError(f"plugin {plugin_name}: [plugins.{plugin_name}] {e}") from e
         except Exception as e:
             raise PluginError(f"plugin {plugin_name}: {hook_name} failed: {type(e).__name__}: {e}") from e
     return collected
 
 
-def item_types(pm: pluggy.PluginManager) -> dict[str, ItemType]:
+def item_types(pm: pluggy.PluginManager, settings: Mapping[str, Mapping] = {}) -> dict[str, ItemType]:
     """Every registered item type by name, in registration order."""
-    found: dict[str, ItemType] = {}
+    return {item_type.name: item_type for _, item_type in _owned_item_types(pm, settings)}
+
+
+def _owned_item_types(pm: pluggy.PluginManager, settings: Mapping[str, Mapping]) -> list[tuple[str, ItemType]]:
+    return _unique(_collect(pm, "register_item_types", ItemType, settings), "item type")
+
+
+def notifiers(
+    pm: pluggy.PluginManager, settings: Mapping[str, Mapping] = {}, reactor: Any = None
+) -> list[tuple[str, Notifier]]:
+    """Every registered notifier with the name of its plugin; notifier names are unique."""
+    return _unique(_collect(pm, "register_notifiers", Notifier, settings, reactor=reactor), "notifier")
+
+
+def _unique(found: list[tuple[str, Any]], what: str) -> list[tuple[str, Any]]:
+    """Refuse a second registration of one name (item types, notifiers), naming both plugins."""
     owners: dict[str, str] = {}
-    for plugin_name, item_type in _collect(pm, "register_item_types", ItemType):
-        if item_type.name in found:
-            raise PluginError(
-                f"plugin {plugin_name}: item type {item_type.name!r} is already registered by {owners[item_type.name]}"
-            )
-        found[item_type.name] = item_type
-        owners[item_type.name] = plugin_name
+    for plugin_name, thing in found:
+        if thing.name in owners:
+            raise PluginError(f"plugin {plugin_name}: {what} {thing.name!r} is already registered by {owners[thing.name]}")
+        owners[thing.name] = plugin_name
     return found
 
 
-def notifiers(pm: pluggy.PluginManager) -> list[tuple[str, Notifier]]:
-    """Every registered notifier with the name of its plugin."""
-    return _collect(pm, "register_notifiers", Notifier)
+@dataclass(frozen=True)
+class PluginInfo:
+    """One loaded plugin as `notifctl plugins` shows it."""
+
+    name: str
+    origin: str
+    item_types: list[str]
+    notifiers: list[Notifier]
 
 
-def call_plugin(plugin_name: str, what: str, f: Callable[..., Any], *args: Any) -> None:
-    """Call plugin code from the reactor thread: errors, raised or in a Deferred, are logged, never raised."""
-    from twisted.internet.defer import Deferred
-    from twisted.logger import Logger
+def describe(pm: PluginManager, settings: Mapping[str, Mapping] = {}, reactor: Any = None) -> list[PluginInfo]:
+    """Each loaded plugin, where it came from, and what it adds (runs both registration hooks)."""
+    types = _owned_item_types(pm, settings)
+    found = notifiers(pm, settings, reactor)
+    return [
+        PluginInfo(
+            name=name,
+            origin=origin,
+            item_types=[t.name for plugin, t in types if plugin == name],
+            notifiers=[n for plugin, n in found if plugin == name],
+        )
+        for name, origin in pm.origins.items()
+    ]
 
-    log = Logger(namespace=f"notifd.plugin.{plugin_name}")
+
+# --- the door from the reactor -----------------------------------------------------------
+
+
+def call_plugin(
+    plugin_name: str, what: str, f: Callable[..., Any], *args: Any, timeout: float | None = None, clock: Any = None
+):
+    """Call plugin code from the reactor thread; returns a Deferred that never fails.
+
+    It fires with None when `f` returned, or when the Deferred it returned fired, within
+    `timeout` seconds of `clock`; otherwise with a one-line description of the error,
+    which is already logged with the plugin's name and counted in `errors`.
+    """
+    from twisted.internet import defer
+    from twisted.python.failure import Failure
+
     try:
         result = f(*args)
     except Exception:
-        log.failure("plugin {plugin} failed in {what}", plugin=plugin_name, what=what)
-        return
-    if isinstance(result, Deferred):
-        result.addErrback(
-            lambda failure: log.failure("plugin {plugin} failed in {what}", failure, plugin=plugin_name, what=what)
+        return defer.succeed(_failed(plugin_name, what, Failure(), traceback=True))
+    if not isinstance(result, defer.Deferred):
+        return defer.succeed(None)
+    if timeout is not None:
+        result.addTimeout(timeout, clock)
+    return result.addCallbacks(lambda _: None, lambda failure: _failed(plugin_name, what, failure))
+
+
+def _failed(plugin_name: str, what: str, failure, traceback: bool = False) -> str:
+    from twisted.internet.defer import TimeoutError
+    from twisted.logger import Logger, LogLevel
+
+    errors[plugin_name] += 1
+    if failure.check(TimeoutError):
+        error = f"timed out after {failure.value.args[0]} s"
+    else:
+        error = f"{failure.type.__name__}: {_first_line(failure.value)}"
+    log = Logger(namespace=f"notifd.plugin.{plugin_name}")
+    if traceback:  # raised at once: a bug in the plugin, worth its traceback
+        log.failure(
+            "plugin {plugin} failed in {what}: {error}", failure, LogLevel.error, plugin=plugin_name, what=what,
+            error=error,
         )
+    else:  # a failed delivery (an HTTP error, a timeout): one line
+        log.warn("plugin {plugin} failed in {what}: {error}", plugin=plugin_name, what=what, error=error)
+    return error

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
+from sqlalchemy.exc import DBAPIError
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
@@ -104,6 +105,8 @@ class Pruner:
                         break
             if total:
                 self.log.info("pruned {count} expired items", count=total)
+        except DBAPIError:
+            pass  # the database logged the outage, once; the next interval retries
         except Exception:
             self.log.failure("pruning failed; retrying at the next interval")
         finally:

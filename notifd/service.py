@@ -23,6 +23,7 @@ from .limits import FailureLimiter
 from .logs import Logging
 from .metrics import Metrics, site
 from .retention import Pruner
+from .outbox import Outbox
 from .wakeup import WakeupListener
 from .wire import ConnectionFactory, Server
 
@@ -52,13 +53,20 @@ class Daemon:
         url = dbmod.database_url(config.db)
         self.engine = engine if engine is not None else dbmod.open_engine(url)
         self.db = dbmod.Database.threaded(self.engine, reactor, observe=self.metrics.database_seconds.observe)
-        pm = plugin_manager if plugin_manager is not None else plugins.get_plugin_manager()
-        self.types = plugins.item_types(pm)
+        pm = plugin_manager if plugin_manager is not None else plugins.get_plugin_manager(dirs=config.plugins_dirs)
+        config.check_plugins(pm.origins)
+        self.types = plugins.item_types(pm, config.plugins)
         config.check_types(self.types)
         windows = self._windows(config)
         self.hub = Hub(self.db, reactor, windows, config.poll_interval, metrics=self.metrics)
         pm.register(self.hub, name="notifd.hub")
-        self.hub.notifiers = plugins.notifiers(pm)
+        found = plugins.notifiers(pm, config.plugins, reactor)
+        config.check_notifiers(n.name for _, n in found)
+        found = [(plugin, config.notifier(n)) for plugin, n in found]
+        # Live notifiers are called by the hub; durable ones through the outbox (issue 3).
+        self.hub.notifiers = [(plugin, n) for plugin, n in found if not n.durable]
+        durable = [(plugin, n) for plugin, n in found if n.durable]
+        self.outbox = Outbox(self.db, reactor, durable, config.node, config.poll_interval) if durable else None
         self.server = Server(
             db=self.db,
             hub=self.hub,
@@ -74,9 +82,11 @@ class Daemon:
         self.metrics.follow(lambda: self.hub.subscribers, lambda: len(self.server.connections))
         self.factory = ConnectionFactory(self.server)
         db_path = dbmod.sqlite_path(url)
-        self.wakeups = WakeupListener(reactor, db_path, self.hub.wake) if db_path is not None else None
+        self.wakeups = WakeupListener(reactor, db_path, self._wake) if db_path is not None else None
         self.pruner = Pruner(self.db, reactor, config, on_pruned=self.metrics.pruned.inc)
         self.ports: list = []
+        self.listening = ""  # the endpoints, as `notifctl status` shows them
+        self.started_at = store.utcnow()
         self.metrics_port = None
         self._heartbeat = task.LoopingCall(self._beat)
         self._heartbeat.clock = reactor
@@ -88,6 +98,11 @@ class Daemon:
 
     # --- start and stop -----------------------------------------------------------------------
 
+    def _wake(self) -> None:
+        self.hub.wake()
+        if self.outbox is not None:
+            self.outbox.wake()
+
     @defer.inlineCallbacks
     def start(self):
         """Start everything; the Deferred fires once every endpoint listens (and systemd knows)."""
@@ -97,6 +112,8 @@ class Daemon:
         self.db.start()
         yield self.db.run(store.clear_presence, self.config.node)
         yield self.hub.start()
+        if self.outbox is not None:
+            yield self.outbox.start()
         if self.wakeups is not None:
             self.wakeups.start()
         for description in self.config.listen:
@@ -108,13 +125,12 @@ class Daemon:
                 self.config.metrics, site(self.metrics, self._health_check, self.reactor)
             )
             self.log.info("metrics on http {address}", address=_describe(self.metrics_port.getHost()))
-        listening = " ".join(_describe(port.getHost()) for port in self.ports)
-        yield self.db.run(store.node_started, self.config.node, __version__, os.getpid(), listening)
-        self._heartbeat.start(HEARTBEAT_SECONDS, now=False)
+        self.listening = " ".join(_describe(port.getHost()) for port in self.ports)
+        self._heartbeat.start(HEARTBEAT_SECONDS, now=True)
         self.pruner.start()
         # Items committed between loading the hub's state and listening are found here.
         self.hub.wake()
-        systemd.notify(f"READY=1\nSTATUS=listening on {listening}")
+        systemd.notify(f"READY=1\nSTATUS=listening on {self.listening}")
 
     def _listen(self, description: str, factory):
         try:
@@ -142,6 +158,8 @@ class Daemon:
         self.hub.stop()
         if self.wakeups is not None:
             self.wakeups.stop()
+        if self.outbox is not None:
+            self.outbox.stop()
         yield self._close_connections()
         if self.metrics_port is not None:
             yield self.metrics_port.stopListening()
@@ -181,8 +199,13 @@ class Daemon:
     # --- while running ------------------------------------------------------------------------
 
     def _beat(self):
-        d = self.db.run(store.node_heartbeat, self.config.node, len(self.server.connections), len(self.hub.subscribers))
-        d.addErrback(lambda failure: None)  # the hub already reports a database outage, once
+        # Every beat writes the whole row: one that failed (a locked database) is healed by the next.
+        d = self.db.run(
+            store.node_alive, self.config.node, version=__version__, pid=os.getpid(), listen=self.listening,
+            started_at=self.started_at, connections=len(self.server.connections),
+            subscribers=len(self.hub.subscribers),
+        )
+        d.addErrback(lambda failure: None)  # the database logs an outage, once
         return d
 
     def _health_check(self):
@@ -264,8 +287,14 @@ def check(config: Config) -> str:
 
     from .config import effective, to_toml
 
-    types = plugins.item_types(plugins.get_plugin_manager())
+    pm = plugins.get_plugin_manager(dirs=config.plugins_dirs)
+    config.check_plugins(pm.origins)
+    types = plugins.item_types(pm, config.plugins)
     config.check_types(types)
+    found = plugins.notifiers(pm, config.plugins, reactor)
+    config.check_notifiers(n.name for _, n in found)
+    for _, notifier in found:
+        config.notifier(notifier)
     config = dataclasses.replace(config, db=dbmod.database_url(config.db).render_as_string(hide_password=False))
     for key, description in [("listen", d) for d in config.listen] + [("metrics", config.metrics)]:
         if description:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Mapping
 
@@ -39,7 +39,7 @@ from .items import Item, Pick, Window
 # The Alembic revision this code expects. tests/unit/test_migrations.py checks it is the
 # head of migrations/; kept here so that notifctl can check the schema without importing
 # Alembic on every call.
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 
 metadata = MetaData()
 
@@ -83,6 +83,35 @@ presence = Table(
     Column("node", String(200), nullable=False),
     Column("since", DateTime, nullable=False),
     Index("ix_presence_client", "client_id"),
+)
+
+# The outbox of durable notifiers (issue 3): one row per item and notifier still to be
+# delivered, or dead. A delivered row is deleted. `outbox_marks` holds each durable
+# notifier's cursor over `items`: the last item put in its outbox. Enqueueing reads the
+# items above the mark and moves it in one transaction, so an item committed while the
+# daemon was down is enqueued when it starts, and exactly once with several daemons.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("item_id", Integer, ForeignKey("items.id", ondelete="CASCADE"), nullable=False),
+    Column("notifier", String(64), nullable=False),
+    Column("state", String(8), nullable=False),  # "pending" or "dead"
+    Column("attempts", Integer, nullable=False),
+    # When the next attempt is due; while a daemon delivers it, the end of its lease.
+    Column("next_attempt_at", DateTime, nullable=True),
+    Column("claimed_by", String(200), nullable=True),  # the node delivering it now
+    Column("last_error", Text, nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_outbox_due", "notifier", "state", "next_attempt_at"),
+    Index("ux_outbox_item_notifier", "item_id", "notifier", unique=True),
+)
+
+outbox_marks = Table(
+    "outbox_marks",
+    metadata,
+    Column("notifier", String(64), primary_key=True),
+    Column("last_item_id", Integer, nullable=False),
 )
 
 
@@ -357,24 +386,17 @@ class Node:
 
 
 @writes
-def node_started(conn: Connection, node: str, version: str, pid: int, listen: str, *, now: datetime | None = None) -> None:
-    now = now or utcnow()
-    conn.execute(delete(nodes).where(nodes.c.node == node))
-    conn.execute(
-        insert(nodes).values(
-            node=node, version=version, pid=pid, listen=listen, started_at=now, heartbeat_at=now,
-            connections=0, subscribers=0,
-        )
+def node_alive(
+    conn: Connection, node: str, *, version: str, pid: int, listen: str, started_at: datetime,
+    connections: int, subscribers: int, now: datetime | None = None,
+) -> None:
+    """Record that a daemon runs (at start, then every heartbeat): the row is created if missing."""
+    values = dict(
+        version=version, pid=pid, listen=listen, started_at=started_at, heartbeat_at=now or utcnow(),
+        stopped_at=None, connections=connections, subscribers=subscribers,
     )
-
-
-@writes
-def node_heartbeat(conn: Connection, node: str, connections: int, subscribers: int, *, now: datetime | None = None) -> None:
-    conn.execute(
-        update(nodes)
-        .where(nodes.c.node == node)
-        .values(heartbeat_at=now or utcnow(), connections=connections, subscribers=subscribers)
-    )
+    if not conn.execute(update(nodes).where(nodes.c.node == node).values(**values)).rowcount:
+        conn.execute(insert(nodes).values(node=node, **values))
 
 
 @writes
@@ -423,3 +445,155 @@ def prune_batch(conn: Connection, type_name: str | None, others: tuple[str, ...]
         conn.execute(delete(items).where(items.c.id.in_(ids)))
     return len(ids)
 
+
+# --- the outbox of durable notifiers ---------------------------------------------------------
+
+PENDING = "pending"
+DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One outbox row: an item still to hand to a durable notifier, or a dead letter."""
+
+    id: int
+    item: Item
+    notifier: str
+    state: str
+    attempts: int
+    next_attempt_at: datetime | None
+    claimed_by: str | None
+    last_error: str | None
+    created_at: datetime
+
+
+def _delivery(row) -> Delivery:
+    return Delivery(
+        id=row.id,
+        item=Item(id=row.item_id, type=row.type, text=row.text, created_at=row.item_created_at),
+        notifier=row.notifier,
+        state=row.state,
+        attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at,
+        claimed_by=row.claimed_by,
+        last_error=row.last_error,
+        created_at=row.created_at,
+    )
+
+
+def _deliveries():
+    return select(
+        outbox, items.c.type, items.c.text, items.c.created_at.label("item_created_at")
+    ).join(items, items.c.id == outbox.c.item_id)
+
+
+@writes
+def enqueue_new_items(conn: Connection, notifiers: list[str], *, now: datetime, limit: int = ITEMS_BATCH) -> bool:
+    """Put the items above each notifier's mark in its outbox; returns True if some are left.
+
+    A notifier seen for the first time starts at the newest item: it gets what comes next,
+    not the history.
+    """
+    more = False
+    marks = dict(conn.execute(select(outbox_marks.c.notifier, outbox_marks.c.last_item_id)).all())
+    for name in notifiers:
+        if name not in marks:
+            conn.execute(insert(outbox_marks).values(notifier=name, last_item_id=max_item_id(conn)))
+            continue
+        ids = conn.execute(
+            select(items.c.id).where(items.c.id > marks[name]).order_by(items.c.id).limit(limit)
+        ).scalars().all()
+        if not ids:
+            continue
+        conn.execute(
+            insert(outbox),
+            [dict(item_id=i, notifier=name, state=PENDING, attempts=0, next_attempt_at=now, created_at=now)
+             for i in ids],
+        )
+        conn.execute(update(outbox_marks).where(outbox_marks.c.notifier == name).values(last_item_id=ids[-1]))
+        more = more or len(ids) == limit
+    return more
+
+
+@writes
+def claim_deliveries(
+    conn: Connection, limits: Mapping[str, int], *, node: str, now: datetime, lease_until: Mapping[str, datetime]
+) -> list[Delivery]:
+    """Take the due deliveries, at most `limits[notifier]` each, oldest due first.
+
+    A claimed row counts one more attempt and is leased to `node` until `lease_until`: if
+    the daemon dies while delivering, another daemon (or this one after a restart, see
+    `release_claims`) delivers it again.
+    """
+    claimed: list[Delivery] = []
+    for name, limit in limits.items():
+        if limit <= 0:
+            continue
+        rows = conn.execute(
+            _deliveries()
+            .where(outbox.c.notifier == name, outbox.c.state == PENDING, outbox.c.next_attempt_at <= now)
+            .order_by(outbox.c.next_attempt_at, outbox.c.id)
+            .limit(limit)
+        ).all()
+        if not rows:
+            continue
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.id.in_([row.id for row in rows]))
+            .values(attempts=outbox.c.attempts + 1, next_attempt_at=lease_until[name], claimed_by=node)
+        )
+        claimed.extend(
+            replace(_delivery(row), attempts=row.attempts + 1, next_attempt_at=lease_until[name], claimed_by=node)
+            for row in rows
+        )
+    return claimed
+
+
+@writes
+def delivered(conn: Connection, delivery_id: int) -> None:
+    conn.execute(delete(outbox).where(outbox.c.id == delivery_id))
+
+
+@writes
+def delivery_failed(conn: Connection, delivery_id: int, error: str, retry_at: datetime | None) -> None:
+    """Record a failed attempt: retried at `retry_at`, or dead when it is None."""
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.id == delivery_id)
+        .values(
+            state=PENDING if retry_at is not None else DEAD,
+            next_attempt_at=retry_at,
+            claimed_by=None,
+            last_error=error[:1000],
+        )
+    )
+
+
+@writes
+def release_claims(conn: Connection, node: str, *, now: datetime) -> int:
+    """Make the deliveries leased to `node` due now (it restarted: they were interrupted)."""
+    return conn.execute(
+        update(outbox)
+        .where(outbox.c.claimed_by == node, outbox.c.state == PENDING)
+        .values(next_attempt_at=now, claimed_by=None)
+    ).rowcount
+
+
+def list_outbox(conn: Connection, limit: int | None = None) -> list[Delivery]:
+    """Every pending and dead delivery, oldest first."""
+    query = _deliveries().order_by(outbox.c.id)
+    if limit is not None:
+        query = query.limit(limit)
+    return [_delivery(row) for row in conn.execute(query)]
+
+
+@writes
+def retry_delivery(conn: Connection, delivery_id: int, *, now: datetime | None = None) -> bool:
+    """Re-queue a delivery (dead or waiting for its back-off) to be tried now, from a fresh count."""
+    return bool(
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.id == delivery_id)
+            .values(state=PENDING, attempts=0, next_attempt_at=now or utcnow(), claimed_by=None)
+        ).rowcount
+    )

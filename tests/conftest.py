@@ -5,6 +5,7 @@ import io
 import sys
 
 import pytest
+from twisted.logger import globalLogPublisher
 
 from notifd import cli
 from notifd import db as dbmod
@@ -62,3 +63,12 @@ def notifctl(db_path, monkeypatch, capsys):
         return Result(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def logged():
+    """Every Twisted log event emitted during the test."""
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)

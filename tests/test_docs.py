@@ -1,14 +1,19 @@
 """The documentation says what the code does: hooks, the transcript, the README's commands."""
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import re
+import shutil
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from twisted.logger import formatEvent, globalLogPublisher
 
-from notifd import hookspecs
-from notifd.plugins import get_plugin_manager
+from notifd import Item, Retry, hookspecs
+from notifd.config import build, read_file
+from notifd.plugins import get_plugin_manager, notifiers
 from notifd.protocol import Err
 from tests import transcript
 
@@ -51,13 +56,15 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_the_example_config_is_valid_and_shows_every_key():
-    from notifd.config import KEYS, TYPE_KEYS, read_file
+    from notifd.config import KEYS, NOTIFIER_KEYS, TYPE_KEYS, read_file
 
     example = ROOT / "contrib" / "notifd.toml"
     read_file(example)
     text = example.read_text()
     operations = (ROOT / "docs" / "operations.md").read_text()
-    for path in list(KEYS) + [f"types.<name>.{key}" for key in TYPE_KEYS]:
+    for path in list(KEYS) + [f"types.<name>.{key}" for key in TYPE_KEYS] + [
+        f"notifiers.<name>.{key}" for key in NOTIFIER_KEYS
+    ]:
         table, _, key = path.rpartition(".")
         assert re.search(rf"^#? ?{re.escape(key)} = ", text, re.MULTILINE), f"{path} not in contrib/notifd.toml"
         assert f"`{key}`" in operations or f"`{path}`" in operations or f".{key}`" in operations, path
@@ -70,3 +77,72 @@ def test_the_systemd_unit_is_what_the_docs_promise():
         assert line in unit
     socket_unit = (ROOT / "contrib" / "systemd" / "notifd.socket").read_text()
     assert "FileDescriptorName=notifd" in socket_unit
+
+
+# --- docs/plugins.md: every code block is a tested file or is run (issue 3) ------------------------
+
+PLUGINS_MD = ROOT / "docs" / "plugins.md"
+# Blocks that are whole files; each file is exercised by its own tests.
+FILES_IN_PLUGINS_MD = [
+    "plugins/weather/notifd_weather.py",  # plugins/weather/test_weather.py, and the tutorial test
+    "plugins/weather/pyproject.toml",  # plugins/weather/test_weather.py (its entry point)
+    "docs/examples/announce.py",  # below
+    "docs/examples/webhook.toml",  # below
+]
+
+
+def code_blocks(path: Path = PLUGINS_MD) -> list[tuple[str, str]]:
+    """[(language, text)] of the fenced blocks of a markdown file."""
+    return re.findall(r"^```(\w*)\n(.*?)^```$", path.read_text(), flags=re.S | re.M)
+
+
+def test_every_code_block_of_the_plugin_guide_is_tested():
+    blocks = code_blocks()
+    files = {(ROOT / name).read_text(): name for name in FILES_IN_PLUGINS_MD}
+    shown = set()
+    for language, text in blocks:
+        if language in ("python", "toml") and text in files:
+            shown.add(files[text])
+        elif language == "python" and text.startswith("from notifd import ") and text.count("\n") == 1:
+            exec(text, {})  # the plugin API's import line
+        else:
+            # The tutorial's console sessions and its protocol transcript are replayed
+            # against a real notifd by tests/integration/test_docs_tutorial.py.
+            assert language in ("console", "text"), f"untested {language} block:\n{text}"
+    assert shown == set(FILES_IN_PLUGINS_MD)
+    assert [language for language, _ in blocks if language in ("console", "text")] == ["console", "text", "console"]
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_the_hook_reference_is_the_docstring(hook):
+    args = ", ".join(inspect.signature(getattr(hookspecs, hook)).parameters)
+    section = PLUGINS_MD.read_text().split(f"### {hook}({args})\n\n", 1)[1].split("\n### ", 1)[0]
+    assert section.strip() == inspect.getdoc(getattr(hookspecs, hook))
+
+
+def test_the_announce_example_logs_each_item():
+    spec = importlib.util.spec_from_file_location("announce", ROOT / "docs" / "examples" / "announce.py")
+    announce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(announce)
+    [(plugin, notifier)] = [found for found in notifiers(get_plugin_manager([announce])) if found[0] == "announce"]
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        notifier.notify(Item(3, "weather", "sunny", datetime(2026, 11, 26)))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert [formatEvent(e) for e in events if e.get("log_namespace") == "notifd.plugin.announce"] == [
+        "new weather item 3: sunny"
+    ]
+
+
+def test_the_webhook_config_example_configures_the_webhook(tmp_path):
+    settings = read_file(ROOT / "docs" / "examples" / "webhook.toml")
+    config = build({**settings, "plugins_dirs": [str(tmp_path)]})
+    shutil.copy(ROOT / "plugins" / "webhook" / "notifd_webhook.py", tmp_path / "webhook.py")
+    pm = get_plugin_manager(dirs=config.plugins_dirs, entry_points=False)
+    config.check_plugins(pm.origins)
+    [(plugin, webhook)] = notifiers(pm, config.plugins, reactor=None)
+    webhook = config.notifier(webhook)
+    assert (plugin, webhook.name, webhook.durable, webhook.timeout) == ("webhook", "webhook", True, 10.0)
+    assert webhook.retry == Retry(max_attempts=8, first_delay=30.0, max_delay=3600.0)

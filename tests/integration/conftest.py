@@ -103,6 +103,12 @@ class DaemonProcess:
             if pattern.search(line):
                 return line
 
+    def drained_log(self) -> list[str]:
+        """Everything logged so far (without waiting), for failure messages."""
+        while not self.log_lines.empty():
+            self.log.append(self.log_lines.get_nowait())
+        return self.log
+
     def connect(self) -> "LineClient":
         return LineClient(self.port)
 
@@ -210,3 +216,15 @@ def start_notifctl(db_path):
         proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def eventually(condition, timeout: float = TIMEOUT, every: float = 0.02):
+    """Poll `condition()` until it returns something true, against a deadline; returns that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {condition}")
+        time.sleep(every)

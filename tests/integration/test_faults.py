@@ -58,7 +58,11 @@ def test_the_daemon_answers_what_it_can_while_the_database_is_locked_and_recover
             c.send(f"hello kiosk {token}")
         reader = server.connect()
         assert reader.ask("classified?") == "ad" and reader.ask("random?").isdigit()
-        assert [c.read_line() for c in clients] == [b"ERR temporarily unavailable\r\n"] * 3, server.log
+        try:
+            replies = [c.read_line() for c in clients]
+        except ConnectionError as e:
+            raise AssertionError(f"{e}; notifd log: {server.drained_log()}") from None
+        assert replies == [b"ERR temporarily unavailable\r\n"] * 3
     finally:
         lock.execute("ROLLBACK")
         lock.close()

@@ -5,6 +5,8 @@ import signal
 
 import pytest
 
+from tests.integration.conftest import eventually
+
 pytestmark = pytest.mark.integration
 
 
@@ -16,9 +18,9 @@ def test_named_client_state_survives_kill_9(daemon, notifctl):
     client = server.connect()
     assert client.ask(f"hello kiosk {token}") == "OK"
     assert client.ask("classified?") == "first ad"
-    # One more round trip: the daemon's database work runs in order, so the read mark
-    # of "first ad" is committed once this is answered.
-    assert client.ask("random?").isdigit()
+    # The daemon's writes run in order: once another hello (a write) is answered, the
+    # read mark of "first ad", queued before it, is committed.
+    assert server.connect().ask(f"hello kiosk {token}") == "OK"
     assert server.kill(signal.SIGKILL) == -signal.SIGKILL
 
     server = daemon()
@@ -43,12 +45,19 @@ def test_clients_shows_who_is_connected(daemon, notifctl):
     token = notifctl("client", "add", "kiosk").stdout.splitlines()[-1]
     notifctl("add", "classified", "ad")
     server = daemon()
-    client = server.connect()
-    assert client.ask(f"hello kiosk {token}") == "OK"
-    assert client.ask("random?").isdigit()  # the presence row is written before this answer
-    assert "connected (1)" in notifctl("clients").stdout
-    assert "classified=1" in notifctl("clients").stdout
-    client.close()
+    clients = [server.connect() for _ in range(2)]
+    for client in clients:
+        assert client.ask(f"hello kiosk {token}") == "OK"
+    # Presence rows are written just after the OK: poll for them.
+    def two_connected():
+        out = notifctl("clients").stdout
+        return out if "connected (2)" in out else None
+
+    listed = eventually(two_connected)
+    assert "classified=1" in listed
+    for client in clients:
+        client.close()
+    eventually(lambda: "not connected" in notifctl("clients").stdout)
 
 
 def test_sigterm_exits_zero(daemon):

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
+from notifd import store
 
 
 def items(notifctl):
@@ -179,3 +182,98 @@ def test_hostile_arguments_fail_cleanly(notifctl, args, stdin, message):
         return
     assert (result.code, result.err, result.out) == (1, f"notifctl: {message}\n", "")
     assert items(notifctl) == []
+
+
+# --- plugins and the outbox (issue 3) ----------------------------------------------------------
+
+ROOT = Path(__file__).parent.parent.parent
+WEATHER_PLUGIN = ROOT / "plugins" / "weather" / "notifd_weather.py"
+
+
+@pytest.fixture
+def plugins_dir(tmp_path):
+    """A plugins directory holding the weather example, as the tutorial installs it."""
+    directory = tmp_path / "plugins"
+    directory.mkdir()
+    shutil.copy(WEATHER_PLUGIN, directory / "weather.py")
+    return directory
+
+
+def test_add_validates_with_the_plugin_from_a_plugins_dir(notifctl, plugins_dir):
+    assert notifctl("--plugins-dir", str(plugins_dir), "add", "weather", "Light rain, 54 F").out == "1\n"
+    assert items(notifctl)[0]["text"] == "light rain, 12°C"
+    refused = notifctl("--plugins-dir", str(plugins_dir), "add", "weather", "tornado")
+    assert refused.code == 1 and refused.err.startswith("notifctl: invalid weather: unknown condition 'tornado'; known: ")
+    assert refused.err.count("\n") == 1
+    # Without the plugin, notifctl does not know the type.
+    assert notifctl("add", "weather", "sunny").err.startswith("notifctl: unknown item type 'weather'")
+
+
+def test_plugins_dirs_from_the_environment_and_the_config_file(notifctl, plugins_dir, tmp_path, monkeypatch):
+    other = tmp_path / "more"
+    other.mkdir()
+    (other / "jobs.py").write_text(WEATHER_PLUGIN.read_text().replace('name="weather"', 'name="jobs"'))
+    monkeypatch.setenv("NOTIFD_PLUGINS_DIR", f"{plugins_dir}:{other}")
+    assert notifctl("add", "jobs", "sunny").code == 0
+    monkeypatch.delenv("NOTIFD_PLUGINS_DIR")
+    config = tmp_path / "notifd.toml"
+    config.write_text('plugins_dirs = ["plugins"]\n')  # relative to the file
+    assert notifctl("--config", str(config), "add", "weather", "sunny").code == 0
+    assert notifctl("--config", str(config), "add", "jobs", "sunny").err.startswith("notifctl: unknown item type")
+
+
+def test_a_plugin_that_cannot_load_stops_notifctl_with_one_line(notifctl, plugins_dir):
+    (plugins_dir / "weather.py").write_text("from notifd import hookimpl\nimport weather_station_driver\n")
+    result = notifctl("--plugins-dir", str(plugins_dir), "add", "classified", "ad")
+    assert result.code == 1
+    assert result.err == (
+        f"notifctl: plugin weather ({plugins_dir / 'weather.py'}): cannot import: "
+        "ModuleNotFoundError: No module named 'weather_station_driver'\n"
+    )
+    assert items(notifctl) == []
+
+
+def test_validation_that_raises_unexpectedly_is_one_clear_line(notifctl, plugins_dir):
+    source = (plugins_dir / "weather.py").read_text()
+    (plugins_dir / "weather.py").write_text(source.replace("    celsius = float(", "    1 / 0\n    celsius = float("))
+    result = notifctl("--plugins-dir", str(plugins_dir), "add", "weather", "rain 12C")
+    assert result.code == 1
+    assert result.err == "notifctl: the weather plugin failed to validate the text: ZeroDivisionError: division by zero\n"
+    assert items(notifctl) == []
+
+
+def test_plugins_lists_what_each_plugin_adds(notifctl, plugins_dir):
+    listed = json.loads(notifctl("--plugins-dir", str(plugins_dir), "plugins", "--json").out)
+    assert listed[-1] == {
+        "name": "weather", "origin": str(plugins_dir / "weather.py"), "item_types": ["weather"], "notifiers": []
+    }
+    assert [p["name"] for p in listed] == ["classified", "random", "apprise", "weather"]
+    text = notifctl("--plugins-dir", str(plugins_dir), "plugins").out
+    assert f"weather\t{plugins_dir / 'weather.py'}\ttype weather\n" in text
+
+
+def test_settings_for_a_plugin_that_is_not_loaded_are_refused(notifctl, tmp_path):
+    config = tmp_path / "notifd.toml"
+    config.write_text('[plugins.webhok]\nurl = "http://example.com/"\n')
+    result = notifctl("--config", str(config), "add", "classified", "ad")
+    assert result.err == "notifctl: plugins.webhok: no plugin named 'webhok' is loaded\n"
+
+
+def test_outbox_lists_deliveries_and_retry_requeues_one(notifctl, database):
+    item_id, _ = database.call(store.add_item, "classified", "ad")
+    database.call(store.enqueue_new_items, ["webhook"], now=store.utcnow())  # the mark starts here
+    item_id, _ = database.call(store.add_item, "classified", "undeliverable")
+    database.call(store.enqueue_new_items, ["webhook"], now=store.utcnow())
+    [pending] = database.call(store.list_outbox)
+    database.call(store.delivery_failed, pending.id, "HTTP 500 Internal Server Error", None)
+
+    [row] = json.loads(notifctl("outbox", "--json").out)
+    assert {k: row[k] for k in ("id", "state", "notifier", "item_id", "type", "attempts", "last_error")} == {
+        "id": pending.id, "state": "dead", "notifier": "webhook", "item_id": item_id, "type": "classified",
+        "attempts": 0, "last_error": "HTTP 500 Internal Server Error",
+    }
+    assert notifctl("outbox").out.startswith(f"{pending.id}\tdead\twebhook\titem {item_id} (classified)\t")
+    assert notifctl("outbox", "retry", str(pending.id)).out == f"re-queued delivery {pending.id}\n"
+    assert json.loads(notifctl("outbox", "--json").out)[0]["state"] == "pending"
+    missing = notifctl("outbox", "retry", "999")
+    assert (missing.code, missing.err) == (1, "notifctl: no outbox entry 999\n")

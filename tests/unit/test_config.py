@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import pytest
 
-from notifd import ItemType, Window
+from notifd import ItemType, Notifier, Retry, Window
 from notifd.config import Config, ConfigError, build, parse_duration, read_file
 
 
@@ -102,3 +102,61 @@ def test_precedence_flag_over_env_over_file(notifctl, tmp_path, monkeypatch):
     for path, text in ((from_file, "to file"), (from_env, "to env"), (from_flag, "to flag")):
         listed = notifctl("--db", str(path), "list", "--json", db=False).out
         assert f'"text": "{text}"' in listed and listed.count('"id"') == 1
+
+
+# --- plugins and notifiers (issue 3) --------------------------------------------------------------
+
+
+def test_plugin_settings_and_notifier_tables(tmp_path):
+    path = write(
+        tmp_path,
+        """
+plugins_dirs = ["plugins", "/opt/notifd/plugins"]
+
+[plugins.webhook]
+url = "https://example.com/hook"
+anything = { the_plugin = "checks it" }
+
+[notifiers.webhook]
+timeout = "10s"
+max_attempts = 5
+first_delay = 2
+max_delay = "1h"
+""",
+    )
+    config = build(read_file(path))
+    assert config.plugins_dirs == (str(tmp_path / "plugins"), "/opt/notifd/plugins")  # relative to the file
+    assert config.plugins == {"webhook": {"url": "https://example.com/hook", "anything": {"the_plugin": "checks it"}}}
+    tuned = config.notifier(Notifier("webhook", print, durable=True))
+    assert tuned.timeout == 10.0
+    assert tuned.retry == Retry(max_attempts=5, first_delay=2.0, max_delay=3600.0)
+    assert config.notifier(Notifier("other", print)) == Notifier("other", print)
+    config.check_plugins(["webhook"])
+    with pytest.raises(ConfigError, match=r"^plugins.webhook: no plugin named 'webhook' is loaded$"):
+        config.check_plugins(["classified"])
+    with pytest.raises(ConfigError, match=r"^notifiers.webhook: no plugin declares a notifier 'webhook'$"):
+        config.check_notifiers(["clients"])
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("plugins_dirs = 3", "plugins_dirs: expected a string or a list of strings, got 3"),
+        ("plugins = 'webhook'", "plugins: expected a table of [plugins.<name>] tables"),
+        ("[plugins]\nwebhook = 1", "plugins: expected a table of [plugins.<name>] tables"),
+        ("[notifiers.webhook]\nretries = 3", "unknown key 'notifiers.webhook.retries'"),
+        ("[notifiers.webhook]\ntimeout = 0", "notifiers.webhook.timeout: must be more than 0"),
+        ("[notifiers.webhook]\nmax_attempts = 0", "notifiers.webhook.max_attempts: expected a whole number > 0, got 0"),
+        ("[notifiers.webhook]\nfirst_delay = 'soon'", "notifiers.webhook.first_delay: expected a duration"),
+    ],
+)
+def test_bad_plugin_and_notifier_settings_name_the_key(tmp_path, text, message):
+    with pytest.raises(ConfigError) as caught:
+        read_file(write(tmp_path, text))
+    assert message in str(caught.value)
+
+
+def test_a_retry_policy_that_makes_no_sense_names_the_notifier():
+    config = Config(notifiers={"webhook": {"first_delay": 60.0, "max_delay": 10.0}})
+    with pytest.raises(ConfigError, match=r"^notifiers.webhook: Retry needs "):
+        config.notifier(Notifier("webhook", print))

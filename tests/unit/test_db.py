@@ -4,46 +4,37 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from twisted.logger import globalLogPublisher
 
 from notifd import store
 from notifd.db import SQLITE_BUSY_TIMEOUT_MS, transaction
-
-
-@pytest.fixture
-def log_events():
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def messages(events, text):
     return [e for e in events if text in (e.get("log_format") or "")]
 
 
-def test_an_outage_is_logged_once_and_its_end_too(database, engine, log_events):
+def test_an_outage_is_logged_once_and_its_end_too(database, engine, logged):
     with engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE items RENAME TO items_gone")
     failures = []
     for _ in range(5):  # five clients asking during the outage
         database.run(store.max_item_id).addErrback(failures.append)
     assert len(failures) == 5
-    assert len(messages(log_events, "database unavailable for {kind}")) == 1
+    assert len(messages(logged, "database unavailable for {kind}")) == 1
     with engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE items_gone RENAME TO items")
     database.run(store.max_item_id)
     database.run(store.max_item_id)
-    assert len(messages(log_events, "the database answers {kind} again")) == 1
+    assert len(messages(logged, "the database answers {kind} again")) == 1
 
 
-def test_a_bug_in_a_query_is_logged_every_time_with_its_traceback(database, log_events):
+def test_a_bug_in_a_query_is_logged_every_time_with_its_traceback(database, logged):
     def broken(conn):
         raise KeyError("bug")
 
     for _ in range(2):
         database.run(broken).addErrback(lambda f: None)
-    assert len([e for e in log_events if e.get("log_failure") is not None]) == 2
+    assert len([e for e in logged if e.get("log_failure") is not None]) == 2
 
 
 def test_readers_are_served_while_another_process_holds_the_write_lock(database, db_path, engine):

@@ -5,10 +5,12 @@ import time
 from datetime import timedelta
 
 from twisted.internet import defer, task
+from twisted.logger import formatEvent
 
 from notifd import Notifier, Window, store
 from notifd.hub import Hub
-from tests.unit.test_wire import HeldDatabase
+from notifd.plugins import errors
+from tests.unit.test_wire import HeldDatabase, Rig
 
 
 class Listener:
@@ -77,7 +79,7 @@ def test_a_failing_notifier_does_not_stop_the_others(database):
     failed_later = defer.Deferred()
     hub.notifiers = [
         ("bad", Notifier("raises", broken)),
-        ("slow", Notifier("fails later", lambda item: failed_later)),
+        ("slow", Notifier("fails-later", lambda item: failed_later)),
         ("good", Notifier("record", seen.append)),
     ]
     hub.start()
@@ -136,3 +138,64 @@ def test_a_database_outage_is_retried_by_the_poll(database, engine):
     database.call(store.add_item, "classified", "back")
     clock.advance(1.0)
     assert not database.failing[False] and [i.text for i in seen] == ["back"]
+
+
+# --- isolation from plugins (issue 3) -----------------------------------------------------------
+
+
+def rig_with(database, item_types, *plugin_notifiers):
+    """A server whose hub calls `plugin_notifiers` before the push to clients."""
+    rig = Rig(database, item_types)
+    rig.hub.notifiers = [*plugin_notifiers, *rig.hub.notifiers]
+    return rig
+
+
+def test_a_raising_notifier_is_logged_counted_and_isolated(database, item_types, logged):
+    events = logged
+    seen = []
+
+    def broken(item):
+        raise RuntimeError("boom")
+
+    rig = rig_with(
+        database, item_types, ("bad-plugin", Notifier("raises", broken)), ("good", Notifier("record", seen.append))
+    )
+    proto, transport = rig.connect()
+    proto.dataReceived(b"notif\n")
+    before = errors["bad-plugin"]
+    item_id = rig.post("classified", "still stored")
+    assert errors["bad-plugin"] == before + 1
+    assert [formatEvent(e) for e in events if e.get("plugin") == "bad-plugin"] == [
+        "plugin bad-plugin failed in notifier raises: RuntimeError: boom"
+    ]
+    assert [item.id for item in seen] == [item_id]  # the next notifier ran
+    assert transport.value() == b"will send notifs\r\nnotif: classified\r\n"  # clients were told
+    assert [i.text for i in database.call(store.list_items)] == ["still stored"]
+
+
+def test_a_notifier_that_takes_forever_does_not_delay_clients(database, item_types):
+    never = defer.Deferred()  # a notifier that would take 10 s, or forever
+    rig = rig_with(database, item_types, ("slow-plugin", Notifier("slow", lambda item: never, timeout=10.0)))
+    proto, transport = rig.connect()
+    proto.dataReceived(b"notif\n")
+    before = errors["slow-plugin"]
+    rig.post("classified", "ad")  # advances the clock by 0 only
+    assert transport.value() == b"will send notifs\r\nnotif: classified\r\n"
+    assert errors["slow-plugin"] == before
+    rig.clock.advance(10.0)
+    assert errors["slow-plugin"] == before + 1  # and then it is given up, and counted
+    assert never.called
+    rig.hub.stop()
+
+
+def test_plugin_errors_are_exported_as_a_metric(database, item_types):
+    from notifd.metrics import Metrics
+
+    def broken(item):
+        raise RuntimeError("boom")
+
+    rig = rig_with(database, item_types, ("metric-plugin", Notifier("raises", broken)))
+    before = errors["metric-plugin"]
+    rig.post("classified", "x")
+    sample = Metrics().registry.get_sample_value("notifd_plugin_errors_total", {"plugin": "metric-plugin"})
+    assert sample == before + 1

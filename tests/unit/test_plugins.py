@@ -1,13 +1,20 @@
 """Plugins through the public hooks: registration, attribution of errors, isolation."""
 from __future__ import annotations
 
+import re
+import textwrap
 import types
 
 import pytest
+from twisted.internet import defer, task
+from twisted.logger import formatEvent
 
-from notifd import InvalidItem, ItemType, Notifier, hookimpl
+from notifd import ConfigError, InvalidItem, ItemType, Notifier, hookimpl
 from notifd.default_plugins import random_number
-from notifd.plugins import PluginError, get_plugin_manager, item_types, notifiers
+from notifd.plugins import (
+    PluginError, call_plugin, describe, errors, get_plugin_manager, item_types, notifiers,
+)
+from tests.dist import install
 
 
 def plugin(name, **hooks):
@@ -26,7 +33,7 @@ def test_hook_register_item_types():
 def test_two_plugins_cannot_declare_the_same_type():
     clash = plugin("clash", register_item_types=lambda register: register(ItemType("classified")))
     with pytest.raises(PluginError, match=r"^plugin clash: item type 'classified' is already registered by "
-                                          r"notifd.default_plugins.classified$"):
+                                          r"classified$"):
         item_types(get_plugin_manager([clash]))
 
 
@@ -49,13 +56,191 @@ def test_bad_type_names_are_refused():
         ItemType("Weather Report")
 
 
-def test_hook_register_notifiers(database):
+def test_hook_register_notifiers():
     seen = []
-    recorder = plugin("recorder", register_notifiers=lambda register: register(Notifier("record", seen.append)))
-    found = notifiers(get_plugin_manager([recorder]))
-    assert [(plugin_name, n.name) for plugin_name, n in found] == [("recorder", "record")]
+    reactor = object()
+
+    def register_notifiers(register, settings, reactor):
+        register(Notifier(settings["name"], lambda item: seen.append((item, reactor))))
+
+    recorder = plugin("recorder", register_notifiers=register_notifiers)
+    found = notifiers(get_plugin_manager([recorder]), {"recorder": {"name": "record"}}, reactor)
+    assert [(plugin_name, n.name, n.durable) for plugin_name, n in found] == [("recorder", "record", False)]
     found[0][1].notify("item")
-    assert seen == ["item"]
+    assert seen == [("item", reactor)]
+
+
+def test_each_plugin_gets_its_own_settings_and_only_the_arguments_it_declares():
+    got = {}
+    one = plugin("one", register_item_types=lambda register, settings: got.update(one=settings))
+    two = plugin("two", register_item_types=lambda register: got.update(two="called"))
+    item_types(get_plugin_manager([one, two]), {"one": {"unit": "C"}, "other": {"x": 1}})
+    assert got == {"one": {"unit": "C"}, "two": "called"}
+
+
+def test_a_bad_setting_is_reported_with_the_plugin_and_its_table():
+    def register_notifiers(register, settings):
+        raise ConfigError("url: expected an http:// URL")
+
+    with pytest.raises(PluginError, match=r"^plugin hook: \[plugins.hook\] url: expected an http:// URL$"):
+        notifiers(get_plugin_manager([plugin("hook", register_notifiers=register_notifiers)]), {"hook": {}})
+
+
+def test_two_plugins_cannot_declare_the_same_notifier():
+    def one(register):
+        register(Notifier("mail", print))
+
+    with pytest.raises(PluginError, match=r"^plugin b: notifier 'mail' is already registered by a$"):
+        notifiers(get_plugin_manager([plugin("a", register_notifiers=one), plugin("b", register_notifiers=one)]))
+
+
+# --- discovery ------------------------------------------------------------------------------
+
+
+def write_plugin(directory, name, source):
+    directory.mkdir(exist_ok=True)
+    (directory / f"{name}.py").write_text(textwrap.dedent(source))
+
+
+WEATHER = """
+    from notifd import ItemType, hookimpl
+
+    @hookimpl
+    def register_item_types(register):
+        register(ItemType("weather"))
+"""
+
+
+def test_plugins_dirs_are_loaded_file_by_file(tmp_path):
+    write_plugin(tmp_path / "a", "weather", WEATHER)
+    write_plugin(tmp_path / "b", "jobs", WEATHER.replace('"weather"', '"jobs"'))
+    write_plugin(tmp_path / "b", "_helper", "raise RuntimeError('helpers are not plugins')")
+    pm = get_plugin_manager(dirs=[tmp_path / "a", tmp_path / "b"])
+    assert list(item_types(pm)) == ["classified", "random", "weather", "jobs"]
+    assert pm.origins["weather"] == str(tmp_path / "a" / "weather.py")
+    assert pm.origins["classified"] == "built-in"
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("def broken(:\n", r"cannot import: SyntaxError: "),
+        ("import no_such_module_here\n", r"cannot import: ModuleNotFoundError: No module named 'no_such_module_here'"),
+        ("raise RuntimeError('no config')\n", r"cannot import: RuntimeError: no config"),
+        (
+            "from notifd import hookimpl\n@hookimpl\ndef register_item_type(register): pass\n",
+            r"unknown hook 'register_item_type'",
+        ),
+        (
+            "from notifd import hookimpl\n@hookimpl\ndef register_item_types(register, colour): pass\n",
+            r"Argument\(s\) \{'colour'\} are declared in the hookimpl but can not be found in the hookspec",
+        ),
+    ],
+)
+def test_a_plugin_file_that_cannot_load_is_named(tmp_path, source, message):
+    write_plugin(tmp_path, "weather", source)
+    with pytest.raises(PluginError) as caught:
+        get_plugin_manager(dirs=[tmp_path])
+    assert str(caught.value).startswith("plugin weather")
+    assert re.search(message, str(caught.value)), str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_plugins_dir_that_does_not_exist_is_an_error(tmp_path):
+    with pytest.raises(PluginError, match=r"^plugins directory .*/nowhere: not a directory$"):
+        get_plugin_manager(dirs=[tmp_path / "nowhere"])
+
+
+def test_a_plugin_name_is_taken_once(tmp_path):
+    write_plugin(tmp_path, "classified", WEATHER)
+    with pytest.raises(PluginError, match=r"^plugin classified \(.*classified.py\): the name is already taken by built-in$"):
+        get_plugin_manager(dirs=[tmp_path])
+
+
+def install_entry_point(site, name, module, source, monkeypatch):
+    project = {"name": f"notifd-{name}", "version": "1.2", "entry-points": {"notifd": {name: module}}}
+    install(site, project, textwrap.dedent(source))
+    monkeypatch.syspath_prepend(str(site))
+
+
+def test_entry_points_in_the_notifd_group_are_loaded(tmp_path, monkeypatch):
+    install_entry_point(tmp_path, "weather", "ep_weather_plugin", WEATHER, monkeypatch)
+    pm = get_plugin_manager()
+    assert "weather" in item_types(pm)
+    assert pm.origins["weather"] == "entry point ep_weather_plugin in notifd-weather 1.2"
+    assert "weather" not in item_types(get_plugin_manager(entry_points=False))
+
+
+def test_an_entry_point_that_cannot_load_is_named(tmp_path, monkeypatch):
+    install_entry_point(tmp_path, "weather", "ep_broken_plugin", "import no_such_dependency\n", monkeypatch)
+    with pytest.raises(PluginError, match=r"^plugin weather \(entry point ep_broken_plugin in notifd-weather 1.2\): "
+                                          r"cannot import: ModuleNotFoundError"):
+        get_plugin_manager()
+
+
+def test_describe_says_where_each_plugin_came_from_and_what_it_adds(tmp_path):
+    write_plugin(tmp_path, "weather", WEATHER + """
+    from notifd import Notifier
+
+    @hookimpl
+    def register_notifiers(register):
+        register(Notifier("weather-log", print, durable=True))
+""")
+    found = {info.name: info for info in describe(get_plugin_manager(dirs=[tmp_path]))}
+    assert list(found) == ["classified", "random", "apprise", "weather"]
+    weather = found["weather"]
+    assert (weather.origin, weather.item_types) == (str(tmp_path / "weather.py"), ["weather"])
+    assert [(n.name, n.durable) for n in weather.notifiers] == [("weather-log", True)]
+    assert found["apprise"].notifiers == []  # not configured
+
+
+# --- the door from the reactor: call_plugin ---------------------------------------------------
+
+
+def outcome(d):
+    results = []
+    d.addBoth(results.append)
+    assert len(results) == 1, "not fired yet"
+    return results[0]
+
+
+def test_call_plugin_catches_logs_and_counts_an_exception(logged):
+    before = errors["bad"]
+
+    def notify(item):
+        raise KeyError("type")
+
+    assert outcome(call_plugin("bad", "notifier n", notify, "item")) == "KeyError: 'type'"
+    assert errors["bad"] == before + 1
+    [event] = [e for e in logged if e.get("plugin") == "bad"]
+    assert formatEvent(event) == "plugin bad failed in notifier n: KeyError: 'type'"
+    assert event["log_failure"].check(KeyError)  # a bug: logged with its traceback
+
+
+def test_call_plugin_reports_a_failed_deferred_on_one_line(logged):
+    d = defer.Deferred()
+    result = call_plugin("flaky", "notifier n", lambda: d)
+    d.errback(ConnectionRefusedError("nobody listens"))
+    assert outcome(result) == "ConnectionRefusedError: nobody listens"
+    [event] = [e for e in logged if e.get("plugin") == "flaky"]
+    assert "log_failure" not in event
+
+
+def test_call_plugin_times_out_a_deferred_that_never_fires(logged):
+    clock = task.Clock()
+    before = errors["slow"]
+    never = defer.Deferred()
+    result = call_plugin("slow", "notifier n", lambda: never, timeout=10.0, clock=clock)
+    clock.advance(9.9)
+    assert not result.called
+    clock.advance(0.1)
+    assert outcome(result) == "timed out after 10.0 s"
+    assert errors["slow"] == before + 1
+
+
+def test_call_plugin_success():
+    assert outcome(call_plugin("good", "notifier n", lambda item: None, "item")) is None
+    assert outcome(call_plugin("good", "notifier n", lambda item: defer.succeed("ignored"), "item")) is None
 
 
 def test_random_validation():

@@ -199,6 +199,17 @@ def test_subscription_filter(session):
     assert sent(session.item_added("weather")) == b"notif: weather\r\n"
 
 
+def test_the_filter_lasts_until_stop_notif_and_bare_notif_means_every_type(session):
+    enter(session, b"_notif_ weather weather\n")
+    assert session.subscription == {"weather"}
+    session.receive(b"stop_notif\n")
+    enter(session, b"notif\n")
+    assert session.subscription == session.types
+    session.receive(b"stop_notif\n")
+    assert sent(session.receive(b"notif weather nosuchtype\n")) == b"ERR unknown type\r\n"
+    assert session.mode is Mode.NORMAL
+
+
 def test_items_of_unknown_types_are_ignored(session):
     enter(session, latest={"gone": 9})
     assert session.item_added("gone") == []

@@ -1,0 +1,146 @@
+# The outbox of durable notifiers, reactor side (issue 3): at-least-once delivery of every
+# item to each notifier declared with `durable=True`, with back-off retries, across
+# restarts, ending in a dead letter that `notifctl outbox retry ID` re-queues.
+#
+# Rules: the database is the truth. A round (on a wake-up, on the safety poll, or after
+# deliveries finish) runs one transaction on the database thread that puts new items in
+# the outbox (each notifier has its own mark over the items table, so items committed
+# while the daemon was down are found) and claims the due deliveries. Each delivery then
+# enters plugin code through `call_plugin` (timeout, logging, counting); its outcome is
+# written back on the database thread. The reactor never waits for either.
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from twisted.internet import task
+from twisted.logger import Logger
+
+from . import store
+from .items import Notifier
+from .plugins import call_plugin
+
+CONCURRENCY = 8  # deliveries in flight per notifier
+LEASE_MARGIN = 60.0  # seconds a claim outlives the notifier's timeout, for a daemon that died
+
+
+class Outbox:
+    """Delivers new items to the durable notifiers through the `outbox` table."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        db,
+        clock,
+        notifiers: list[tuple[str, Notifier]],
+        node: str,
+        poll_interval: float = 1.0,
+        concurrency: int = CONCURRENCY,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.notifiers = {notifier.name: (plugin_name, notifier) for plugin_name, notifier in notifiers}
+        self.node = node
+        self.concurrency = concurrency
+        self.in_flight: Counter[str] = Counter()
+        self._busy = False
+        self._again = False
+        self._full = False  # the last round hit a notifier's concurrency limit
+        self._stopped = False
+        self._poll = task.LoopingCall(self.wake)
+        self._poll.clock = clock
+        self._poll_interval = poll_interval
+
+    def start(self):
+        """Resume deliveries interrupted by a restart of this node, then follow the outbox."""
+
+        def released(_: Any) -> None:
+            self._poll.start(self._poll_interval, now=True)
+
+        return self.db.run(store.release_claims, self.node, now=self._now()).addCallback(released)
+
+    def stop(self) -> None:
+        """Stop starting deliveries; those in flight are delivered again after a restart."""
+        self._stopped = True
+        if self._poll.running:
+            self._poll.stop()
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock.seconds(), timezone.utc).replace(tzinfo=None)
+
+    # --- rounds -------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Something may be due: run a round (coalesced with a round in flight)."""
+        if self._stopped:
+            return
+        if self._busy:
+            self._again = True
+            return
+        self._busy = True
+        now = self._now()
+        limits = {name: self.concurrency - self.in_flight[name] for name in self.notifiers}
+        leases = {
+            name: now + timedelta(seconds=notifier.timeout + LEASE_MARGIN)
+            for name, (_, notifier) in self.notifiers.items()
+        }
+        d = self.db.run(_round, list(self.notifiers), limits, self.node, now, leases)
+        d.addCallbacks(self._claimed, self._round_failed, callbackArgs=(limits,))
+        d.addBoth(self._round_done)
+
+    def _claimed(self, result: tuple[bool, list[store.Delivery]], limits: dict[str, int]) -> None:
+        if self._stopped:
+            return  # stopped while the round ran: these claims are released at the next start
+        more, deliveries = result
+        self._again = self._again or more
+        claimed = Counter(delivery.notifier for delivery in deliveries)
+        self._full = any(claimed[name] >= limit for name, limit in limits.items())
+        for delivery in deliveries:
+            self._deliver(delivery)
+
+    def _round_failed(self, failure) -> None:
+        self.log.failure("outbox: cannot read the outbox; retrying", failure)
+
+    def _round_done(self, _: Any) -> None:
+        self._busy = False
+        if self._again:
+            self._again = False
+            self.wake()
+
+    # --- one delivery ---------------------------------------------------------------------------
+
+    def _deliver(self, delivery: store.Delivery) -> None:
+        plugin_name, notifier = self.notifiers[delivery.notifier]
+        self.in_flight[notifier.name] += 1
+        d = call_plugin(
+            plugin_name, f"notifier {notifier.name}", notifier.notify, delivery.item,
+            timeout=notifier.timeout, clock=self.clock,
+        )
+        d.addCallback(self._finished, delivery, notifier)
+
+    def _finished(self, error: str | None, delivery: store.Delivery, notifier: Notifier) -> None:
+        self.in_flight[notifier.name] -= 1
+        if self._stopped:
+            return  # the database is closing; the claim is released at the next start
+        if error is None:
+            d = self.db.run(store.delivered, delivery.id)
+        else:
+            delay = notifier.retry.delay(delivery.attempts)
+            retry_at = None if delay is None else self._now() + timedelta(seconds=delay)
+            if retry_at is None:
+                self.log.warn(
+                    "outbox: delivery {id} of item {item} to {notifier} is dead after {attempts} attempts: {error}",
+                    id=delivery.id, item=delivery.item.id, notifier=notifier.name, attempts=delivery.attempts,
+                    error=error,
+                )
+            d = self.db.run(store.delivery_failed, delivery.id, error, retry_at)
+        d.addErrback(lambda failure: self.log.failure("outbox: cannot record a delivery", failure))
+        if self._full:
+            d.addCallback(lambda _: self.wake())
+
+
+def _round(conn, notifiers, limits, node, now, leases) -> tuple[bool, list[store.Delivery]]:
+    more = store.enqueue_new_items(conn, notifiers, now=now)
+    return more, store.claim_deliveries(conn, limits, node=node, now=now, lease_until=leases)

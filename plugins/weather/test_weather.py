@@ -1,0 +1,78 @@
+"""The weather item type: its validation, its discovery both ways (a plugins directory, an
+installed package's entry point), and the whole path through a real notifd."""
+from __future__ import annotations
+
+import shutil
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import notifd_weather
+from notifd import InvalidItem, Pick
+from notifd.plugins import get_plugin_manager, item_types
+from tests.dist import install
+
+HERE = Path(__file__).parent
+
+
+@pytest.mark.parametrize(
+    "text, stored",
+    [
+        ("sunny", "sunny"),
+        ("  Partly   Cloudy ", "partly cloudy"),
+        ("rain 12°C", "rain, 12°C"),
+        ("Light rain, 54 F", "light rain, 12°C"),
+        ("heavy rain,-3c", "heavy rain, -3°C"),
+        ("snow -0.4 C", "snow, 0°C"),
+        ("fog 21.6C", "fog, 22°C"),
+    ],
+)
+def test_reports_are_normalised(text, stored):
+    assert notifd_weather.validate(text) == stored
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("tornado", "unknown condition 'tornado'; known: clear, cloudy, drizzle, fog, hail, heavy rain, "),
+        ("sunny 200C", "200°C is not a temperature on Earth"),
+        ("rain -140F", "-140°F is not a temperature on Earth"),
+        ("rain 12K", 'expected a condition and an optional temperature, like "rain, 12°C"'),
+        ("12°C", 'expected a condition and an optional temperature, like "rain, 12°C"'),
+    ],
+)
+def test_bad_reports_are_refused_with_a_reason(text, reason):
+    with pytest.raises(InvalidItem) as caught:
+        notifd_weather.validate(text)
+    assert str(caught.value).startswith(reason)
+
+
+def test_the_package_entry_point_loads_the_plugin(tmp_path, monkeypatch):
+    # What `pip install plugins/weather` leaves in site-packages, from our pyproject.toml.
+    project = tomllib.loads((HERE / "pyproject.toml").read_text())["project"]
+    install(tmp_path, project, (HERE / "notifd_weather.py").read_text())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pm = get_plugin_manager()
+    weather = item_types(pm)["weather"]
+    assert weather.pick is Pick.NEWEST and weather.validate is notifd_weather.validate
+    assert pm.origins["weather"] == "entry point notifd_weather in notifd-weather 0.1.0"
+
+
+@pytest.mark.integration
+def test_a_dropped_in_plugin_is_validated_served_and_announced(daemon, notifctl, tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    shutil.copy(HERE / "notifd_weather.py", plugins / "weather.py")
+    server = daemon("--plugins-dir", str(plugins))
+    client = server.connect()
+    assert client.ask("notif weather") == "will send notifs"
+
+    refused = notifctl("--plugins-dir", str(plugins), "add", "weather", "tornado", check=False)
+    assert refused.returncode == 1 and refused.stderr.startswith("notifctl: invalid weather: unknown condition")
+    notifctl("--plugins-dir", str(plugins), "add", "classified", "not subscribed to this one")
+    notifctl("--plugins-dir", str(plugins), "add", "weather", "Rain, 54F")
+    assert client.read_line() == b"notif: weather\r\n"
+    assert client.ask("stop_notif") == "OK"
+    assert client.ask("weather?") == "rain, 12°C"
+    assert client.ask("weather?") == ""  # read; nothing newer

@@ -1,0 +1,202 @@
+"""The outbox of durable notifiers: at-least-once delivery, back-off, dead letters, restarts.
+
+A real SQLite database run inline and a task.Clock: no reactor, thread or sleep.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from twisted.internet import defer, task
+
+from notifd import Notifier, Retry, store
+from notifd.outbox import Outbox
+from notifd.plugins import errors
+from tests.unit.test_wire import HeldDatabase
+
+RETRY = Retry(max_attempts=3, first_delay=10.0, max_delay=15.0)
+
+
+class Endpoint:
+    """A durable notifier whose answers the test decides: ok, raise, or hold the Deferred."""
+
+    def __init__(self, mode="ok"):
+        self.mode = mode
+        self.calls = []
+        self.held = []
+
+    def notify(self, item):
+        self.calls.append(item.text)
+        if self.mode == "raise":
+            raise ConnectionRefusedError("nobody listens")
+        if self.mode == "hold":
+            d = defer.Deferred()
+            self.held.append(d)
+            return d
+        return None
+
+
+@pytest.fixture
+def clock():
+    clock = task.Clock()
+    clock.advance(time.time())
+    return clock
+
+
+def make_outbox(database, clock, endpoint, name="hook", node="node-a", timeout=5.0, concurrency=8):
+    notifier = Notifier(name, endpoint.notify, durable=True, timeout=timeout, retry=RETRY)
+    outbox = Outbox(database, clock, [("test-plugin", notifier)], node, poll_interval=1.0, concurrency=concurrency)
+    outbox.start()
+    return outbox
+
+
+def post(database, text):
+    return database.call(store.add_item, "classified", text)[0]
+
+
+def rows(database):
+    return [(d.item.text, d.state, d.attempts) for d in database.call(store.list_outbox)]
+
+
+def test_delivers_new_items_and_forgets_them(database, clock):
+    endpoint = Endpoint()
+    post(database, "history")  # before the notifier first ran: not its business
+    outbox = make_outbox(database, clock, endpoint)
+    post(database, "one")
+    post(database, "two")
+    outbox.wake()
+    assert endpoint.calls == ["one", "two"]
+    assert rows(database) == []  # delivered rows are deleted
+
+
+def test_the_safety_poll_finds_items_without_a_wakeup(database, clock):
+    endpoint = Endpoint()
+    make_outbox(database, clock, endpoint)
+    post(database, "quiet")
+    assert endpoint.calls == []
+    clock.advance(1.0)
+    assert endpoint.calls == ["quiet"]
+
+
+def test_items_committed_while_the_daemon_is_down_are_delivered_at_start(database, clock):
+    endpoint = Endpoint()
+    make_outbox(database, clock, endpoint).stop()  # it ran once: it has a mark
+    post(database, "while down")
+    make_outbox(database, clock, endpoint)
+    assert endpoint.calls == ["while down"]
+
+
+def test_failures_back_off_then_die_and_retry_requeues(database, clock):
+    endpoint = Endpoint("raise")
+    outbox = make_outbox(database, clock, endpoint)
+    before = errors["test-plugin"]
+    post(database, "x")
+    outbox.wake()
+    assert rows(database) == [("x", "pending", 1)]
+    clock.advance(9.0)  # first_delay is 10 s
+    assert endpoint.calls == ["x"]
+    clock.advance(1.0)
+    assert endpoint.calls == ["x", "x"]
+    clock.advance(15.0)  # 20 s, capped by max_delay
+    assert endpoint.calls == ["x", "x", "x"]
+    [dead] = database.call(store.list_outbox)
+    assert (dead.state, dead.attempts, dead.next_attempt_at) == ("dead", 3, None)
+    assert dead.last_error == "ConnectionRefusedError: nobody listens"
+    assert errors["test-plugin"] == before + 3
+    clock.advance(3600)
+    assert len(endpoint.calls) == 3  # dead letters stay dead
+
+    endpoint.mode = "ok"
+    assert database.call(store.retry_delivery, dead.id, now=store.utcnow())
+    outbox.wake()
+    assert endpoint.calls[-1] == "x" and rows(database) == []
+    assert not database.call(store.retry_delivery, dead.id)  # delivered: nothing left to retry
+
+
+def test_a_notifier_that_never_answers_times_out_and_is_retried(database, clock):
+    endpoint = Endpoint("hold")
+    outbox = make_outbox(database, clock, endpoint, timeout=5.0)
+    post(database, "slow")
+    outbox.wake()
+    assert len(endpoint.held) == 1
+    clock.advance(5.0)
+    [row] = database.call(store.list_outbox)
+    assert row.last_error == "timed out after 5.0 s" and row.state == "pending"
+    endpoint.mode = "ok"
+    clock.advance(10.0)
+    assert rows(database) == []
+
+
+def test_concurrency_is_limited_per_notifier(database, clock):
+    endpoint = Endpoint("hold")
+    outbox = make_outbox(database, clock, endpoint, concurrency=2)
+    for text in "abcde":
+        post(database, text)
+    outbox.wake()
+    assert endpoint.calls == ["a", "b"]
+    endpoint.mode = "ok"
+    endpoint.held[0].callback(None)  # one finishes: the next round takes the rest it may
+    assert endpoint.calls == ["a", "b", "c", "d", "e"]
+
+
+def test_a_restarted_node_resumes_its_interrupted_deliveries(database, clock):
+    endpoint = Endpoint("hold")
+    make_outbox(database, clock, endpoint, timeout=300.0)
+    post(database, "in flight")
+    clock.advance(1.0)
+    assert endpoint.calls == ["in flight"]
+    # The daemon dies here, the delivery unfinished; its lease would hold for minutes.
+    again = Endpoint()
+    make_outbox(database, clock, again, node="node-a")
+    assert again.calls == ["in flight"]
+    assert rows(database) == []
+
+
+def test_another_node_waits_for_the_lease_of_a_node_that_died(database, clock):
+    make_outbox(database, clock, Endpoint("hold")).stop()  # creates the mark
+    post(database, "leased")
+    now = datetime.fromtimestamp(clock.seconds(), timezone.utc).replace(tzinfo=None)
+    database.call(store.enqueue_new_items, ["hook"], now=now)
+    lease = {"hook": now + timedelta(seconds=65)}
+    database.call(store.claim_deliveries, {"hook": 8}, node="dead-node", now=now, lease_until=lease)
+    other = Endpoint()
+    make_outbox(database, clock, other, node="node-b")
+    assert other.calls == []
+    clock.advance(70.0)
+    assert other.calls == ["leased"]
+
+
+def test_two_daemons_enqueue_each_item_once(database, clock):
+    first, second = Endpoint("hold"), Endpoint("hold")
+    a = make_outbox(database, clock, first, node="a")
+    b = make_outbox(database, clock, second, node="b")
+    post(database, "once")
+    a.wake()
+    b.wake()
+    assert first.calls + second.calls == ["once"]
+
+
+def test_removing_an_item_removes_its_deliveries(database, engine, clock):
+    endpoint = Endpoint("raise")
+    outbox = make_outbox(database, clock, endpoint)
+    item_id = post(database, "gone soon")
+    outbox.wake()
+    with engine.begin() as conn:  # what retention will do with old items
+        conn.execute(store.items.delete().where(store.items.c.id == item_id))
+    assert rows(database) == []
+
+
+def test_a_round_answered_after_stop_starts_no_delivery(database, clock):
+    held = HeldDatabase(database)
+    endpoint = Endpoint()
+    outbox = make_outbox(held, clock, endpoint)
+    held.release()  # the start
+    post(database, "late")
+    outbox.wake()
+    outbox.stop()
+    held.release()  # the round comes back after the stop
+    assert endpoint.calls == []
+    # The next start of this node delivers it.
+    make_outbox(database, clock, endpoint)
+    assert endpoint.calls == ["late"]
