@@ -66,6 +66,7 @@ class WakeupListener:
 
     def __init__(self, reactor, db_path: Path, wake: Callable[[], None]) -> None:
         self.reactor = reactor
+        self.db_path = db_path
         self.path = wakeup_dir(db_path) / str(os.getpid())
         self.wake = wake
         self._port = None
@@ -81,10 +82,19 @@ class WakeupListener:
             def datagramReceived(self, datagram, addr):
                 wake()
 
-        self.path.parent.mkdir(mode=0o700, exist_ok=True)
+        # Whoever may write the database may wake us: the directory and socket get the
+        # database file's group access (owner-only by default; see docs/security.md).
+        db = self.db_path.stat()
+        shared = db.st_mode & 0o060 == 0o060
+        self.path.parent.mkdir(mode=0o770 if shared else 0o700, exist_ok=True)
         self.path.unlink(missing_ok=True)  # left by an earlier process with our pid
         with _short_path(self.path) as address:
-            self._port = self.reactor.listenUNIXDatagram(address, _Wakeups(), mode=0o600)
+            self._port = self.reactor.listenUNIXDatagram(address, _Wakeups(), mode=0o660 if shared else 0o600)
+        if shared:
+            for path in (self.path.parent, self.path):
+                if path.stat().st_gid != db.st_gid:
+                    os.chown(path, -1, db.st_gid)
+            self.path.parent.chmod(0o770)  # mkdir's mode is cut by the umask
 
     def stop(self) -> None:
         if self._port is not None:
