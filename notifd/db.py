@@ -97,7 +97,21 @@ def make_engine(url: URL) -> Engine:
             conn.info["notifd_busy_ms"] = busy
         conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("notifd_write", False) else "BEGIN")
 
+    @event.listens_for(engine, "before_cursor_execute")
+    def _refuse_unmarked_writes(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        # A write in a read transaction (a query missing @store.writes) would take the lock
+        # late and could fail at once with "database is locked": refuse it loudly instead.
+        if conn.get_execution_options().get("notifd_write") is False and statement.lstrip()[:6].upper() in _WRITES:
+            raise UnmarkedWrite(f"a write in a read-only transaction; mark the query @store.writes: {statement[:60]}")
+
     return engine
+
+
+_WRITES = {"INSERT", "UPDATE", "DELETE", "REPLAC"}
+
+
+class UnmarkedWrite(AssertionError):
+    """A query wrote without being marked `store.writes` (a bug in notifd or a plugin)."""
 
 
 @contextlib.contextmanager
@@ -107,8 +121,7 @@ def transaction(engine: Engine, write: bool = False, busy_ms: int | None = None)
     `busy_ms` overrides how long SQLite waits for a lock held by another process.
     """
     with engine.connect() as conn:
-        if write:
-            conn.execution_options(notifd_write=True)
+        conn.execution_options(notifd_write=write)
         if busy_ms is not None:
             conn.execution_options(notifd_busy_ms=busy_ms)
         with conn.begin():

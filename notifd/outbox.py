@@ -14,6 +14,7 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from twisted.internet import task
 from twisted.logger import Logger
 
@@ -101,7 +102,8 @@ class Outbox:
             self._deliver(delivery)
 
     def _round_failed(self, failure) -> None:
-        self.log.failure("outbox: cannot read the outbox; retrying", failure)
+        if not failure.check(DBAPIError):  # an outage is logged by the database, once
+            self.log.failure("outbox: cannot read the outbox; retrying", failure)
 
     def _round_done(self, _: Any) -> None:
         self._busy = False
@@ -136,11 +138,17 @@ class Outbox:
                     error=error,
                 )
             d = self.db.run(store.delivery_failed, delivery.id, error, retry_at)
-        d.addErrback(lambda failure: self.log.failure("outbox: cannot record a delivery", failure))
+        d.addErrback(self._record_failed)
         if self._full:
             d.addCallback(lambda _: self.wake())
 
+    def _record_failed(self, failure) -> None:
+        # The delivery stays claimed until its lease ends, then is tried again.
+        if not failure.check(DBAPIError):  # an outage is logged by the database, once
+            self.log.failure("outbox: cannot record a delivery", failure)
 
+
+@store.writes
 def _round(conn, notifiers, limits, node, now, leases) -> tuple[bool, list[store.Delivery]]:
     more = store.enqueue_new_items(conn, notifiers, now=now)
     return more, store.claim_deliveries(conn, limits, node=node, now=now, lease_until=leases)

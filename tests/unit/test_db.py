@@ -69,3 +69,16 @@ def test_every_query_that_writes_is_marked():
             source = inspect.getsource(f)
             if any(verb in source for verb in ("insert(", "update(", "delete(")):
                 assert getattr(f, "writes", False), f"store.{name} writes but is not marked @writes"
+
+
+def test_a_write_in_a_read_transaction_is_refused(database):
+    from notifd.db import UnmarkedWrite
+
+    def sneaky(conn):  # writes, but is not marked @store.writes
+        store.add_item(conn, "classified", "x")
+
+    with pytest.raises(UnmarkedWrite, match="mark the query @store.writes"):
+        database.call(sneaky)
+    assert database.call(store.list_items) == []
+    database.call(store.writes(sneaky))
+    assert len(database.call(store.list_items)) == 1

@@ -122,6 +122,7 @@ def test_removing_a_client_removes_its_state(database):
 
 
 def test_a_failed_transaction_leaves_nothing(database):
+    @store.writes
     def half_written(conn):
         store.add_item(conn, "classified", "half")
         raise RuntimeError("crash in the middle")
