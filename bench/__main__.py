@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="notifd subscribers answer OK after each round is measured, or at once on receipt")
     parser.add_argument("--only", action="append", help="only this target (notifd, anchor, redis, mqtt, nats); repeatable")
     parser.add_argument("--seconds", type=float, default=None, help="duration of idle/roundtrip/soak")
+    parser.add_argument("--profile", metavar="PREFIX", help="fanout: py-spy notifd during the rounds into PREFIX-N.txt")
     parser.add_argument("--results", default=None, help="results directory [bench/results]")
     args = parser.parse_args(argv)
     _raise_fd_limit(max(args.clients) + 1000)
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         if mode == "fanout":
             from bench.fanout import run_fanout
 
-            section = run_fanout(args.clients, args.posts, args.processes, args.ack, args.only, _log)
+            section = run_fanout(args.clients, args.posts, args.processes, args.ack, args.only, _log, args.profile)
         elif mode == "idle":
             from bench.fanout import run_idle
 

@@ -24,7 +24,32 @@ def gap_seconds(clients: int) -> float:
     return 0.15 + clients * 25e-6
 
 
-def measure_target(target, clients: int, posts: int, workers: Workers, ack: str, log) -> dict:
+def start_profiler(pid: int, out: str):
+    """py-spy on the server for the measured rounds (`--profile`); stopped with SIGINT."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("py-spy")
+    exe = str(exe) if exe.exists() else shutil.which("py-spy")
+    if exe is None:
+        raise RuntimeError("--profile needs py-spy (pip install -e '.[bench]')")
+    return subprocess.Popen(
+        [exe, "record", "--pid", str(pid), "--rate", "2000", "--format", "raw", "--output", out, "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def stop_profiler(proc) -> None:
+    import signal
+
+    if proc is not None:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+
+
+def measure_target(target, clients: int, posts: int, workers: Workers, ack: str, log, profile: str | None = None) -> dict:
     try:
         target.start()
     except targetmod.Absent as e:
@@ -40,11 +65,14 @@ def measure_target(target, clients: int, posts: int, workers: Workers, ack: str,
         rss_after = target.rss_kib() if target.pid else None
         lasts, firsts, missing, receivers = [], [], 0, set()
         stamped = True
-        cpu0 = cpu_workers0 = None
+        cpu0 = cpu_workers0 = profiler = None
         for index in range(WARMUP + posts):
             if index == WARMUP:
                 cpu0 = target.cpu_seconds() if target.pid else None
                 cpu_workers0 = workers.cpu_seconds()
+                if profile and target.kind == "notifd":
+                    profiler = start_profiler(target.pid, f"{profile}-{clients}.txt")
+                    time.sleep(1.0)  # py-spy attaches
             workers.broadcast("arm")
             workers.expect("armed", 30)
             t0 = target.publish()
@@ -63,6 +91,7 @@ def measure_target(target, clients: int, posts: int, workers: Workers, ack: str,
                 workers.broadcast("ack")
                 workers.expect("acked", 30)
             time.sleep(gap_seconds(clients))
+        stop_profiler(profiler)
         cpu1 = target.cpu_seconds() if target.pid else None
         cpu_workers = workers.cpu_seconds() - cpu_workers0
         row = {
@@ -100,14 +129,14 @@ def measure_target(target, clients: int, posts: int, workers: Workers, ack: str,
             target.stop()
 
 
-def run_fanout(clients_list: list[int], posts: int, processes: int, ack: str, only, log) -> dict:
+def run_fanout(clients_list: list[int], posts: int, processes: int, ack: str, only, log, profile=None) -> dict:
     rows: dict[str, dict[str, dict]] = {}
     versions: dict[str, str] = {}
     with Workers(processes) as workers:
         for clients in clients_list:
             log(f"fan-out to {clients} subscribers, {posts} posts each")
             for target in all_targets(clients, only):
-                row = measure_target(target, clients, posts, workers, ack, log)
+                row = measure_target(target, clients, posts, workers, ack, log, profile)
                 rows.setdefault(target.name, {})[str(clients)] = row
                 if "absent" not in row and target.name not in versions:
                     versions[target.name] = target.version()

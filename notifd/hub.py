@@ -40,7 +40,7 @@ class Hub:
         self.high_water = 0  # the id of the last item handed to notifiers
         self._checking = False
         self._check_again = False
-        self._due: dict[str, None] = {}  # types to push on the next turn, in order
+        self._pushed: set[str] = set()  # types pushed in this reactor turn's batch
         self._poll = task.LoopingCall(self.wake)
         self._poll.clock = clock
         self._failing = False
@@ -106,17 +106,23 @@ class Hub:
         register(Notifier("clients", self._push_later))
 
     def _push_later(self, item: Item) -> None:
-        # Notifiers are called once per item; clients need one push per type. Collect the
-        # types of this batch and push them once, at the end of the reactor turn.
-        if not self._due:
-            self.clock.callLater(0, self._push)
-        self._due[item.type] = None
+        # Notifiers are called once per item; clients need one push per type and batch.
+        # A type is pushed at its first item in the batch, at once: waiting for the end of
+        # the reactor turn cost a turn before the first client heard (issue 6). The types
+        # pushed are forgotten at the end of the turn, when the batch is done.
+        type_name = item.type
+        if type_name in self._pushed:
+            return
+        if not self._pushed:
+            self.clock.callLater(0, self._pushed.clear)
+        self._pushed.add(type_name)
+        self._push(type_name)
 
-    def _push(self) -> None:
-        due, self._due = self._due, {}
-        for type_name in due:
-            for subscriber in list(self.subscribers):
-                subscriber.item_added(type_name)
+    def _push(self, type_name: str) -> None:
+        # The hot loop of a fan-out: one method call per subscriber, whose session decides
+        # (coalescing, one outstanding) and whose connection writes the shared bytes.
+        for subscriber in list(self.subscribers):
+            subscriber.item_added(type_name)
 
     def subscribe(self, subscriber: Subscriber) -> dict[str, int]:
         """Add a connection in notification mode; returns the id of the newest recent item of each type."""

@@ -7,9 +7,11 @@ from collections import deque
 import pytest
 from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from notifd import ItemType, store
 from notifd.hub import Hub
+from notifd import wire
 from notifd.wire import ConnectionFactory, Server
 from tests import transcript
 
@@ -215,3 +217,126 @@ def test_a_plugin_that_fails_to_render(database, item_types):
     proto.dataReceived(b"broken?\nrandom?\n")
     lines = said(transport).split(b"\r\n")
     assert lines[0] == b"ERR item cannot be sent" and lines[1].isdigit()
+
+
+# --- the write fast path (issue 6): real sockets under a real tcp.Server, no reactor running ---
+
+
+class TcpPair:
+    """A real TCP connection on loopback: `server` wrapped in Twisted's tcp.Server over a MemoryReactor."""
+
+    def __init__(self, protocol):
+        import socket
+
+        from twisted.internet import tcp
+        from twisted.internet.testing import MemoryReactor
+
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.peer = socket.create_connection(listener.getsockname())
+        sock, address = listener.accept()
+        listener.close()
+        sock.setblocking(False)
+        self.peer.settimeout(5)
+        self.reactor = MemoryReactor()
+        self.transport = tcp.Server(sock, protocol, address, None, 1, self.reactor)
+        protocol.makeConnection(self.transport)
+
+    def read(self, size):
+        data = b""
+        while len(data) < size:
+            chunk = self.peer.recv(size - len(data))
+            assert chunk, "closed"
+            data += chunk
+        return data
+
+    def close(self):
+        self.peer.close()
+        self.transport.socket.close()
+
+
+def test_twisted_keeps_the_buffer_attributes_the_fast_path_reads(rig):
+    # If a Twisted release renames them, direct_socket() turns the fast path off; this
+    # test says so loudly instead of letting notifd quietly slow down.
+    proto = rig.factory.buildProtocol(None)
+    pair = TcpPair(proto)
+    try:
+        assert pair.transport.dataBuffer == b"" and pair.transport._tempDataLen == 0
+        assert wire.direct_socket(pair.transport) is pair.transport.socket
+    finally:
+        pair.close()
+
+
+def test_a_notification_goes_to_the_socket_at_once(rig):
+    proto = rig.factory.buildProtocol(None)
+    pair = TcpPair(proto)
+    try:
+        proto.dataReceived(b"notif\n")
+        rig.post("classified", "ad")
+        expected = b"will send notifs\r\nnotif: classified\r\n"
+        assert pair.read(len(expected)) == expected
+        # Nothing went through the transport's buffer: no write was scheduled.
+        assert pair.transport not in pair.reactor.writers
+        assert pair.transport.dataBuffer == b"" and pair.transport._tempDataLen == 0
+    finally:
+        pair.close()
+
+
+def test_a_partial_write_hands_the_rest_to_the_transport_in_order(rig):
+    proto = rig.factory.buildProtocol(None)
+    pair = TcpPair(proto)
+    try:
+        big = bytes(range(256)) * 32768  # 8 MiB: more than the socket buffers hold
+        wire.write(pair.transport, proto._socket, big)
+        assert pair.transport._tempDataLen > 0  # the kernel took part, Twisted holds the rest
+        assert pair.transport in pair.reactor.writers
+        wire.write(pair.transport, proto._socket, b"tail")  # must queue behind, not jump ahead
+        received = bytearray()
+        while len(received) < len(big) + 4:
+            pair.transport.doWrite()
+            received += pair.peer.recv(1 << 22)
+        assert received == big + b"tail"
+    finally:
+        pair.close()
+
+
+def test_a_closed_peer_takes_the_normal_path_to_connection_lost(rig):
+    proto = rig.factory.buildProtocol(None)
+    pair = TcpPair(proto)
+    proto.dataReceived(b"notif\n")
+    pair.read(len(b"will send notifs\r\n"))
+    pair.peer.close()
+    for _ in range(3):  # the first send may succeed; the kernel then learns of the reset
+        wire.write(pair.transport, proto._socket, b"notif: classified\r\n")
+    assert pair.transport in pair.reactor.writers  # the failure was left to the transport
+    lost = pair.transport.doWrite()
+    assert isinstance(lost, Exception)
+    pair.transport.connectionLost(Failure(lost))  # what the reactor does with that result
+    assert proto not in rig.hub.subscribers
+    assert proto._socket is None
+
+
+def test_tls_and_wrapping_transports_take_the_normal_path(rig):
+    from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+
+    # A tcp.Server on which TLS was started: its bytes must go through the TLS layer.
+    proto = rig.factory.buildProtocol(None)
+    pair = TcpPair(proto)
+    try:
+        pair.transport.TLS = True
+        assert wire.direct_socket(pair.transport) is None
+        wire.write(pair.transport, pair.transport.socket, b"secret\r\n")  # even with a socket at hand
+        assert pair.transport._tempDataLen == len(b"secret\r\n")
+    finally:
+        pair.close()
+    # A wrapping transport (as TLSMemoryBIOProtocol is) and an in-memory one.
+    wrapper = ProtocolWrapper(WrappingFactory(rig.factory), rig.factory.buildProtocol(None))
+    assert wire.direct_socket(wrapper) is None
+    assert wire.direct_socket(StringTransport()) is None
+
+
+def test_a_real_tls_transport_takes_the_normal_path(rig):
+    pytest.importorskip("OpenSSL")
+    from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+
+    tls = TLSMemoryBIOProtocol(TLSMemoryBIOFactory(None, False, rig.factory), rig.factory.buildProtocol(None))
+    assert wire.direct_socket(tls) is None
