@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", help="only this target (notifd, anchor, redis, mqtt, nats); repeatable")
     parser.add_argument("--seconds", type=float, default=None, help="duration of idle/roundtrip/soak")
     parser.add_argument("--profile", metavar="PREFIX", help="fanout: py-spy notifd during the rounds into PREFIX-N.txt")
+    parser.add_argument("--soak-clients", type=int, default=5000, help="soak: acknowledging clients")
     parser.add_argument("--results", default=None, help="results directory [bench/results]")
     args = parser.parse_args(argv)
     _raise_fd_limit(max(args.clients) + 1000)
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         elif mode == "soak":
             from bench.soak import run_soak
 
-            section = run_soak(args.seconds or 60.0, args.processes, _log)
+            section = run_soak(args.seconds or 60.0, args.processes, _log, clients=args.soak_clients)
         else:
             section = None
         if section is not None:

@@ -265,8 +265,10 @@ def run_roundtrips(host: str, port: int, count: int, setup: list[bytes], request
         sock.setblocking(False)
         socks[sock.fileno()] = sock
     channel.say("ready")
-    go = channel.lines()[0]
-    duration = go["seconds"]
+    commands: list[dict] = []
+    while not commands:
+        commands = channel.lines()
+    duration = commands[0]["seconds"]
     partial = {fd: b"" for fd in socks}
     answered = 0
     cpu0 = cpu_seconds()
