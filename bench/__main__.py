@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="notifd subscribers answer OK after each round is measured, or at once on receipt")
     parser.add_argument("--only", action="append", help="only this target (notifd, anchor, redis, mqtt, nats); repeatable")
     parser.add_argument("--seconds", type=float, default=None, help="duration of idle/roundtrip/soak")
-    parser.add_argument("--profile", metavar="PREFIX", help="fanout: py-spy notifd during the rounds into PREFIX-N.txt")
+    parser.add_argument("--profile", metavar="PREFIX", help="fanout, roundtrip: py-spy notifd while measuring, into PREFIX-*.txt")
     parser.add_argument("--soak-clients", type=int, default=5000, help="soak: acknowledging clients")
     parser.add_argument("--results", default=None, help="results directory [bench/results]")
     args = parser.parse_args(argv)
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         elif mode == "roundtrip":
             from bench.roundtrip import run_roundtrip
 
-            section = run_roundtrip(args.seconds or 10.0, args.processes, _log)
+            section = run_roundtrip(args.seconds or 10.0, args.processes, _log, args.profile)
         elif mode == "ingest":
             from bench.ingest import run_ingest
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from bench import targets as targetmod
+from bench.fanout import start_profiler, stop_profiler
 from bench.workers import Workers
 
 CONNECTIONS = 50
@@ -14,7 +15,7 @@ ITEMS = 50_000  # enough classified ads that no client runs out during the run
 UNLIMITED = "[types.classified]\nmax_count = 0\nmax_age = 0\n"
 
 
-def measure(target, workers: Workers, seconds: float, request: str, setup: list[str]) -> dict:
+def measure(target, workers: Workers, seconds: float, request: str, setup: list[str], profile: str | None = None) -> dict:
     counts = workers.split(CONNECTIONS)
     offset = 0
     for proc, count in zip(workers.procs, counts):
@@ -24,9 +25,11 @@ def measure(target, workers: Workers, seconds: float, request: str, setup: list[
         )
         offset += count
     workers.expect("ready", 120)
+    profiler = start_profiler(target.pid, profile) if profile else None
     cpu0, t0 = target.cpu_seconds(), time.monotonic()
     workers.broadcast("go", seconds=seconds)
     results = workers.expect("roundtrips", seconds + 60)
+    stop_profiler(profiler)
     cpu1, t1 = target.cpu_seconds(), time.monotonic()
     answered = sum(r["answered"] for r in results)
     elapsed = max(r["seconds"] for r in results)
@@ -38,7 +41,7 @@ def measure(target, workers: Workers, seconds: float, request: str, setup: list[
     }
 
 
-def run_roundtrip(seconds: float, processes: int, log) -> dict:
+def run_roundtrip(seconds: float, processes: int, log, profile: str | None = None) -> dict:
     rows = {}
     with Workers(processes) as workers:
         anchor = targetmod.Anchor()
@@ -50,13 +53,17 @@ def run_roundtrip(seconds: float, processes: int, log) -> dict:
         notifd = targetmod.Notifd(config=UNLIMITED)
         notifd.start()
         try:
-            rows["notifd random?"] = measure(notifd, workers, seconds, "random?\r\n", [])
+            rows["notifd random?"] = measure(
+                notifd, workers, seconds, "random?\r\n", [], profile and f"{profile}-random.txt"
+            )
             from notifd import store
 
             tokens = [notifd.call(store.add_client, f"bench{i}") for i in range(CONNECTIONS)]
             notifd.call(store.add_items, [("classified", f"ad number {i}") for i in range(ITEMS)])
             hellos = [f"hello bench{i} {token}\r\n" for i, token in enumerate(tokens)]
-            rows["notifd classified? (named)"] = measure(notifd, workers, seconds, "classified?\r\n", hellos)
+            rows["notifd classified? (named)"] = measure(
+                notifd, workers, seconds, "classified?\r\n", hellos, profile and f"{profile}-classified.txt"
+            )
         finally:
             notifd.stop()
     for name, row in rows.items():

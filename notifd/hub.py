@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Mapping, Protocol
+from typing import Callable, Mapping, Protocol
 
 from twisted.internet import task
 from twisted.logger import Logger
@@ -44,6 +44,9 @@ class Hub:
         self._poll = task.LoopingCall(self.wake)
         self._poll.clock = clock
         self._failing = False
+        # Whether a wake-up waits unread (set by the service to the listener's check); a
+        # hub without wake-ups relies on its checks alone.
+        self.wakeup_pending: Callable[[], bool] = lambda: False
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -136,6 +139,23 @@ class Hub:
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self.subscribers.discard(subscriber)
+
+    # --- answering from memory ---------------------------------------------------------------
+
+    def newest_unread(self, type_name: str, after: int, window: Window, now: datetime) -> tuple[bool, Item | None]:
+        """The newest recent item of a type above cursor `after`, if the hub is sure of it.
+
+        Returns (False, None) when the hub may be behind the store (a check in flight, or
+        a wake-up not read yet): the caller asks the database. Otherwise (True, item),
+        item None when nothing is unread. A post whose wake-up reached this daemon before
+        the query is therefore always seen (issue 6: `random?` without a database trip).
+        """
+        if self._checking or self.wakeup_pending():
+            return False, None
+        item = self.latest.get(type_name)
+        if item is None or item.id <= after or not window.admits(item.created_at, now):
+            return True, None
+        return True, item
 
 
 def _load_state(conn) -> tuple[int, dict[str, Item]]:

@@ -53,6 +53,8 @@ class Daemon:
         self.factory = ConnectionFactory(self.server)
         db_path = dbmod.sqlite_path(url)
         self.wakeups = WakeupListener(reactor, db_path, self.hub.wake) if db_path is not None else None
+        if self.wakeups is not None:
+            self.hub.wakeup_pending = self.wakeups.pending
         self.ports: list = []
 
     @defer.inlineCallbacks

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 _SUN_PATH_MAX = 107  # bytes in sockaddr_un.sun_path, less the terminating NUL
+_PEEK = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)  # an int: IntFlag arithmetic on every query costs
 
 
 def wakeup_dir(db_path: Path) -> Path:
@@ -85,6 +86,15 @@ class WakeupListener:
         self.path.unlink(missing_ok=True)  # left by an earlier process with our pid
         with _short_path(self.path) as address:
             self._port = self.reactor.listenUNIXDatagram(address, _Wakeups(), mode=0o600)
+
+    def pending(self) -> bool:
+        """Whether a wake-up waits in the socket, not read yet (a peek: it stays there)."""
+        if self._port is None:
+            return False
+        try:
+            return bool(self._port.socket.recv(1, _PEEK))
+        except OSError:  # EAGAIN: nothing waits
+            return False
 
     def stop(self) -> None:
         if self._port is not None:

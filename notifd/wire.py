@@ -25,7 +25,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from . import store
-from .items import Item, ItemType, Window
+from .items import Item, ItemType, Pick, Window
 from .protocol import Fetch, Identify, MarkRead, Send, Session, Subscribe, Unsubscribe
 
 
@@ -42,11 +42,21 @@ class Server:
     node: str
     type_names: frozenset[str] = frozenset()  # shared by every Session (one set, not one per client)
 
+    _now_tick: int = -1
+    _now: datetime | None = None
+
     def __post_init__(self) -> None:
         self.type_names = frozenset(self.types)
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self.clock.seconds(), timezone.utc).replace(tzinfo=None)
+        # To the hundredth of a second: recent windows are hours or days, and a busy
+        # daemon asks for the time on every query (issue 6).
+        seconds = self.clock.seconds()
+        tick = int(seconds * 100)
+        if tick != self._now_tick:
+            self._now_tick = tick
+            self._now = datetime.fromtimestamp(seconds, timezone.utc).replace(tzinfo=None)
+        return self._now
 
 
 # The transports whose socket the fast path may write to directly: plain TCP only. The
@@ -94,7 +104,7 @@ class Connection(Protocol):
     # Per-connection state is in slots (issue 6: memory per idle client). Protocol itself
     # has no __slots__, so Twisted's own attributes (transport, connected) still live in
     # the instance __dict__.
-    __slots__ = ("server", "session", "_reading", "_write_blocked", "_presence", "_socket")
+    __slots__ = ("server", "session", "_reading", "_write_blocked", "_presence", "_socket", "_db_writes")
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -103,6 +113,7 @@ class Connection(Protocol):
         self._write_blocked = False  # the transport's buffer is full: the client is not reading
         self._presence = None  # Deferred of this connection's presence row, for a named client
         self._socket = None  # set at connect when the write fast path applies
+        self._db_writes = 0  # this connection's database writes not done yet
 
     def connectionMade(self) -> None:
         # As a streaming producer we hear when the client stops reading (our write buffer
@@ -130,12 +141,18 @@ class Connection(Protocol):
     # --- carrying out actions ---------------------------------------------------------------
 
     def _carry_out(self, actions) -> None:
-        for action in actions:
+        # A Fetch answered from memory adds its answer's actions to this loop instead of
+        # recursing: a client may pipeline thousands of `random?`.
+        actions = list(actions)
+        index = 0
+        while index < len(actions):
+            action = actions[index]
+            index += 1
             match action:
                 case Send(data):
                     write(self.transport, self._socket, data)
                 case Fetch(type_name, after):
-                    self._fetch(type_name, after)
+                    actions.extend(self._fetch(type_name, after))
                 case Identify(name, token):
                     self._identify(name, token)
                 case Subscribe():
@@ -144,7 +161,7 @@ class Connection(Protocol):
                 case Unsubscribe():
                     self.server.hub.unsubscribe(self)
                 case MarkRead(client_id, type_name, item_id):
-                    d = self.server.db.run(store.mark_read, client_id, type_name, item_id)
+                    d = self._write_db(store.mark_read, client_id, type_name, item_id)
                     d.addErrback(self._log_failure, "cannot save a read cursor")
         self._update_reading()
 
@@ -152,13 +169,29 @@ class Connection(Protocol):
         if self.connected:
             self._carry_out(actions)
 
-    def _fetch(self, type_name: str, after: int) -> None:
+    def _fetch(self, type_name: str, after: int) -> list:
+        """Ask for the item a query returns; returns the answer's actions if known at once."""
         item_type = self.server.types[type_name]
         window = self.server.windows[type_name]
-        d = self.server.db.run(store.next_unread, type_name, after, item_type.pick, window, self.server.now())
+        now = self.server.now()
+        if item_type.pick is Pick.NEWEST and not self._db_writes:
+            # The newest recent item is the hub's in memory, when the hub is up to date
+            # with the store: no database round trip (issue 6). Not while this
+            # connection's own writes (a read mark, its presence) are queued: an answer
+            # never overtakes them, so a named client's stored state is settled by the
+            # time it hears the next reply, as with every answer from the database.
+            known, item = self.server.hub.newest_unread(type_name, after, window, now)
+            if known:
+                return self._answer_with(item, item_type)
+        d = self.server.db.run(store.next_unread, type_name, after, item_type.pick, window, now)
         d.addCallbacks(self._fetched, self._db_failed, callbackArgs=(item_type,))
+        return []
 
     def _fetched(self, item: Item | None, item_type: ItemType) -> None:
+        if self.connected:
+            self._carry_out(self._answer_with(item, item_type))
+
+    def _answer_with(self, item: Item | None, item_type: ItemType) -> list:
         try:
             if item is not None:
                 line, item_id = item_type.render(item), item.id
@@ -171,7 +204,7 @@ class Connection(Protocol):
         except Exception:
             self.log.failure("item type {type} failed to render", type=item_type.name)
             line, item_id = None, None
-        self._answer(self.session.fetched(line, item_id))
+        return self.session.fetched(line, item_id)
 
     def _identify(self, name: str, token: str) -> None:
         d = self.server.db.run(store.identify, name, token)
@@ -184,8 +217,19 @@ class Connection(Protocol):
             self._carry_out(self.session.identified(None, {}))
             return
         client_id, cursors = found
-        self._presence = self.server.db.run(store.client_connected, client_id, self.server.node)
+        self._presence = self._write_db(store.client_connected, client_id, self.server.node)
         self._carry_out(self.session.identified(client_id, cursors))
+
+    def _write_db(self, f, *args):
+        """Queue a database write of this connection's; counted until it is done."""
+        self._db_writes += 1
+        d = self.server.db.run(f, *args)
+
+        def done(result):
+            self._db_writes -= 1
+            return result
+
+        return d.addBoth(done)
 
     def _db_failed(self, failure) -> None:
         self.log.failure("database request failed", failure)

@@ -9,7 +9,7 @@ from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from notifd import ItemType, store
+from notifd import ItemType, Window, store
 from notifd.hub import Hub
 from notifd import wire
 from notifd.wire import ConnectionFactory, Server
@@ -30,8 +30,11 @@ class HeldDatabase:
 
     def release(self):
         while self.held:
-            f, args, kwargs, d = self.held.popleft()
-            self.database.run(f, *args, **kwargs).chainDeferred(d)
+            self.release_one()
+
+    def release_one(self):
+        f, args, kwargs, d = self.held.popleft()
+        self.database.run(f, *args, **kwargs).chainDeferred(d)
 
 
 class Rig:
@@ -340,3 +343,98 @@ def test_a_real_tls_transport_takes_the_normal_path(rig):
 
     tls = TLSMemoryBIOProtocol(TLSMemoryBIOFactory(None, False, rig.factory), rig.factory.buildProtocol(None))
     assert wire.direct_socket(tls) is None
+
+
+# --- `random?` from the hub's memory (issue 6) ---------------------------------------------
+
+
+def test_random_is_answered_from_memory_without_the_database(database, item_types):
+    held = HeldDatabase(database)
+    rig = Rig(database, item_types, db=held)
+    rig.post("random", "456902234")
+    proto, transport = rig.connect()
+    proto.dataReceived(b"random?\nrandom?\n")
+    assert not held.held  # no query was needed
+    first, second = said(transport).split(b"\r\n")[:2]
+    assert first == b"456902234"  # the newest unread item, now read
+    assert second.isdigit() and second != b"456902234"  # then a fresh draw
+
+
+def test_random_asks_the_database_while_the_hub_may_be_behind(database, item_types):
+    held = HeldDatabase(database)
+    rig = Rig(database, item_types, db=held)
+    proto, transport = rig.connect()
+    rig.database.call(store.add_item, "random", "7")
+    rig.hub.wake()  # a check in flight: the hub does not know yet
+    proto.dataReceived(b"random?\n")
+    assert len(held.held) == 2 and said(transport) == b""
+    held.release()
+    assert said(transport) == b"7\r\n"
+    # A wake-up not read yet counts as well.
+    rig.database.call(store.add_item, "random", "8")
+    rig.hub.wakeup_pending = lambda: True
+    proto.dataReceived(b"random?\n")
+    assert said(transport) == b"" and len(held.held) == 1
+    held.release()
+    assert said(transport) == b"8\r\n"
+
+
+def test_random_from_memory_respects_the_recent_window(database, item_types):
+    from datetime import timedelta
+
+    types = dict(item_types)
+    rig = Rig(database, types)
+    rig.server.windows = dict(rig.server.windows, random=Window(max_age=timedelta(seconds=60)))
+    rig.post("random", "5")
+    proto, transport = rig.connect()
+    rig.clock.advance(120)  # the item is no longer recent
+    proto.dataReceived(b"random?\n")
+    reply = said(transport)
+    assert reply != b"5\r\n" and reply[:-2].isdigit()
+
+
+def test_thousands_of_pipelined_random_queries(rig):
+    proto, transport = rig.connect()
+    proto.dataReceived(b"random?\r\n" * 5000)  # answered in a loop, not by recursion
+    lines = said(transport).split(b"\r\n")
+    assert len(lines) == 5001 and all(line.isdigit() for line in lines[:-1])
+
+
+def test_an_answer_from_memory_never_overtakes_the_connections_own_writes(database, item_types):
+    held = HeldDatabase(database)
+    rig = Rig(database, item_types, db=held)
+    token = database.call(store.add_client, "kiosk")
+    rig.post("classified", "ad")
+    rig.post("random", "9")
+    proto, transport = rig.connect()
+    proto.dataReceived(f"hello kiosk {token}\n".encode())
+    held.release()  # the hello, then its presence row
+    proto.dataReceived(b"classified?\nrandom?\n")
+    held.release_one()  # classified? answered; its read mark is now queued
+    assert said(transport) == b"OK\r\nad\r\n"
+    assert [f.__name__ for f, *_ in held.held] == ["mark_read", "next_unread"]  # random? waits behind it
+    held.release_one()
+    assert said(transport) == b""
+    held.release_one()
+    assert said(transport) == b"9\r\n"
+    held.release()  # the read mark of "9"
+    client_id = database.call(store.list_clients)[0].id
+    assert set(database.call(store.client_cursors, client_id)) == {"classified", "random"}
+
+
+def test_the_wakeup_listener_tells_of_an_unread_wakeup(db_path):
+    from twisted.internet import reactor
+
+    from notifd.wakeup import WakeupListener, send_wakeup
+
+    woken = []
+    listener = WakeupListener(reactor, db_path, lambda: woken.append(1))
+    listener.start()  # a real Unix datagram socket; the reactor is not run
+    try:
+        assert not listener.pending()
+        assert send_wakeup(db_path) == 1
+        assert listener.pending() and listener.pending()  # a peek leaves it there
+        listener._port.doRead()  # what the reactor does when it is readable
+        assert woken == [1] and not listener.pending()
+    finally:
+        listener.stop()
