@@ -141,13 +141,10 @@ class Connection(Protocol):
     # --- carrying out actions ---------------------------------------------------------------
 
     def _carry_out(self, actions) -> None:
-        # A Fetch answered from memory adds its answer's actions to this loop instead of
-        # recursing: a client may pipeline thousands of `random?`.
-        actions = list(actions)
-        index = 0
-        while index < len(actions):
-            action = actions[index]
-            index += 1
+        # A Fetch answered from memory appends its answer's actions to this list, and the
+        # loop goes on over them instead of recursing: a client may pipeline thousands of
+        # `random?`. (The session hands over a new list each time: it is ours to extend.)
+        for action in actions:
             match action:
                 case Send(data):
                     write(self.transport, self._socket, data)
