@@ -49,97 +49,141 @@ def stop_profiler(proc) -> None:
         proc.wait(60)
 
 
-def measure_target(target, clients: int, posts: int, workers: Workers, ack: str, log, profile: str | None = None) -> dict:
-    try:
-        target.start()
-    except targetmod.Absent as e:
-        log(f"  {target.name}: absent ({e})")
-        return {"absent": str(e)}
-    try:
-        rss_before = target.rss_kib() if target.pid else None
-        started = time.monotonic()
-        workers.connect(target, clients, ack=ack)
-        connect_s = time.monotonic() - started
-        workers.broadcast("settle", seconds=1.0)
-        workers.expect("settled", 60)
-        rss_after = target.rss_kib() if target.pid else None
-        lasts, firsts, missing, receivers = [], [], 0, set()
-        stamped = True
-        cpu0 = cpu_workers0 = profiler = None
-        for index in range(WARMUP + posts):
-            if index == WARMUP:
-                cpu0 = target.cpu_seconds() if target.pid else None
-                cpu_workers0 = workers.cpu_seconds()
-                if profile and target.kind == "notifd":
-                    profiler = start_profiler(target.pid, f"{profile}-{clients}.txt")
-                    time.sleep(1.0)  # py-spy attaches
-            workers.broadcast("arm")
-            workers.expect("armed", 30)
-            t0 = target.publish()
-            results = workers.gather("round", 10 + clients / 1000, on_late=lambda: workers.broadcast("collect"))
-            extra = target.after_publish()
-            if "receivers" in extra:
-                receivers.add(extra["receivers"])
-            got_first = [r["first"] for r in results if r["got"]]
-            if index >= WARMUP:
-                missing += sum(r["missing"] for r in results)
-                stamped = stamped and all(r["stamped"] for r in results)
-                if got_first:
-                    firsts.append((min(got_first) - t0) / 1e6)
-                    lasts.append((max(r["last"] for r in results if r["got"]) - t0) / 1e6)
-            if ack == "round" and target.kind == "notifd":
-                workers.broadcast("ack")
-                workers.expect("acked", 30)
-            time.sleep(gap_seconds(clients))
-        stop_profiler(profiler)
-        cpu1 = target.cpu_seconds() if target.pid else None
-        cpu_workers = workers.cpu_seconds() - cpu_workers0
+class Run:
+    """One target's subscribers and figures at one N, while the others' are connected too."""
+
+    def __init__(self, target, clients: int) -> None:
+        self.target = target
+        self.clients = clients
+        self.lasts: list[float] = []
+        self.firsts: list[float] = []
+        self.missing = 0
+        self.stamped = True
+        self.receivers: set[int] = set()
+        self.server_cpu = 0.0
+        self.client_cpu = 0.0
+        self.rss_before = self.rss_after = None
+        self.connect_seconds = 0.0
+
+    def round(self, workers: Workers, ack: str, counted: bool) -> None:
+        target = self.target
+        cpu_server = target.cpu_seconds() if target.pid else 0.0
+        cpu_clients = workers.cpu_seconds()
+        workers.broadcast("arm", group=target.name)
+        workers.expect("armed", 30)
+        t0 = target.publish()
+        results = workers.gather("round", 10 + self.clients / 1000, on_late=lambda: workers.broadcast("collect"))
+        extra = target.after_publish()
+        if ack == "round" and target.kind == "notifd":
+            workers.broadcast("ack")
+            workers.expect("acked", 30)
+        time.sleep(gap_seconds(self.clients))
+        if not counted:
+            return
+        self.server_cpu += (target.cpu_seconds() if target.pid else 0.0) - cpu_server
+        self.client_cpu += workers.cpu_seconds() - cpu_clients
+        if "receivers" in extra:
+            self.receivers.add(extra["receivers"])
+        self.missing += sum(r["missing"] for r in results)
+        self.stamped = self.stamped and all(r["stamped"] for r in results)
+        got = [r for r in results if r["got"]]
+        if got:
+            self.firsts.append((min(r["first"] for r in got) - t0) / 1e6)
+            self.lasts.append((max(r["last"] for r in got) - t0) / 1e6)
+
+    def row(self, posts: int) -> dict:
         row = {
-            "clients": clients,
+            "clients": self.clients,
             "posts": posts,
-            "last_p50_ms": percentile(lasts, 50),
-            "last_p99_ms": percentile(lasts, 99),
-            "first_p50_ms": percentile(firsts, 50),
-            "first_p99_ms": percentile(firsts, 99),
-            "last_ms": lasts,
-            "first_ms": firsts,
-            "missing": missing,
-            "kernel_timestamps": stamped,
-            "server_cpu_ms_per_post": None if cpu0 is None else 1000 * (cpu1 - cpu0) / posts,
-            "client_cpu_ms_per_post": 1000 * cpu_workers / posts,
-            "connect_seconds": connect_s,
-            "rss_kib_before": rss_before,
-            "rss_kib_after": rss_after,
+            "last_p50_ms": percentile(self.lasts, 50),
+            "last_p99_ms": percentile(self.lasts, 99),
+            "first_p50_ms": percentile(self.firsts, 50),
+            "first_p99_ms": percentile(self.firsts, 99),
+            "last_ms": self.lasts,
+            "first_ms": self.firsts,
+            "missing": self.missing,
+            "kernel_timestamps": self.stamped,
+            "server_cpu_ms_per_post": 1000 * self.server_cpu / posts if self.target.pid else None,
+            "client_cpu_ms_per_post": 1000 * self.client_cpu / posts,
+            "connect_seconds": self.connect_seconds,
+            "rss_kib_before": self.rss_before,
+            "rss_kib_after": self.rss_after,
             "memory_kib_per_client": (
-                None if rss_before is None else settled_growth_per_client(rss_before, rss_after, clients)
+                None if self.rss_before is None
+                else settled_growth_per_client(self.rss_before, self.rss_after, self.clients)
             ),
         }
-        if receivers:
-            row["publish_receivers"] = sorted(receivers)
-        log(
-            f"  {target.name:>12} N={clients}: last p50 {row['last_p50_ms']:.1f} ms p99 {row['last_p99_ms']:.1f}, "
-            f"first p50 {row['first_p50_ms']:.2f} ms, missing {missing}, "
-            f"server {row['server_cpu_ms_per_post'] or 0:.1f} ms CPU/post, clients {row['client_cpu_ms_per_post']:.1f}"
-        )
+        if self.receivers:
+            row["publish_receivers"] = sorted(self.receivers)
         return row
+
+
+def run_size(clients: int, posts: int, workers: Workers, ack: str, only, log, profile, rows, versions) -> None:
+    """Every target at one N: all connected at once, their posts interleaved round by round,
+    so that noise from the rest of the machine falls on every target alike."""
+    runs: list[Run] = []
+    profiler = None
+    try:
+        for target in all_targets(clients, only):
+            try:
+                target.start()
+            except targetmod.Absent as e:
+                log(f"  {target.name}: absent ({e})")
+                rows.setdefault(target.name, {})[str(clients)] = {"absent": str(e)}
+                continue
+            run = Run(target, clients)
+            runs.append(run)
+            versions.setdefault(target.name, target.version())
+            run.rss_before = target.rss_kib() if target.pid else None
+            started = time.monotonic()
+            workers.connect(target, clients, ack=ack)
+            run.connect_seconds = time.monotonic() - started
+        workers.broadcast("settle", seconds=1.0)
+        workers.expect("settled", 120)
+        for run in runs:
+            run.rss_after = run.target.rss_kib() if run.target.pid else None
+        for index in range(WARMUP + posts):
+            if index == WARMUP and profile:
+                for run in runs:
+                    if run.target.kind == "notifd":
+                        profiler = start_profiler(run.target.pid, f"{profile}-{clients}.txt")
+                        time.sleep(1.0)  # py-spy attaches
+            turn = index % len(runs)
+            for run in runs[turn:] + runs[:turn]:  # each target goes first in its turn
+                run.round(workers, ack, counted=index >= WARMUP)
+        stop_profiler(profiler)
+        profiler = None
+        for run in runs:
+            row = rows.setdefault(run.target.name, {})[str(clients)] = run.row(posts)
+            log(
+                f"  {run.target.name:>12} N={clients}: last p50 {row['last_p50_ms']:.1f} ms p99 {row['last_p99_ms']:.1f}, "
+                f"first p50 {row['first_p50_ms']:.2f} ms, missing {row['missing']}, "
+                f"server {row['server_cpu_ms_per_post'] or 0:.1f} ms CPU/post, clients {row['client_cpu_ms_per_post']:.1f}"
+            )
     finally:
+        stop_profiler(profiler)
         try:
             workers.close_connections()
         finally:
-            target.stop()
+            for run in runs:
+                run.target.stop()
 
 
 def run_fanout(clients_list: list[int], posts: int, processes: int, ack: str, only, log, profile=None) -> dict:
     rows: dict[str, dict[str, dict]] = {}
     versions: dict[str, str] = {}
+    # Every target's subscribers are connected at once: enough processes that each stays
+    # under its descriptor limit.
+    import math
+    import resource
+
+    per_process = resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 500
+    sockets = max(clients_list) * len(all_targets(max(clients_list), only))
+    processes = max(processes, math.ceil(sockets / per_process))
     with Workers(processes) as workers:
         for clients in clients_list:
-            log(f"fan-out to {clients} subscribers, {posts} posts each")
-            for target in all_targets(clients, only):
-                row = measure_target(target, clients, posts, workers, ack, log, profile)
-                rows.setdefault(target.name, {})[str(clients)] = row
-                if "absent" not in row and target.name not in versions:
-                    versions[target.name] = target.version()
+            log(f"fan-out to {clients} subscribers, {posts} posts each, targets interleaved")
+            run_size(clients, posts, workers, ack, only, log, profile, rows, versions)
     return {"ack": ack, "subscriber_processes": processes, "targets": rows, "versions": versions}
 
 

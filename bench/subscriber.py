@@ -74,7 +74,8 @@ class Subscribers:
     def __init__(self) -> None:
         self.epoll = select.epoll()
         self.socks: dict[int, socket.socket] = {}
-        self.target: Target | None = None
+        self.kinds: dict[int, Target] = {}  # fd -> the protocol it speaks
+        self.groups: dict[str, set[int]] = {}  # target name -> its fds (several targets at once)
         self.ack = "round"  # notifd: "immediate" answers OK on receipt, "round" on the `ack` command
         self.owed: set[int] = set()  # notifd sockets with a notification not yet acknowledged
         self.stamped = True
@@ -82,8 +83,9 @@ class Subscribers:
 
     # --- connecting -------------------------------------------------------------------------
 
-    def connect(self, target: str, host: str, port: int, count: int, prefix: str) -> int:
-        self.target = Target(target)
+    def connect(self, group: str, target: str, host: str, port: int, count: int, prefix: str) -> int:
+        kind = Target(target)
+        fds = self.groups.setdefault(group, set())
         made = 0
         while made < count:
             batch = []
@@ -93,17 +95,19 @@ class Subscribers:
                 sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
                 # Close with RST: thousands of TIME_WAITs would only slow the next run.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                sock.sendall(self.target.handshake(sock, i, prefix))
+                sock.sendall(kind.handshake(sock, i, prefix))
                 batch.append(sock)
             for sock in batch:
                 data = b""
-                while not self.target.handshake_done(data):
+                while not kind.handshake_done(data):
                     chunk = sock.recv(65536)
                     if not chunk:
                         raise ConnectionError(f"{target} closed during the handshake: {data!r}")
                     data += chunk
                 sock.setblocking(False)
                 self.socks[sock.fileno()] = sock
+                self.kinds[sock.fileno()] = kind
+                fds.add(sock.fileno())
                 self.epoll.register(sock.fileno(), select.EPOLLIN)
             made += len(batch)
         return made
@@ -113,23 +117,24 @@ class Subscribers:
     def read(self, fd: int) -> tuple[int, int]:
         """Read what is there; returns (messages, kernel receipt time in ns)."""
         sock = self.socks[fd]
+        kind = self.kinds[fd]
         try:
             data, ancdata, _flags, _addr = sock.recvmsg(65536, _ANC)
         except (BlockingIOError, InterruptedError):
             return 0, 0
         if not data:
-            raise ConnectionError(f"{self.target.kind} closed a subscriber connection")
+            raise ConnectionError(f"{kind.kind} closed a subscriber connection")
         stamp = 0
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+        for level, cmsg_type, payload in ancdata:
+            if level == socket.SOL_SOCKET and cmsg_type == SO_TIMESTAMPNS:
                 seconds, nanos = _TIMESPEC.unpack(payload[: _TIMESPEC.size])
                 stamp = seconds * 1_000_000_000 + nanos
         if not stamp:
             self.stamped = False
             stamp = time.time_ns()
-        messages = self.target.messages(data)
-        answer = self.target.reply(data, messages)
-        if messages and self.target.kind == "notifd":
+        messages = kind.messages(data)
+        answer = kind.reply(data, messages)
+        if messages and kind.kind == "notifd":
             if self.ack == "immediate":
                 answer += wire.NOTIFD_ACK
             else:
@@ -152,14 +157,17 @@ class Subscribers:
             for fd, _ in self.epoll.poll(left):
                 if fd in self.socks:
                     seen += self.read(fd)[0]
-        if self.target and self.target.kind == "notifd":
-            self.send_acks()
+        self.send_acks()
         return seen
 
-    def close(self) -> None:
-        for sock in self.socks.values():
-            sock.close()
-        self.socks.clear()
+    def close(self, group: str | None = None) -> None:
+        for fd in list(self.groups.pop(group, ()) if group is not None else self.socks):
+            self.epoll.unregister(fd)
+            self.socks.pop(fd).close()
+            self.kinds.pop(fd)
+            self.owed.discard(fd)
+        if group is None:
+            self.groups.clear()
 
 
 class Channel:
@@ -186,11 +194,12 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_round(subs: Subscribers, channel: Channel) -> None:
-    """Wait until every connection received one message, or the coordinator says collect."""
+def run_round(subs: Subscribers, channel: Channel, group: str) -> None:
+    """Wait until every connection of `group` received one message, or the coordinator says collect."""
     first: dict[int, int] = {}
     stamps: list[int] = []
-    total = len(subs.socks)
+    members = subs.groups.get(group, set())
+    total = len(members)
     subs.epoll.register(0, select.EPOLLIN)
     try:
         channel.say("armed")
@@ -201,7 +210,7 @@ def run_round(subs: Subscribers, channel: Channel) -> None:
                     collect = any(cmd["cmd"] == "collect" for cmd in channel.lines())
                     continue
                 messages, stamp = subs.read(fd)
-                if messages and fd not in first:
+                if messages and fd not in first and fd in members:
                     first[fd] = stamp
                     stamps.append(stamp)
                 elif messages:
@@ -294,6 +303,14 @@ def run_roundtrips(host: str, port: int, count: int, setup: list[bytes], request
 
 
 def main() -> None:
+    # Several targets' subscribers at once: raise the descriptor limit as far as allowed.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for wanted in (200_000, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(wanted, hard)))
+            break
+        except (ValueError, OSError):
+            continue
     subs = Subscribers()
     channel = Channel()
     channel.say("hello", pid=os.getpid())
@@ -301,13 +318,13 @@ def main() -> None:
         for cmd in channel.lines():
             name = cmd["cmd"]
             if name == "connect":
-                n = subs.connect(cmd["target"], cmd["host"], cmd["port"], cmd["count"], cmd["prefix"])
+                n = subs.connect(cmd["group"], cmd["target"], cmd["host"], cmd["port"], cmd["count"], cmd["prefix"])
                 subs.ack = cmd.get("ack", "round")
                 channel.say("connected", count=n)
             elif name == "settle":
                 channel.say("settled", messages=subs.settle(cmd["seconds"]))
             elif name == "arm":
-                run_round(subs, channel)
+                run_round(subs, channel, cmd["group"])
             elif name == "ack":
                 channel.say("acked", count=subs.send_acks())
             elif name == "soak":
@@ -318,7 +335,7 @@ def main() -> None:
             elif name == "cpu":
                 channel.say("cpu", seconds=cpu_seconds())
             elif name == "close":
-                subs.close()
+                subs.close(cmd.get("group"))
                 channel.say("closed")
             elif name == "exit":
                 subs.close()

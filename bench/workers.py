@@ -93,7 +93,7 @@ class Workers:
     def connect(self, target, total: int, ack: str = "round", timeout: float = 300) -> None:
         for i, (proc, count) in enumerate(zip(self.procs, self.split(total))):
             self.send(
-                proc, "connect", target=target.kind, host=target.host, port=target.port,
+                proc, "connect", group=target.name, target=target.kind, host=target.host, port=target.port,
                 count=count, prefix=f"bench-{os.getpid()}-{i}", ack=ack,
             )
         self.expect("connected", timeout)
@@ -102,8 +102,8 @@ class Workers:
         self.broadcast("cpu")
         return sum(m["seconds"] for m in self.expect("cpu", 30))
 
-    def close_connections(self) -> None:
-        self.broadcast("close")
+    def close_connections(self, group: str | None = None) -> None:
+        self.broadcast("close", group=group)
         self.expect("closed", 60)
 
     def close(self) -> None:
