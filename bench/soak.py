@@ -46,7 +46,7 @@ def run_soak(seconds: float, processes: int, log, clients: int = CLIENTS, rate: 
             # The single-post fan-out at this N, with the same acknowledging clients.
             single = []
             for index in range(22):
-                workers.broadcast("arm")
+                workers.broadcast("arm", group=target.name)
                 workers.expect("armed", 30)
                 t0 = target.publish()
                 results = workers.gather("round", 30, on_late=lambda: workers.broadcast("collect"))
