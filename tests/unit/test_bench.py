@@ -77,3 +77,17 @@ def test_the_markdown_report_without_matplotlib():
     assert "| fan-out N=10,000 last p99 | 150.0 ms | 1.50× | – | ≤ 1.5× Redis | met |" in text
     assert "| NATS | 10,000 | absent |" in text
     assert "matplotlib" not in sys.modules  # the suite never imports it
+
+
+@pytest.mark.parametrize("peer", ["Redis", "Nats", "Mosquitto"])
+def test_a_peer_that_is_not_running_is_reported_absent(peer):
+    import socket
+
+    from bench import targets
+
+    with socket.socket() as probe:  # a port nothing listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        target = getattr(targets, peer)()
+        target.port = probe.getsockname()[1]
+        with pytest.raises(targets.Absent):
+            target.start()
