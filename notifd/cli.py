@@ -199,48 +199,142 @@ def _read_stdin_text(limit: int) -> str | None:
 
 
 @notifctl.command(context_settings=_HELP)
-@click.argument("type_name", metavar="TYPE")
+@click.argument("type_name", metavar="TYPE", required=False)
 @click.argument("text", required=False)
 @click.option("--id", "key", metavar="KEY", help="Idempotency key: posting the same key again stores nothing new.")
+@click.option(
+    "--batch", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True),
+    help="Post every line of FILE (- for stdin) in one transaction: 'TYPE TEXT' per line, or TEXT alone after TYPE.",
+)
 @click.pass_context
-def add(ctx: click.Context, type_name: str, text: str | None, key: str | None) -> None:
-    """Post an item; prints its id. TEXT defaults to stdin (a fresh value for `random`)."""
-    from .items import InvalidItem, check_line
+def add(ctx: click.Context, type_name: str | None, text: str | None, key: str | None, batch: str | None) -> None:
+    """Post an item; prints its id. TEXT defaults to stdin (a fresh value for `random`).
 
+    With --batch, every line is checked before anything is stored, and the ids are
+    printed one per line.
+    """
+    # Imports stay inside: `notifctl add` pays only for what it uses (issue 6).
     db = _store(ctx)
     max_line = db.config.max_line_length
-    item_type = db.types.get(type_name)
+    if batch is not None:
+        if text is not None or key is not None:
+            raise click.UsageError("--batch takes no TEXT and no --id", ctx)
+        rows = _read_batch(batch, type_name, db.types, max_line)
+    else:
+        if type_name is None:
+            raise click.UsageError("Missing argument 'TYPE'.", ctx)
+        item_type = _item_type(db.types, type_name)
+        if text is None and not sys.stdin.isatty():
+            text = _read_stdin_text(max_line)
+            if text is None:
+                raise click.ClickException(f"invalid {type_name}: text is over the line limit of {max_line} bytes")
+        if not text and item_type.fresh is not None:
+            text = item_type.fresh()
+        if key is not None and not key.strip():
+            raise click.ClickException("--id must not be empty")
+        rows = [(type_name, _checked(item_type, text, max_line))]
+    ids, created = _post(db, rows, key)
+    click.echo("\n".join(map(str, ids)))
+    if created:
+        from .wakeup import send_wakeup
+
+        path = _sqlite_file(db)
+        if path is not None:
+            send_wakeup(path)
+
+
+def _item_type(types, type_name: str, where: str = ""):
+    item_type = types.get(type_name)
     if item_type is None:
-        raise click.ClickException(f"unknown item type {type_name!r} (known: {', '.join(db.types)})")
-    if text is None and not sys.stdin.isatty():
-        text = _read_stdin_text(max_line)
-        if text is None:
-            raise click.ClickException(f"invalid {type_name}: text is over the line limit of {max_line} bytes")
-    if not text and item_type.fresh is not None:
-        text = item_type.fresh()
-    if key is not None and not key.strip():
-        raise click.ClickException("--id must not be empty")
+        raise click.ClickException(f"{where}unknown item type {type_name!r} (known: {', '.join(types)})")
+    return item_type
+
+
+def _checked(item_type, text: str | None, max_line: int, where: str = "") -> str:
+    """The text as the type stores it, or one line naming the problem."""
+    from .items import InvalidItem, check_line
+
     try:
         text = check_line(text or "", max_line)
-        text = check_line(item_type.validate(text), max_line)
+        return check_line(item_type.validate(text), max_line)
     except InvalidItem as e:
-        raise click.ClickException(f"invalid {type_name}: {e}") from None
+        raise click.ClickException(f"{where}invalid {item_type.name}: {e}") from None
     except Exception as e:
         raise click.ClickException(
-            f"the {type_name} plugin failed to validate the text: {type(e).__name__}: {e}"
+            f"{where}the {item_type.name} plugin failed to validate the text: {type(e).__name__}: {e}"
         ) from None
 
-    from . import store
-    from .db import sqlite_path
-    from .wakeup import send_wakeup
 
-    try:
-        item_id, created = db.call(store.add_item, type_name, text, key=key)
-    except store.KeyConflict as e:
-        raise click.ClickException(f"--id {key}: {e}") from None
-    click.echo(item_id)
-    if created and (path := sqlite_path(db.url)) is not None:
-        send_wakeup(path)
+def _read_batch(source: str, type_name: str | None, types, max_line: int) -> list[tuple[str, str]]:
+    """Every line of a batch, checked: (type, text) rows, or one error naming the first bad line."""
+    if source == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        try:
+            with open(source, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise click.ClickException(f"cannot read {source}: {e.strerror}") from None
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the final line ending
+    if not lines:
+        raise click.ClickException("the batch is empty")
+    fixed = _item_type(types, type_name) if type_name is not None else None
+    rows = []
+    for number, raw in enumerate(lines, 1):
+        where = f"line {number}: "
+        try:
+            line = raw.removesuffix(b"\r").decode("utf-8")
+        except UnicodeDecodeError:
+            raise click.ClickException(f"{where}text is not valid UTF-8") from None
+        if fixed is not None:
+            item_type, text = fixed, line
+        else:
+            name, _, text = line.partition(" ")
+            if not name:
+                raise click.ClickException(f"{where}expected 'TYPE TEXT'")
+            item_type = _item_type(types, name, where)
+        if not text and item_type.fresh is not None:
+            text = item_type.fresh()
+        rows.append((item_type.name, _checked(item_type, text, max_line, where)))
+    return rows
+
+
+def _sqlite_file(db: _Store):
+    from .posting import sqlite_file
+
+    return sqlite_file(db.config.db)
+
+
+def _post(db: _Store, rows: list[tuple[str, str]], key: str | None) -> tuple[list[int], bool]:
+    """Store the rows in one transaction; returns (ids, whether anything new was stored)."""
+    if key is None and (path := _sqlite_file(db)) is not None:
+        from datetime import datetime, timezone
+
+        from .posting import insert_items
+
+        try:
+            ids = insert_items(path, rows, datetime.now(timezone.utc).replace(tzinfo=None))
+        except sqlite3_error() as e:
+            raise click.ClickException(f"database error: {e}") from None
+        if ids is not None:
+            return ids, True
+    from . import store  # SQLAlchemy: another engine, a database to create or upgrade, --id
+
+    if key is not None:
+        try:
+            item_id, created = db.call(store.add_item, rows[0][0], rows[0][1], key=key)
+        except store.KeyConflict as e:
+            raise click.ClickException(f"--id {key}: {e}") from None
+        return [item_id], created
+    return db.call(store.add_items, rows), True
+
+
+def sqlite3_error() -> type:
+    import sqlite3
+
+    return sqlite3.Error
 
 
 @notifctl.command("list", context_settings=_HELP)
@@ -655,12 +749,18 @@ def watch(endpoint: str, name: str | None, token: str | None, types: tuple[str, 
 # --- entry points: every known failure becomes one line on stderr ---------------------------------
 
 
+def _loaded_error(module: str, name: str) -> type:
+    # Only a module that was imported can have raised its errors: importing SQLAlchemy
+    # just to name its exception would cost `notifctl add` 150 ms (issue 6).
+    found = sys.modules.get(module)
+    return getattr(found, name) if found is not None else _NeverRaised
+
+
+class _NeverRaised(Exception):
+    pass
+
+
 def _run(command: click.Command, prog: str) -> None:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from .db import UnusableDatabase
-    from .plugins import PluginError
-
     try:
         code = command.main(prog_name=prog, standalone_mode=False)
         if isinstance(code, int):  # ctx.exit(n) in a command
@@ -673,15 +773,24 @@ def _run(command: click.Command, prog: str) -> None:
     except click.ClickException as e:
         click.echo(f"{prog}: {e.format_message()}", err=True)
         sys.exit(e.exit_code)
-    except (configmod.ConfigError, UnusableDatabase, PluginError) as e:
-        click.echo(f"{prog}: {e}", err=True)
+    except Exception as e:
+        message = _known_failure(e)
+        if message is None:
+            raise
+        click.echo(f"{prog}: {message}", err=True)
         sys.exit(1)
-    except SQLAlchemyError as e:
-        click.echo(f"{prog}: database error: {_first_line(e)}", err=True)
-        sys.exit(1)
-    except OSError as e:
-        click.echo(f"{prog}: {e}", err=True)
-        sys.exit(1)
+
+
+def _known_failure(error: Exception) -> str | None:
+    """The one line for a failure we expect, or None for a bug."""
+    known = (configmod.ConfigError, _loaded_error("notifd.db", "UnusableDatabase"), _loaded_error("notifd.plugins", "PluginError"))
+    if isinstance(error, known):
+        return str(error)
+    if isinstance(error, _loaded_error("sqlalchemy.exc", "SQLAlchemyError")):
+        return f"database error: {_first_line(error)}"
+    if isinstance(error, OSError):
+        return str(error)
+    return None
 
 
 def _first_line(error: Exception) -> str:

@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import URL, Connection, Engine, Result, Row, make_url
 
 from . import store
+from .posting import default_database_path  # kept there so that notifctl add needs no SQLAlchemy
 
 T = TypeVar("T")
 
@@ -39,17 +40,6 @@ def _first_line(error: BaseException) -> str:
 
 class UnusableDatabase(Exception):
     """The database cannot be used: newer than this notifd, or cannot be created; the message says why."""
-
-
-def default_database_path() -> Path:
-    """Where the database lives when none is given: systemd's StateDirectory, else per user."""
-    state_dir = os.environ.get("STATE_DIRECTORY")
-    if state_dir:
-        # systemd may pass several, colon-separated; the first is ours.
-        return Path(state_dir.split(":")[0]) / "notifd.db"
-    import platformdirs
-
-    return platformdirs.user_data_path("notifd") / "notifd.db"
 
 
 def database_url(value: str | None) -> URL:

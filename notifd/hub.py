@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Mapping, Protocol
+from typing import Callable, Mapping, Protocol
 
 from twisted.internet import task
 from twisted.logger import Logger
@@ -43,9 +43,12 @@ class Hub:
         self.high_water = 0  # the id of the last item handed to notifiers
         self._checking = False
         self._check_again = False
-        self._due: dict[str, None] = {}  # types to push on the next turn, in order
+        self._pushed: set[str] = set()  # types pushed in this reactor turn's batch
         self._poll = task.LoopingCall(self.wake)
         self._poll.clock = clock
+        # Whether a wake-up waits unread (set by the service to the listener's check); a
+        # hub without wake-ups relies on its checks alone.
+        self.wakeup_pending: Callable[[], bool] = lambda: False
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -104,19 +107,25 @@ class Hub:
         register(Notifier("clients", self._push_later))
 
     def _push_later(self, item: Item) -> None:
-        # Notifiers are called once per item; clients need one push per type. Collect the
-        # types of this batch and push them once, at the end of the reactor turn.
-        if not self._due:
-            self.clock.callLater(0, self._push)
-        self._due[item.type] = None
+        # Notifiers are called once per item; clients need one push per type and batch.
+        # A type is pushed at its first item in the batch, at once: waiting for the end of
+        # the reactor turn cost a turn before the first client heard (issue 6). The types
+        # pushed are forgotten at the end of the turn, when the batch is done.
+        type_name = item.type
+        if type_name in self._pushed:
+            return
+        if not self._pushed:
+            self.clock.callLater(0, self._pushed.clear)
+        self._pushed.add(type_name)
+        self._push(type_name)
 
-    def _push(self) -> None:
-        due, self._due = self._due, {}
-        for type_name in due:
-            sent = 0
-            for subscriber in list(self.subscribers):
-                sent += subscriber.item_added(type_name)
-            self.metrics.notifications.labels(type_name).inc(sent)
+    def _push(self, type_name: str) -> None:
+        # The hot loop of a fan-out: one method call per subscriber, whose session decides
+        # (coalescing, one outstanding) and whose connection writes the shared bytes.
+        sent = 0
+        for subscriber in list(self.subscribers):
+            sent += subscriber.item_added(type_name)
+        self.metrics.notifications.labels(type_name).inc(sent)
 
     def subscribe(self, subscriber: Subscriber) -> dict[str, int]:
         """Add a connection in notification mode; returns the id of the newest recent item of each type."""
@@ -130,6 +139,23 @@ class Hub:
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self.subscribers.discard(subscriber)
+
+    # --- answering from memory ---------------------------------------------------------------
+
+    def newest_unread(self, type_name: str, after: int, window: Window, now: datetime) -> tuple[bool, Item | None]:
+        """The newest recent item of a type above cursor `after`, if the hub is sure of it.
+
+        Returns (False, None) when the hub may be behind the store (a check in flight, or
+        a wake-up not read yet): the caller asks the database. Otherwise (True, item),
+        item None when nothing is unread. A post whose wake-up reached this daemon before
+        the query is therefore always seen (issue 6: `random?` without a database trip).
+        """
+        if self._checking or self.wakeup_pending():
+            return False, None
+        item = self.latest.get(type_name)
+        if item is None or item.id <= after or not window.admits(item.created_at, now):
+            return True, None
+        return True, item
 
 
 def _load_state(conn) -> tuple[int, dict[str, Item]]:

@@ -182,6 +182,16 @@ def add_item(
     return item_id, True
 
 
+@writes
+def add_items(conn: Connection, rows: list[tuple[str, str]], *, now: datetime | None = None) -> list[int]:
+    """Store (type, text) rows, in order; returns their ids. `notifctl add --batch`."""
+    created_at = now or utcnow()
+    return [
+        conn.execute(insert(items).values(type=type_name, text=text, created_at=created_at)).inserted_primary_key[0]
+        for type_name, text in rows
+    ]
+
+
 ITEMS_BATCH = 10_000
 
 

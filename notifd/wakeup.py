@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 _SUN_PATH_MAX = 107  # bytes in sockaddr_un.sun_path, less the terminating NUL
+_PEEK = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)  # an int: IntFlag arithmetic on every query costs
 
 
 def wakeup_dir(db_path: Path) -> Path:
@@ -95,6 +96,15 @@ class WakeupListener:
                 if path.stat().st_gid != db.st_gid:
                     os.chown(path, -1, db.st_gid)
             self.path.parent.chmod(0o770)  # mkdir's mode is cut by the umask
+
+    def pending(self) -> bool:
+        """Whether a wake-up waits in the socket, not read yet (a peek: it stays there)."""
+        if self._port is None:
+            return False
+        try:
+            return bool(self._port.socket.recv(1, _PEEK))
+        except OSError:  # EAGAIN: nothing waits
+            return False
 
     def stop(self) -> None:
         if self._port is not None:

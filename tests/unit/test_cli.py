@@ -277,3 +277,56 @@ def test_outbox_lists_deliveries_and_retry_requeues_one(notifctl, database):
     assert json.loads(notifctl("outbox", "--json").out)[0]["state"] == "pending"
     missing = notifctl("outbox", "retry", "999")
     assert (missing.code, missing.err) == (1, "notifctl: no outbox entry 999\n")
+
+
+# --- notifctl add --batch -------------------------------------------------------------------
+
+
+def test_batch_from_a_file_one_transaction_ids_in_order(notifctl, tmp_path):
+    batch = tmp_path / "batch.txt"
+    batch.write_bytes("classified Nice appart in the 11e.\r\nrandom 42\nrandom\nclassified Vélo à vendre\n".encode())
+    result = notifctl("add", "--batch", str(batch))
+    assert result.code == 0 and result.lines == ["1", "2", "3", "4"]
+    listed = items(notifctl)
+    assert [(i["type"], i["text"]) for i in reversed(listed)][:2] == [("classified", "Nice appart in the 11e."), ("random", "42")]
+    assert listed[1]["text"].isdigit()  # `random` alone draws a value, as `add random` does
+    assert listed[0]["text"] == "Vélo à vendre"
+
+
+def test_batch_of_one_type_from_stdin(notifctl):
+    result = notifctl("add", "classified", "--batch", "-", stdin=b"first ad\nsecond ad")
+    assert result.code == 0 and result.lines == ["1", "2"]
+    assert [i["text"] for i in items(notifctl)] == ["second ad", "first ad"]
+
+
+BAD_BATCHES = [
+    ((), b"classified ok\nclassified bell\x07\n", "line 2: invalid classified: text contains a control character (U+0007)"),
+    ((), b"classified ok\nweather sunny\n", "line 2: unknown item type 'weather' (known: classified, random)"),
+    ((), b"classified ok\n\n", "line 2: expected 'TYPE TEXT'"),
+    ((), b"random 1\nrandom x\n", "line 2: invalid random: random value must be a decimal integer"),
+    ((), b"classified ok\nclassified \xff\n", "line 2: text is not valid UTF-8"),
+    ((), b"classified\n", "line 1: invalid classified: empty text"),
+    ((), b"", "the batch is empty"),
+    (("classified",), b"ok\n" + b"x" * 5000 + b"\n", "line 2: invalid classified: text is 5000 bytes, over the line limit of 4096"),
+    (("--id", "k"), b"classified ok\n", "--batch takes no TEXT and no --id"),
+]
+
+
+@pytest.mark.parametrize("args, stdin, message", BAD_BATCHES)
+def test_a_bad_batch_names_its_line_and_stores_nothing(notifctl, args, stdin, message):
+    result = notifctl("add", *args, "--batch", "-", stdin=stdin)
+    assert result.code != 0
+    assert result.err == f"notifctl: {message}\n"
+    assert result.out == ""
+    assert items(notifctl) == []
+
+
+def test_a_missing_batch_file_is_one_line(notifctl, tmp_path):
+    result = notifctl("add", "--batch", str(tmp_path / "nope.txt"))
+    assert result.code == 1 and result.err == f"notifctl: cannot read {tmp_path / 'nope.txt'}: No such file or directory\n"
+
+
+def test_batch_goes_through_the_store_when_the_database_is_new(notifctl, db_path):
+    assert not db_path.exists()
+    assert notifctl("add", "classified", "--batch", "-", stdin=b"a\nb\n").lines == ["1", "2"]
+    assert len(items(notifctl)) == 2

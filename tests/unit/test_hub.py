@@ -89,7 +89,7 @@ def test_a_failing_notifier_does_not_stop_the_others(database):
     failed_later.errback(RuntimeError("late"))  # logged, not raised
 
 
-def test_push_once_per_type_per_batch(database):
+def test_push_once_per_type_per_batch_and_at_once(database):
     hub, clock = make_hub(database)
     hub.notifiers = []
     hub.register_notifiers(register=lambda n: hub.notifiers.append(("hub", n)))
@@ -100,17 +100,36 @@ def test_push_once_per_type_per_batch(database):
         database.call(store.add_item, "classified", text)
     database.call(store.add_item, "random", "4")
     hub.wake()
-    assert listener.heard == []  # at the end of the reactor turn
-    clock.advance(0)
+    # Pushed in the same turn as the batch is read, without waiting for the reactor.
+    assert listener.heard == ["classified", "random"]
+    clock.advance(0)  # the end of the turn: the batch is done
     assert listener.heard == ["classified", "random"]
     sample = hub.metrics.registry.get_sample_value
     assert sample("notifd_notifications_sent_total", {"type": "classified"}) == 1
     assert sample("notifd_items_total", {"type": "classified"}) == 3
-    hub.unsubscribe(listener)
     database.call(store.add_item, "classified", "d")
     hub.wake()
+    assert listener.heard == ["classified", "random", "classified"]  # a new batch pushes again
     clock.advance(0)
-    assert listener.heard == ["classified", "random"]
+    hub.unsubscribe(listener)
+    database.call(store.add_item, "classified", "e")
+    hub.wake()
+    clock.advance(0)
+    assert listener.heard == ["classified", "random", "classified"]
+
+
+def test_a_type_is_pushed_once_per_batch_even_across_many_items(database):
+    hub, clock = make_hub(database)
+    hub.notifiers = []
+    hub.register_notifiers(register=lambda n: hub.notifiers.append(("hub", n)))
+    hub.start()
+    listener = Listener()
+    hub.subscribe(listener)
+    with database.engine.begin() as conn:
+        for i in range(50):
+            store.add_item(conn, "classified", f"ad {i}")
+    hub.wake()
+    assert listener.heard == ["classified"]
 
 
 def test_subscribe_returns_the_newest_recent_item_of_each_type(database):

@@ -83,3 +83,20 @@ def test_paths_too_long_for_a_socket_address(tmp_path):
 
 def test_no_daemon_ever(tmp_path):
     assert wakeup.send_wakeup(tmp_path / "n.db") == 0
+
+
+def test_the_wakeup_listener_tells_of_an_unread_wakeup(db_path):
+    from twisted.internet import reactor
+
+    db_path.touch()  # the daemon listens beside an existing database
+    woken = []
+    listener = wakeup.WakeupListener(reactor, db_path, lambda: woken.append(1))
+    listener.start()  # a real Unix datagram socket; the reactor is not run
+    try:
+        assert not listener.pending()
+        assert wakeup.send_wakeup(db_path) == 1
+        assert listener.pending() and listener.pending()  # a peek leaves it there
+        listener._port.doRead()  # what the reactor does when it is readable
+        assert woken == [1] and not listener.pending()
+    finally:
+        listener.stop()

@@ -7,9 +7,11 @@ from collections import deque
 import pytest
 from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
-from notifd import ItemType, store
+from notifd import ItemType, Window, store
 from notifd.hub import Hub
+from notifd import wire
 from notifd.wire import ConnectionFactory, Server
 from tests import transcript
 
@@ -269,3 +271,214 @@ def test_hostile_bytes_on_one_connection_do_not_affect_another(rig, garbage):
         assert line.startswith(b"ERR ") or line in (b"OK", b"will send notifs", b"") or line.isdigit()
     hostile.connectionLost(None)
     other.connectionLost(None)
+
+
+# --- the write fast path (issue 6): real sockets under a real tcp.Server, no reactor running ---
+
+
+class TcpPair:
+    """A real TCP connection on loopback: `server` wrapped in Twisted's tcp.Server over a MemoryReactor."""
+
+    def __init__(self, protocol):
+        import socket
+
+        from twisted.internet import tcp
+        from twisted.internet.testing import MemoryReactor
+
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.peer = socket.create_connection(listener.getsockname())
+        sock, address = listener.accept()
+        listener.close()
+        sock.setblocking(False)
+        self.peer.settimeout(5)
+        self.reactor = MemoryReactor()
+        self.transport = tcp.Server(sock, protocol, address, None, 1, self.reactor)
+        protocol.makeConnection(self.transport)
+
+    def read(self, size):
+        data = b""
+        while len(data) < size:
+            chunk = self.peer.recv(size - len(data))
+            assert chunk, "closed"
+            data += chunk
+        return data
+
+    def close(self):
+        self.peer.close()
+        self.transport.socket.close()
+
+
+def test_twisted_keeps_the_buffer_attributes_the_fast_path_reads(rig):
+    # If a Twisted release renames them, direct_socket() turns the fast path off; this
+    # test says so loudly instead of letting notifd quietly slow down.
+    proto = rig.factory.buildProtocol(None)
+    pair = TcpPair(proto)
+    try:
+        assert pair.transport.dataBuffer == b"" and pair.transport._tempDataLen == 0
+        assert wire.direct_socket(pair.transport) is pair.transport.socket
+    finally:
+        pair.close()
+
+
+def test_a_notification_goes_to_the_socket_at_once(rig):
+    proto = rig.factory.buildProtocol(None)
+    pair = TcpPair(proto)
+    try:
+        proto.dataReceived(b"notif\n")
+        rig.post("classified", "ad")
+        expected = b"will send notifs\r\nnotif: classified\r\n"
+        assert pair.read(len(expected)) == expected
+        # Nothing went through the transport's buffer: no write was scheduled.
+        assert pair.transport not in pair.reactor.writers
+        assert pair.transport.dataBuffer == b"" and pair.transport._tempDataLen == 0
+    finally:
+        pair.close()
+
+
+def test_a_partial_write_hands_the_rest_to_the_transport_in_order(rig):
+    proto = rig.factory.buildProtocol(None)
+    pair = TcpPair(proto)
+    try:
+        big = bytes(range(256)) * 32768  # 8 MiB: more than the socket buffers hold
+        wire.write(pair.transport, proto._socket, big)
+        assert pair.transport._tempDataLen > 0  # the kernel took part, Twisted holds the rest
+        assert pair.transport in pair.reactor.writers
+        wire.write(pair.transport, proto._socket, b"tail")  # must queue behind, not jump ahead
+        received = bytearray()
+        while len(received) < len(big) + 4:
+            pair.transport.doWrite()
+            received += pair.peer.recv(1 << 22)
+        assert received == big + b"tail"
+    finally:
+        pair.close()
+
+
+def test_a_closed_peer_takes_the_normal_path_to_connection_lost(rig):
+    proto = rig.factory.buildProtocol(None)
+    pair = TcpPair(proto)
+    proto.dataReceived(b"notif\n")
+    pair.read(len(b"will send notifs\r\n"))
+    pair.peer.close()
+    for _ in range(3):  # the first send may succeed; the kernel then learns of the reset
+        wire.write(pair.transport, proto._socket, b"notif: classified\r\n")
+    assert pair.transport in pair.reactor.writers  # the failure was left to the transport
+    lost = pair.transport.doWrite()
+    assert isinstance(lost, Exception)
+    pair.transport.connectionLost(Failure(lost))  # what the reactor does with that result
+    assert proto not in rig.hub.subscribers
+    assert proto._socket is None
+
+
+def test_tls_and_wrapping_transports_take_the_normal_path(rig):
+    from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+
+    # A tcp.Server on which TLS was started: its bytes must go through the TLS layer.
+    proto = rig.factory.buildProtocol(None)
+    pair = TcpPair(proto)
+    try:
+        pair.transport.TLS = True
+        assert wire.direct_socket(pair.transport) is None
+
+        class Socket:  # even with a socket at hand, nothing may bypass the TLS layer
+            def send(self, data):
+                raise AssertionError("sent around TLS")
+
+        written = []
+        pair.transport.write = written.append  # what the TLS layer would receive
+        wire.write(pair.transport, Socket(), b"secret\r\n")
+        assert written == [b"secret\r\n"]
+        del pair.transport.write
+        pair.transport.TLS = False
+    finally:
+        pair.close()
+    # A wrapping transport (as TLSMemoryBIOProtocol is) and an in-memory one.
+    wrapper = ProtocolWrapper(WrappingFactory(rig.factory), rig.factory.buildProtocol(None))
+    assert wire.direct_socket(wrapper) is None
+    assert wire.direct_socket(StringTransport()) is None
+
+
+def test_a_real_tls_transport_takes_the_normal_path(rig):
+    pytest.importorskip("OpenSSL")
+    from twisted.internet.ssl import CertificateOptions
+    from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+
+    factory = TLSMemoryBIOFactory(CertificateOptions(), True, rig.factory)
+    tls = TLSMemoryBIOProtocol(factory, rig.factory.buildProtocol(None))
+    assert wire.direct_socket(tls) is None
+
+
+# --- `random?` from the hub's memory (issue 6) ---------------------------------------------
+
+
+def test_random_is_answered_from_memory_without_the_database(database, item_types):
+    held = HeldDatabase(database)
+    rig = Rig(database, item_types, db=held)
+    rig.post("random", "456902234")
+    proto, transport = rig.connect()
+    proto.dataReceived(b"random?\nrandom?\n")
+    assert not held.held  # no query was needed
+    first, second = said(transport).split(b"\r\n")[:2]
+    assert first == b"456902234"  # the newest unread item, now read
+    assert second.isdigit() and second != b"456902234"  # then a fresh draw
+
+
+def test_random_asks_the_database_while_the_hub_may_be_behind(database, item_types):
+    held = HeldDatabase(database)
+    rig = Rig(database, item_types, db=held)
+    proto, transport = rig.connect()
+    rig.database.call(store.add_item, "random", "7")
+    rig.hub.wake()  # a check in flight: the hub does not know yet
+    proto.dataReceived(b"random?\n")
+    assert len(held.held) == 2 and said(transport) == b""
+    held.release()
+    assert said(transport) == b"7\r\n"
+    # A wake-up not read yet counts as well.
+    rig.database.call(store.add_item, "random", "8")
+    rig.hub.wakeup_pending = lambda: True
+    proto.dataReceived(b"random?\n")
+    assert said(transport) == b"" and len(held.held) == 1
+    held.release()
+    assert said(transport) == b"8\r\n"
+
+
+def test_random_from_memory_respects_the_recent_window(database, item_types):
+    from datetime import timedelta
+
+    types = dict(item_types)
+    rig = Rig(database, types)
+    rig.server.windows = dict(rig.server.windows, random=Window(max_age=timedelta(seconds=60)))
+    rig.post("random", "5")
+    proto, transport = rig.connect()
+    rig.clock.advance(120)  # the item is no longer recent
+    proto.dataReceived(b"random?\n")
+    reply = said(transport)
+    assert reply != b"5\r\n" and reply[:-2].isdigit()
+
+
+def test_thousands_of_pipelined_random_queries(rig):
+    proto, transport = rig.connect()
+    proto.dataReceived(b"random?\r\n" * 5000)  # answered in a loop, not by recursion
+    lines = said(transport).split(b"\r\n")
+    assert len(lines) == 5001 and all(line.isdigit() for line in lines[:-1])
+
+
+def test_an_answer_from_memory_never_overtakes_the_connections_own_writes(database, item_types):
+    held = HeldDatabase(database)
+    rig = Rig(database, item_types, db=held)
+    token = database.call(store.add_client, "kiosk")
+    rig.post("classified", "ad")
+    rig.post("random", "9")
+    proto, transport = rig.connect()
+    proto.dataReceived(f"hello kiosk {token}\n".encode())
+    held.release()  # the hello, then its presence row
+    proto.dataReceived(b"classified?\nrandom?\n")
+    held.release_one()  # classified? answered; its read mark is now queued
+    assert said(transport) == b"OK\r\nad\r\n"
+    assert [f.__name__ for f, *_ in held.held] == ["mark_read", "next_unread"]  # random? waits behind it
+    held.release_one()
+    assert said(transport) == b""
+    held.release_one()
+    assert said(transport) == b"9\r\n"
+    held.release()  # the read mark of "9"
+    client_id = database.call(store.list_clients)[0].id
+    assert set(database.call(store.client_cursors, client_id)) == {"classified", "random"}

@@ -1,0 +1,91 @@
+# python -m bench MODE [options]: run one benchmark mode (or `all`) and update
+# bench/results/latest.json, latest.md and fanout.png. See bench/README.md.
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import sys
+import time
+
+from bench import report
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _raise_fd_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed and hard > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(needed, soft)), hard))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("mode", choices=["fanout", "idle", "roundtrip", "ingest", "soak", "all", "report"])
+    parser.add_argument("--clients", type=_ints, default=[1000, 5000, 10000], help="fan-out sizes, e.g. 1000,5000,10000")
+    parser.add_argument("--posts", type=int, default=20, help="posts per fan-out size (at least 20 for a report)")
+    parser.add_argument("--processes", type=int, default=2, help="subscriber processes")
+    parser.add_argument("--ack", choices=["round", "immediate"], default="round",
+                        help="notifd subscribers answer OK after each round is measured, or at once on receipt")
+    parser.add_argument("--only", action="append", help="only this target (notifd, anchor, redis, mqtt, nats); repeatable")
+    parser.add_argument("--seconds", type=float, default=None, help="duration of idle/roundtrip/soak")
+    parser.add_argument("--profile", metavar="PREFIX", help="fanout, roundtrip: py-spy notifd while measuring, into PREFIX-*.txt")
+    parser.add_argument("--soak-clients", type=int, default=5000, help="soak: acknowledging clients")
+    parser.add_argument("--results", default=None, help="results directory [bench/results]")
+    args = parser.parse_args(argv)
+    _raise_fd_limit(max(args.clients) + 1000)
+
+    results = report.load(args.results)
+    results["run"] = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "load_before": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "argv": sys.argv[1:],
+    }
+    modes = ["fanout", "idle", "roundtrip", "ingest", "soak"] if args.mode == "all" else [args.mode]
+    for mode in modes:
+        _log(f"== {mode} (load average {os.getloadavg()[0]:.2f})")
+        load0 = os.getloadavg()
+        if mode == "fanout":
+            from bench.fanout import run_fanout
+
+            section = run_fanout(args.clients, args.posts, args.processes, args.ack, args.only, _log, args.profile)
+        elif mode == "idle":
+            from bench.fanout import run_idle
+
+            section = run_idle(max(args.clients), args.seconds or 20.0, args.processes, args.only, _log)
+        elif mode == "roundtrip":
+            from bench.roundtrip import run_roundtrip
+
+            section = run_roundtrip(args.seconds or 10.0, args.processes, _log, args.profile)
+        elif mode == "ingest":
+            from bench.ingest import run_ingest
+
+            section = run_ingest(_log)
+        elif mode == "soak":
+            from bench.soak import run_soak
+
+            section = run_soak(args.seconds or 60.0, args.processes, _log, clients=args.soak_clients)
+        else:
+            section = None
+        if section is not None:
+            section["load_before"] = load0
+            section["load_after"] = os.getloadavg()
+            results[mode] = section
+            report.save(results, args.results)
+    report.save(results, args.results)
+    _log(f"results in {report.results_dir(args.results)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

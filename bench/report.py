@@ -1,0 +1,228 @@
+# bench/results/: latest.json (everything measured, by mode), latest.md (the targets of
+# issue 6 with their ratios to Redis and to the bare-Twisted anchor) and fanout.png.
+# Each mode updates its own section of latest.json, so modes can be run one at a time.
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from bench.stats import format_ms, format_ratio, ratio
+
+DEFAULT_DIR = Path(__file__).resolve().parent / "results"
+NOTIFD, REDIS, ANCHOR = "notifd", "Redis", "bare Twisted"
+
+
+def results_dir(path: str | None) -> Path:
+    return Path(path) if path else DEFAULT_DIR
+
+
+def load(path: str | None) -> dict:
+    file = results_dir(path) / "latest.json"
+    return json.loads(file.read_text()) if file.exists() else {}
+
+
+def _clean(value):
+    # JSON has no NaN: write null.
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def save(results: dict, path: str | None) -> None:
+    directory = results_dir(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    results = _clean(results)
+    (directory / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
+    (directory / "latest.md").write_text(markdown(results))
+    if "fanout" in results:
+        plot(results["fanout"], directory / "fanout.png")
+
+
+def _row(rows: dict, name: str, clients: str) -> dict | None:
+    row = rows.get(name, {}).get(clients)
+    return None if row is None or "absent" in row else row
+
+
+def _verdict(ok: bool | None) -> str:
+    return "–" if ok is None else ("met" if ok else "**missed**")
+
+
+def markdown(results: dict) -> str:
+    out = ["# notifd benchmark: latest run", ""]
+    run = results.get("run", {})
+    if run:
+        out.append(
+            f"Run {run.get('started')} on {run.get('cpus')} CPUs, Linux {run.get('kernel')}, Python {run.get('python')}; "
+            f"load average before: {', '.join(f'{x:.2f}' for x in run.get('load_before', []))}."
+        )
+        out.append("")
+    out += _targets(results)
+    if "fanout" in results:
+        out += _fanout(results["fanout"])
+    if "idle" in results:
+        out += _idle(results["idle"])
+    if "roundtrip" in results:
+        out += _roundtrip(results["roundtrip"])
+    if "ingest" in results:
+        out += _ingest(results["ingest"])
+    if "soak" in results:
+        out += _soak(results["soak"])
+    return "\n".join(out) + "\n"
+
+
+def _targets(results: dict) -> list[str]:
+    out = ["## Targets of issue 6", "", "| Target | Measured | vs Redis | vs bare Twisted | Goal | Verdict |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    fan = results.get("fanout", {}).get("targets", {})
+    for clients in sorted({c for rows in fan.values() for c in rows}, key=int):
+        mine, redis, anchor = _row(fan, NOTIFD, clients), _row(fan, REDIS, clients), _row(fan, ANCHOR, clients)
+        if not mine:
+            continue
+        for key, label, limit in (("last_p50_ms", "p50", 1.2), ("last_p99_ms", "p99", 1.5)):
+            r = ratio(mine[key], redis and redis[key])
+            a = ratio(mine[key], anchor and anchor[key])
+            goal = f"≤ {limit}× Redis" if clients == "10000" else "(reported)"
+            ok = (r <= limit) if (r is not None and clients == "10000") else None
+            out.append(f"| fan-out N={int(clients):,} last {label} | {format_ms(mine[key])} ms | {format_ratio(r)} | "
+                       f"{format_ratio(a)} | {goal} | {_verdict(ok)} |")
+        first = mine["first_p50_ms"]
+        ok = first <= 3.0 if clients == "10000" else None
+        out.append(f"| fan-out N={int(clients):,} first p50 | {format_ms(first)} ms | "
+                   f"{format_ratio(ratio(first, redis and redis['first_p50_ms']))} | "
+                   f"{format_ratio(ratio(first, anchor and anchor['first_p50_ms']))} | "
+                   f"{'≤ 3 ms' if clients == '10000' else '(reported)'} | {_verdict(ok)} |")
+    idle = results.get("idle", {}).get("targets", {})
+    if NOTIFD in idle and "absent" not in idle[NOTIFD]:
+        mine = idle[NOTIFD]
+        redis, anchor = idle.get(REDIS, {}), idle.get(ANCHOR, {})
+        out.append(f"| idle memory per client (N={mine['clients']:,}) | {mine['memory_kib_per_client']:.2f} KiB | "
+                   f"{format_ratio(ratio(mine['memory_kib_per_client'], redis.get('memory_kib_per_client')))} | "
+                   f"{format_ratio(ratio(mine['memory_kib_per_client'], anchor.get('memory_kib_per_client')))} | "
+                   f"≤ 2 KiB | {_verdict(mine['memory_kib_per_client'] <= 2.0)} |")
+        out.append(f"| idle CPU (N={mine['clients']:,}) | {mine['idle_cpu_percent']:.2f} % of a core | "
+                   f"{format_ratio(ratio(mine['idle_cpu_percent'], redis.get('idle_cpu_percent')))} | "
+                   f"{format_ratio(ratio(mine['idle_cpu_percent'], anchor.get('idle_cpu_percent')))} | "
+                   f"< 1 % | {_verdict(mine['idle_cpu_percent'] < 1.0)} |")
+    rt = results.get("roundtrip", {}).get("rows", {})
+    anchor_rate = rt.get("bare Twisted random?", {}).get("per_second")
+    for name, limit in (("notifd random?", 1.0), ("notifd classified? (named)", 0.5)):
+        if name in rt:
+            r = ratio(rt[name]["per_second"], anchor_rate)
+            out.append(f"| round trips {name} | {rt[name]['per_second']:,.0f}/s | – | {format_ratio(r)} | "
+                       f"≥ {limit}× bare Twisted | {_verdict(None if r is None else r >= limit)} |")
+    ingest = results.get("ingest", {})
+    if ingest:
+        out.append(f"| notifctl add wall p50 | {ingest['add_p50_ms']:.0f} ms | – | – | ≤ 200 ms | "
+                   f"{_verdict(ingest['add_p50_ms'] <= 200)} |")
+        out.append(f"| notifctl add --batch | {ingest['batch_items_per_s']:,.0f} items/s | – | – | ≥ 10,000/s | "
+                   f"{_verdict(ingest['batch_items_per_s'] >= 10_000)} |")
+    soak = results.get("soak", {})
+    if soak:
+        ok = soak.get("p99_ratio") is not None and soak["p99_ratio"] <= 1.5 and not soak.get("queue_growth")
+        out.append(f"| soak {soak['rate']:.0f} posts/s, {soak['clients']:,} acking clients, {soak['seconds']:.0f} s | "
+                   f"p99 {format_ms(soak['p99_ms'])} ms ({format_ratio(soak.get('p99_ratio'))} single-post p50), "
+                   f"queue growth: {'yes' if soak.get('queue_growth') else 'no'} | – | – | ≤ 1.5×, no growth | {_verdict(ok)} |")
+    out.append("| `notifd --workers 2` scaling | not measured | – | – | ≥ 1.6× | left to issue 7 |")
+    out.append("")
+    return out
+
+
+def _fanout(section: dict) -> list[str]:
+    fan = section["targets"]
+    out = ["## Fan-out", "",
+           f"Time from the publish (notifd: the commit) to the kernel's receipt (SO_TIMESTAMPNS) at the last and the "
+           f"first subscriber; {section['subscriber_processes']} subscriber processes; notifd subscribers acknowledge "
+           f"{'after each round' if section['ack'] == 'round' else 'on receipt'}. Load average "
+           f"{section['load_before'][0]:.2f} before, {section['load_after'][0]:.2f} after.", "",
+           "| Target | N | last p50 ms | last p99 ms | first p50 ms | server CPU ms/post | client CPU ms/post | "
+           "KiB/client | missing | p50 vs Redis | p50 vs bare Twisted |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, rows in fan.items():
+        for clients, row in sorted(rows.items(), key=lambda kv: int(kv[0])):
+            if "absent" in row:
+                out.append(f"| {name} | {int(clients):,} | absent | | | | | | | | |")
+                continue
+            redis, anchor = _row(fan, REDIS, clients), _row(fan, ANCHOR, clients)
+            mem = row.get("memory_kib_per_client")
+            out.append(
+                f"| {name} {section.get('versions', {}).get(name, '')} | {int(clients):,} | {format_ms(row['last_p50_ms'])} | "
+                f"{format_ms(row['last_p99_ms'])} | {format_ms(row['first_p50_ms'])} | "
+                f"{format_ms(row['server_cpu_ms_per_post'])} | {format_ms(row['client_cpu_ms_per_post'])} | "
+                f"{'–' if mem is None else f'{mem:.2f}'} | {row['missing']} | "
+                f"{format_ratio(ratio(row['last_p50_ms'], redis and redis['last_p50_ms']))} | "
+                f"{format_ratio(ratio(row['last_p50_ms'], anchor and anchor['last_p50_ms']))} |"
+            )
+    out.append("")
+    return out
+
+
+def _idle(section: dict) -> list[str]:
+    out = ["## Idle", "", f"{section['clients']:,} connected subscribers, nothing published.", "",
+           "| Target | KiB per client | idle CPU % of a core |", "| --- | --- | --- |"]
+    for name, row in section["targets"].items():
+        if "absent" in row:
+            out.append(f"| {name} | absent | |")
+        else:
+            out.append(f"| {name} | {row['memory_kib_per_client']:.2f} | {row['idle_cpu_percent']:.2f} |")
+    out.append("")
+    return out
+
+
+def _roundtrip(section: dict) -> list[str]:
+    out = ["## Round trips", "",
+           f"{section['connections']} connections, one request in flight each, {section['seconds']:.0f} s.", "",
+           "| Server and request | per second | server CPU % | client CPU % |", "| --- | --- | --- | --- |"]
+    for name, row in section["rows"].items():
+        out.append(f"| {name} | {row['per_second']:,.0f} | {row['server_cpu_percent']:.0f} | {row['client_cpu_percent']:.0f} |")
+    out.append("")
+    return out
+
+
+def _ingest(section: dict) -> list[str]:
+    return ["## Ingest", "",
+            f"- `notifctl add classified TEXT`: wall p50 {section['add_p50_ms']:.0f} ms, p99 {section['add_p99_ms']:.0f} ms "
+            f"over {section['add_runs']} runs (import time of the command: {section.get('import_ms', 0):.0f} ms).",
+            f"- `notifctl add --batch FILE` of {section['batch_items']:,} items: {section['batch_seconds']:.2f} s, "
+            f"{section['batch_items_per_s']:,.0f} items/s; from stdin: {section['stdin_items_per_s']:,.0f} items/s.", ""]
+
+
+def _soak(section: dict) -> list[str]:
+    return ["## Soak", "",
+            f"{section['posts']:,} posts at {section['rate']:.0f}/s for {section['seconds']:.0f} s to {section['clients']:,} "
+            f"clients that acknowledge at once. Latency of a post: until the last client heard of it (its first "
+            f"notification after the commit).", "",
+            f"- p50 {format_ms(section['p50_ms'])} ms, p99 {format_ms(section['p99_ms'])} ms, max {format_ms(section['max_ms'])} ms; "
+            f"single-post fan-out at that N: p50 {format_ms(section['single_p50_ms'])} ms.",
+            f"- posts some client never heard of: {section['unheard_posts']}; notifications received: {section['notifications']:,}.",
+            f"- server RSS first/last 10 s: {section['rss_first_kib']:,} / {section['rss_last_kib']:,} KiB; "
+            f"socket queues (send, receive bytes) first/last: {section['sendq_first']:,}/{section['sendq_last']:,}, "
+            f"{section['recvq_first']:,}/{section['recvq_last']:,}; server CPU {section['server_cpu_percent']:.0f} % of a core.", ""]
+
+
+def plot(section: dict, file: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, rows in section["targets"].items():
+        points = sorted((int(c), r) for c, r in rows.items() if "absent" not in r and r.get("last_p50_ms") is not None)
+        if not points:
+            continue
+        xs = [c for c, _ in points]
+        line, = ax.plot(xs, [r["last_p50_ms"] for _, r in points], marker="o", label=f"{name} p50")
+        ax.plot(xs, [r["last_p99_ms"] for _, r in points], linestyle=":", color=line.get_color(), label=f"{name} p99")
+    ax.set_xlabel("idle subscribers (N)")
+    ax.set_ylabel("publish → last receipt (ms)")
+    ax.set_title("Fan-out of one short line, loopback, 2 cores")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(file, dpi=110)
+    plt.close(fig)

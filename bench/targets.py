@@ -1,0 +1,356 @@
+# The servers the benchmark measures, seen from the coordinator: how to start (or find)
+# each one, how to publish one message, and which process to watch for CPU and memory.
+#
+# notifd and the bare-Twisted anchor are started fresh for each run, on a temporary
+# database and a free port. Redis, Mosquitto and NATS are the ones already running on
+# this machine; one that does not answer is reported absent, not as a failure.
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench import wire
+from bench.stats import proc_cpu_seconds, proc_rss_kib
+
+TICKS = os.sysconf("SC_CLK_TCK")
+LISTENING = re.compile(r"notifd listening on TCP [\d.]+:(\d+)")
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Absent(Exception):
+    """The target is not running here."""
+
+
+def pid_listening_on(port: int) -> int | None:
+    """The pid of the process listening on a local TCP port (needs `ss`)."""
+    try:
+        out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"pid=(\d+)", out)
+    return int(match.group(1)) if match else None
+
+
+def _read_exact(sock: socket.socket, done) -> bytes:
+    data = b""
+    while not done(data):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed; got {data!r}")
+        data += chunk
+    return data
+
+
+class Target:
+    name = "?"
+    kind = "?"  # the subscriber protocol, see bench.subscriber.Target
+    host = "127.0.0.1"
+    port = 0
+    pid: int | None = None
+
+    def start(self) -> None:
+        """Start or find the server; raises Absent."""
+
+    def stop(self) -> None:
+        """Stop what start() started; close the publisher connection."""
+
+    def publish(self) -> int:
+        """Publish one message; returns time.time_ns() of the moment it was handed over."""
+        raise NotImplementedError
+
+    def after_publish(self) -> dict:
+        """Read what the publish returned, if anything, after the round was measured."""
+        return {}
+
+    def cpu_seconds(self) -> float:
+        return proc_cpu_seconds(Path(f"/proc/{self.pid}/stat").read_text(), TICKS)
+
+    def rss_kib(self) -> int:
+        return proc_rss_kib(Path(f"/proc/{self.pid}/status").read_text())
+
+    def version(self) -> str:
+        return ""
+
+
+def _free_port_connection(host: str, port: int) -> socket.socket:
+    try:
+        sock = socket.create_connection((host, port), timeout=5)
+    except OSError as e:
+        raise Absent(f"nothing answers on {host}:{port} ({e.strerror or e})") from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+class Notifd(Target):
+    """A notifd process on a temporary SQLite file; posts are committed here, as notifctl does."""
+
+    name = "notifd"
+    kind = "notifd"
+
+    def __init__(self, config: str = "") -> None:
+        self.config_text = config
+        self.proc: subprocess.Popen | None = None
+        self.tmp: tempfile.TemporaryDirectory | None = None
+        self.engine = None
+        self.log: list[str] = []
+
+    def start(self) -> None:
+        from notifd import db as dbmod
+
+        self.tmp = tempfile.TemporaryDirectory(prefix="notifd-bench-")
+        self.db_path = Path(self.tmp.name) / "bench.db"
+        config = Path(self.tmp.name) / "notifd.toml"
+        config.write_text(self.config_text)
+        self.engine = dbmod.open_engine(dbmod.database_url(str(self.db_path)))
+        notifd = Path(sys.executable).with_name("notifd")
+        command = [str(notifd)] if notifd.exists() else [sys.executable, "-c", "from notifd.cli import notifd_main; notifd_main()"]
+        self.proc = subprocess.Popen(
+            [*command, "--config", str(config), "--db", str(self.db_path), "--listen", "tcp:0:interface=127.0.0.1:backlog=1024"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        found = threading.Event()
+
+        def drain() -> None:
+            for line in self.proc.stderr:
+                self.log.append(line)
+                if (match := LISTENING.search(line)) and not found.is_set():
+                    self.port = int(match.group(1))
+                    found.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not found.wait(30):
+            self.stop()
+            raise RuntimeError(f"notifd did not start: {''.join(self.log)}")
+        self.pid = self.proc.pid
+
+    def post(self, type_name: str = "classified", text: str = "bench") -> int:
+        """Commit an item the way `notifctl add` does and wake the daemon; returns the commit time."""
+        from notifd import store
+        from notifd.wakeup import send_wakeup
+
+        with self.engine.begin() as conn:
+            store.add_item(conn, type_name, text)
+        committed = time.time_ns()
+        send_wakeup(self.db_path)
+        return committed
+
+    def publish(self) -> int:
+        return self.post()
+
+    def call(self, f, *args):
+        with self.engine.begin() as conn:
+            return f(conn, *args)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            self.proc = None
+        if self.engine is not None:
+            self.engine.dispose()
+            self.engine = None
+        if self.tmp is not None:
+            self.tmp.cleanup()
+            self.tmp = None
+
+    def version(self) -> str:
+        import notifd
+
+        return notifd.__version__
+
+
+class Anchor(Target):
+    """bench/anchor.py: bare Twisted, no database, no state."""
+
+    name = "bare Twisted"
+    kind = "anchor"
+
+    def __init__(self) -> None:
+        self.proc = None
+        self.control = None
+        self.tmp = None
+
+    def start(self) -> None:
+        self.tmp = tempfile.TemporaryDirectory(prefix="anchor-bench-")
+        port_file = Path(self.tmp.name) / "port"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.anchor", str(port_file)], cwd=REPO, stdin=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and port_file.read_text()):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError("the anchor did not start")
+            time.sleep(0.05)
+        self.port = int(port_file.read_text())
+        self.pid = self.proc.pid
+        self.control = _free_port_connection(self.host, self.port)
+
+    def publish(self) -> int:
+        t0 = time.time_ns()
+        self.control.sendall(b"publish\r\n")
+        return t0
+
+    def stop(self) -> None:
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(20)
+            self.proc = None
+        if self.tmp is not None:
+            self.tmp.cleanup()
+            self.tmp = None
+
+    def version(self) -> str:
+        import twisted
+
+        return twisted.__version__
+
+
+class Redis(Target):
+    name = "Redis"
+    kind = "redis"
+    port = 6379
+
+    def __init__(self, clients: int = 0) -> None:
+        self.publisher = None
+        self.clients = clients
+        self._restore_maxclients = None
+
+    def _command(self, *words: bytes) -> bytes:
+        self.publisher.sendall(b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words))
+        return _read_exact(self.publisher, lambda d: d.endswith(b"\r\n") and (not d.startswith(b"*") or d.count(b"\r\n") >= 5))
+
+    def start(self) -> None:
+        self.publisher = _free_port_connection(self.host, self.port)
+        self.pid = pid_listening_on(self.port)
+        # maxclients defaults to 10,000: N subscribers and the publisher need a few more.
+        reply = self._command(b"CONFIG", b"GET", b"maxclients")
+        current = int(reply.split(b"\r\n")[-2])
+        if current < self.clients + 16:
+            self._command(b"CONFIG", b"SET", b"maxclients", str(self.clients + 64).encode())
+            self._restore_maxclients = current
+
+    def publish(self) -> int:
+        t0 = time.time_ns()
+        self.publisher.sendall(wire.redis_publish())
+        return t0
+
+    def after_publish(self) -> dict:
+        reply = _read_exact(self.publisher, lambda d: d.endswith(b"\r\n"))
+        return {"receivers": wire.redis_receivers(reply)}
+
+    def stop(self) -> None:
+        if self.publisher is not None:
+            if self._restore_maxclients is not None:
+                self._command(b"CONFIG", b"SET", b"maxclients", str(self._restore_maxclients).encode())
+            self.publisher.close()
+            self.publisher = None
+
+    def version(self) -> str:
+        try:
+            self.publisher = self.publisher or _free_port_connection(self.host, self.port)
+            info = self._command(b"INFO", b"server").decode(errors="replace")
+            return re.search(r"redis_version:(\S+)", info).group(1)
+        except Exception:
+            return ""
+
+
+class Mosquitto(Target):
+    name = "Mosquitto"
+    kind = "mqtt"
+    port = 1883
+
+    def __init__(self) -> None:
+        self.publisher = None
+
+    def start(self) -> None:
+        self.publisher = _free_port_connection(self.host, self.port)
+        self.publisher.sendall(wire.mqtt_connect(f"bench-pub-{os.getpid()}"))
+        _read_exact(self.publisher, lambda d: len(d) >= 4)
+        self.pid = pid_listening_on(self.port)
+
+    def publish(self) -> int:
+        t0 = time.time_ns()
+        self.publisher.sendall(wire.mqtt_publish())
+        return t0
+
+    def stop(self) -> None:
+        if self.publisher is not None:
+            self.publisher.sendall(b"\xe0\x00")  # DISCONNECT
+            self.publisher.close()
+            self.publisher = None
+
+    def version(self) -> str:
+        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        try:
+            out = subprocess.run([exe, "-h"], capture_output=True, text=True, timeout=5).stdout
+            return re.search(r"version (\S+)", out).group(1)
+        except Exception:
+            return ""
+
+
+class Nats(Target):
+    name = "NATS"
+    kind = "nats"
+    port = 4222
+
+    def __init__(self) -> None:
+        self.publisher = None
+        self.info = ""
+
+    def start(self) -> None:
+        self.publisher = _free_port_connection(self.host, self.port)
+        self.info = _read_exact(self.publisher, lambda d: d.endswith(b"\r\n")).decode(errors="replace")
+        self.publisher.sendall(wire.nats_connect_publisher())
+        _read_exact(self.publisher, lambda d: d.endswith(wire.NATS_PONG))
+        self.pid = pid_listening_on(self.port)
+
+    def publish(self) -> int:
+        t0 = time.time_ns()
+        self.publisher.sendall(wire.nats_publish())
+        return t0
+
+    def after_publish(self) -> dict:
+        # Answer the server's keep-alive pings on the publisher connection too.
+        self.publisher.setblocking(False)
+        try:
+            data = self.publisher.recv(65536)
+        except BlockingIOError:
+            data = b""
+        finally:
+            self.publisher.setblocking(True)
+        if wire.nats_pings(data):
+            self.publisher.sendall(wire.NATS_PONG * wire.nats_pings(data))
+        return {}
+
+    def stop(self) -> None:
+        if self.publisher is not None:
+            self.publisher.close()
+            self.publisher = None
+
+    def version(self) -> str:
+        match = re.search(r'"version":"([^"]+)"', self.info)
+        return match.group(1) if match else ""
+
+
+def peers(clients: int) -> list[Target]:
+    return [Redis(clients), Nats(), Mosquitto()]

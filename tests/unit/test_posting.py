@@ -1,0 +1,109 @@
+"""notifctl add's SQLite path without SQLAlchemy (notifd.posting) against the real store."""
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from datetime import datetime
+
+import pytest
+
+from notifd import db as dbmod
+from notifd import posting, store
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, 678901)
+ROWS = [("classified", "Nice appart in the 11e."), ("random", "42"), ("classified", "Vélo à vendre")]
+
+
+def dump(path):
+    """Every row of every table but Alembic's, as SQLite holds it (types and formats included)."""
+    conn = sqlite3.connect(path)
+    try:
+        tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        return {
+            table: conn.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
+            for table in tables
+            if table != "alembic_version"
+        }
+    finally:
+        conn.close()
+
+
+def migrated(path):
+    dbmod.open_engine(dbmod.database_url(str(path))).dispose()
+    return path
+
+
+def test_writes_exactly_what_the_store_writes(tmp_path):
+    # If store.add_items starts writing anything else (a column, an outbox row), this fails.
+    by_store = migrated(tmp_path / "store.db")
+    engine = dbmod.open_engine(dbmod.database_url(str(by_store)))
+    with engine.begin() as conn:
+        store_ids = store.add_items(conn, ROWS, now=NOW)
+    engine.dispose()
+    by_posting = migrated(tmp_path / "posting.db")
+    assert posting.insert_items(by_posting, ROWS, NOW) == store_ids == [1, 2, 3]
+    assert dump(by_posting) == dump(by_store)
+    # And the store reads them back as it reads its own.
+    engine = dbmod.open_engine(dbmod.database_url(str(by_posting)))
+    with engine.begin() as conn:
+        assert [(i.type, i.text, i.created_at) for i in store.list_items(conn)] == [(t, x, NOW) for t, x in reversed(ROWS)]
+    engine.dispose()
+
+
+def test_constants_follow_the_store_and_the_engine():
+    assert posting.SCHEMA_HEAD == store.SCHEMA_HEAD
+    assert posting.SQLITE_BUSY_TIMEOUT_MS == dbmod.SQLITE_BUSY_TIMEOUT_MS
+
+
+def test_declines_a_missing_database_and_creates_nothing(tmp_path):
+    path = tmp_path / "none.db"
+    assert posting.insert_items(path, ROWS, NOW) is None
+    assert not path.exists()
+
+
+def test_declines_another_schema_and_stores_nothing(tmp_path):
+    path = migrated(tmp_path / "old.db")
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    conn.commit()
+    conn.close()
+    assert posting.insert_items(path, ROWS, NOW) is None
+    assert dump(path)["items"] == []
+
+
+def test_a_failure_midway_stores_nothing(tmp_path):
+    path = migrated(tmp_path / "x.db")
+    with pytest.raises(sqlite3.IntegrityError):
+        posting.insert_items(path, [("classified", "fine"), ("classified", None)], NOW)  # text is NOT NULL
+    assert dump(path)["items"] == []
+
+
+@pytest.mark.parametrize("value", [None, "relative.db", "~/notifd-test.db"])
+def test_finds_the_file_db_py_would_open(value, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STATE_DIRECTORY", f"{tmp_path}/state:/elsewhere")
+    assert posting.sqlite_file(value) == dbmod.sqlite_path(dbmod.database_url(value))
+
+
+def test_leaves_urls_to_sqlalchemy():
+    assert posting.sqlite_file("sqlite:////tmp/x.db") is None
+    assert posting.sqlite_file("postgresql://localhost/notifd") is None
+
+
+def test_notifctl_add_imports_no_sqlalchemy_twisted_or_alembic(tmp_path):
+    path = migrated(tmp_path / "x.db")
+    script = (
+        "import sys\n"
+        "from notifd.cli import notifctl_main\n"
+        f"sys.argv = ['notifctl', '--db', {str(path)!r}, 'add', 'classified', 'ad']\n"
+        "try:\n    notifctl_main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'twisted', 'alembic'})\n"
+        "print('heavy:', heavy, file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env={"NOTIFD_CONFIG": "", "PATH": ""}
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "1\n"
+    assert "heavy: []" in result.stderr
