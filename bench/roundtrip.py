@@ -12,7 +12,7 @@ from bench.workers import Workers
 
 CONNECTIONS = 50
 ITEMS = 50_000  # enough classified ads that no client runs out during the run
-UNLIMITED = "[types.classified]\nmax_count = 0\nmax_age = 0\n"
+UNLIMITED = "[types.classified]\nrecent_max_count = 0\nrecent_max_age = 0\n"
 
 
 def measure(target, workers: Workers, seconds: float, request: str, setup: list[str], profile: str | None = None) -> dict:

@@ -96,7 +96,8 @@ class Notifd(Target):
     kind = "notifd"
 
     def __init__(self, config: str = "") -> None:
-        self.config_text = config
+        # Thousands of subscribers from one address: the per-address limit is for the network.
+        self.config_text = "[limits]\nmax_connections = 0\nmax_connections_per_address = 0\n\n" + config
         self.proc: subprocess.Popen | None = None
         self.tmp: tempfile.TemporaryDirectory | None = None
         self.engine = None

@@ -60,6 +60,12 @@ def _interval(key: str, value: Any) -> float:
     return duration.total_seconds()
 
 
+def _seconds_or_none(key: str, value: Any) -> float | None:
+    """A duration in seconds; 0 means never."""
+    duration = parse_duration(key, value)
+    return None if duration is None else duration.total_seconds()
+
+
 def _count(key: str, value: Any) -> int | None:
     """A count; 0 means no limit."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -120,6 +126,10 @@ class Config:
     anonymous: bool = True  # clients may use the protocol without `hello`
     hello_failures: int = 5  # failed hellos allowed per source address ...
     hello_window: float = 60.0  # ... in this many seconds
+    max_connections: int | None = 20_000  # None: no limit
+    max_connections_per_address: int | None = 1_000
+    idle_timeout: float | None = 600.0  # seconds of silence in normal mode; None: never
+    max_unsent_bytes: int | None = 1 << 20  # unread bytes before a client is dropped
     recent_max_age: timedelta | None = None  # None here: the item type's own default
     recent_max_count: int | None = None
     retention: timedelta | None = timedelta(days=30)  # None: keep items forever
@@ -193,6 +203,10 @@ KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "limits.max_line_length": ("max_line_length", _positive_int),
     "limits.hello_failures": ("hello_failures", _positive_int),
     "limits.hello_window": ("hello_window", _interval),
+    "limits.max_connections": ("max_connections", _count),
+    "limits.max_connections_per_address": ("max_connections_per_address", _count),
+    "limits.idle_timeout": ("idle_timeout", _seconds_or_none),
+    "limits.max_unsent_bytes": ("max_unsent_bytes", _count),
     "auth.anonymous": ("anonymous", _bool),
     "poll_interval": ("poll_interval", _interval),
     "metrics": ("metrics", _string),
@@ -335,7 +349,7 @@ def effective(config: Config) -> dict[str, Any]:
         value = getattr(config, name)
         if value is None and (name in config.given or name == "retention"):
             value = 0  # explicitly unlimited, which the file writes as 0
-        elif _ is parse_duration or _ is _interval:
+        elif _ in (parse_duration, _interval, _seconds_or_none):
             value = format_duration(value)
         elif value == ():
             value = None  # an empty list: not set

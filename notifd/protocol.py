@@ -114,6 +114,10 @@ class Err:
     IN_NOTIF = Send(_line("ERR in notification mode: send OK or stop_notif"))
     NOTHING_TO_ACK = Send(_line("ERR no notification to acknowledge"))
     UNAVAILABLE = Send(_line("ERR temporarily unavailable"))
+    # Sent by wire.py as it closes a connection (limits, docs/security.md).
+    TOO_MANY_CONNECTIONS = Send(_line("ERR too many connections"))
+    TOO_MANY_FROM_ADDRESS = Send(_line("ERR too many connections from your address"))
+    IDLE = Send(_line("ERR idle for too long"))
     BAD_ITEM = Send(_line("ERR item cannot be sent"))
 
 

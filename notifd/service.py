@@ -30,10 +30,12 @@ from .wire import ConnectionFactory, Server
 
 HEARTBEAT_SECONDS = 5.0  # how often a daemon records that it is alive (notifctl status)
 CLOSE_TIMEOUT = 3.0  # how long stopping waits for connections to flush and close
+IDLE_SWEEP_SECONDS = 15.0  # how often, at most, idle connections are looked for
 # What SIGHUP can change without a restart (docs/operations.md says the same).
 RELOADABLE = frozenset(
     {"log_level", "recent_max_age", "recent_max_count", "types", "retention", "prune_interval",
-     "prune_batch", "max_line_length", "anonymous", "hello_failures", "hello_window"}
+     "prune_batch", "max_line_length", "anonymous", "hello_failures", "hello_window", "max_connections",
+     "max_connections_per_address", "idle_timeout", "max_unsent_bytes"}
 )
 
 
@@ -77,9 +79,9 @@ class Daemon:
             max_line=config.max_line_length,
             node=config.node,
             metrics=self.metrics,
-            anonymous=config.anonymous,
             hello_limiter=FailureLimiter(reactor, config.hello_failures, config.hello_window),
         )
+        self._apply_limits(config)
         self.metrics.follow(lambda: self.hub.subscribers, lambda: len(self.server.connections))
         self.factory = ConnectionFactory(self.server)
         db_path = dbmod.sqlite_path(url)
@@ -95,6 +97,19 @@ class Daemon:
         self._heartbeat.clock = reactor
         self._watchdog = task.LoopingCall(systemd.notify, "WATCHDOG=1")
         self._watchdog.clock = reactor
+        self._idle_sweep = task.LoopingCall(self.server.close_idle)
+        self._idle_sweep.clock = reactor
+
+    def _apply_limits(self, config: Config) -> None:
+        server = self.server
+        server.max_line = config.max_line_length
+        server.anonymous = config.anonymous
+        server.hello_limiter.allowed = config.hello_failures
+        server.hello_limiter.window = config.hello_window
+        server.max_connections = config.max_connections
+        server.max_per_address = config.max_connections_per_address
+        server.idle_timeout = config.idle_timeout
+        server.max_unsent = config.max_unsent_bytes
 
     def _windows(self, config: Config) -> dict:
         return {name: config.window(item_type) for name, item_type in self.types.items()}
@@ -130,6 +145,8 @@ class Daemon:
             self.log.info("metrics on http {address}", address=_describe(self.metrics_port.getHost()))
         self.listening = " ".join(_describe(port.getHost()) for port in self.ports)
         self._heartbeat.start(HEARTBEAT_SECONDS, now=True)
+        # Often enough that a connection is closed at most half its timeout late.
+        self._idle_sweep.start(min(IDLE_SWEEP_SECONDS, (self.config.idle_timeout or IDLE_SWEEP_SECONDS) / 2), now=False)
         self.pruner.start()
         # Items committed between loading the hub's state and listening are found here.
         self.hub.wake()
@@ -154,7 +171,7 @@ class Daemon:
         self.log.info("notifd stopping")
         yield defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in self.ports])
         self.ports = []
-        for loop in (self._heartbeat, self._watchdog):
+        for loop in (self._heartbeat, self._watchdog, self._idle_sweep):
             if loop.running:
                 loop.stop()
         self.pruner.stop()
@@ -223,10 +240,7 @@ class Daemon:
             self.logging.set_level(new.log_level)
         windows = self._windows(new)
         self.server.windows = self.hub.windows = windows
-        self.server.max_line = new.max_line_length
-        self.server.anonymous = new.anonymous
-        self.server.hello_limiter.allowed = new.hello_failures
-        self.server.hello_limiter.window = new.hello_window
+        self._apply_limits(new)
         self.pruner.configure(new)
         self.config = new
         return needs_restart

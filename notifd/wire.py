@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from . import store
 from .items import Item, ItemType, Pick, Window
-from .protocol import Fetch, Identify, MarkRead, Send, Session, Subscribe, Unsubscribe
+from .protocol import Err, Fetch, Identify, MarkRead, Mode, Send, Session, Subscribe, Unsubscribe
 
 
 @dataclass
@@ -44,6 +44,11 @@ class Server:
     anonymous: bool = True  # clients may use the protocol without `hello`
     hello_limiter: object = None  # limits.FailureLimiter; None: no limit
     connections: set = field(default_factory=set)  # every open Connection
+    max_connections: int | None = None  # in total; None: no limit
+    max_per_address: int | None = None  # from one source address; None: no limit
+    idle_timeout: float | None = None  # seconds a normal-mode connection may stay silent
+    max_unsent: int | None = None  # bytes a client may leave unread before it is dropped
+    per_address: dict = field(default_factory=dict)  # source address -> open connections
     type_names: frozenset[str] = frozenset()  # shared by every Session (one set, not one per client)
 
     _now_tick: int = -1
@@ -51,6 +56,24 @@ class Server:
 
     def __post_init__(self) -> None:
         self.type_names = frozenset(self.types)
+
+    def left(self, address: str) -> None:
+        """A connection from `address` closed."""
+        count = self.per_address.get(address, 0) - 1
+        if count > 0:
+            self.per_address[address] = count
+        else:
+            self.per_address.pop(address, None)
+
+    def close_idle(self) -> int:
+        """Close the normal-mode connections silent for longer than idle_timeout; returns how many."""
+        if self.idle_timeout is None:
+            return 0
+        now = self.clock.seconds()
+        idle = [c for c in self.connections if c.idle_for(now) > self.idle_timeout]
+        for connection in idle:
+            connection.close_idle()
+        return len(idle)
 
     def now(self) -> datetime:
         # To the hundredth of a second: recent windows are hours or days, and a busy
@@ -78,8 +101,11 @@ def direct_socket(transport) -> object | None:
     return transport.socket
 
 
-def write(transport, sock, data: bytes) -> None:
-    """Write `data` to `transport`, directly to `sock` when nothing is buffered before it."""
+def write(transport, sock, data: bytes) -> bool:
+    """Write `data` to `transport`, directly to `sock` when nothing is buffered before it.
+
+    Returns True when the kernel took all of it at once (nothing is left unsent).
+    """
     if (
         sock is not None
         and not transport.dataBuffer
@@ -95,9 +121,15 @@ def write(transport, sock, data: bytes) -> None:
             # reports the loss through connectionLost, as it would have anyway.
             sent = 0
         if sent == len(data):
-            return
+            return True
         data = data[sent:]
     transport.write(data)
+    return False
+
+
+def unsent(transport) -> int:
+    """Bytes written to a transport and not yet taken by the kernel (0 when it cannot tell)."""
+    return len(getattr(transport, "dataBuffer", b"")) + getattr(transport, "_tempDataLen", 0)
 
 
 class Connection(Protocol):
@@ -108,12 +140,17 @@ class Connection(Protocol):
     # Per-connection state is in slots (issue 6: memory per idle client). Protocol itself
     # has no __slots__, so Twisted's own attributes (transport, connected) still live in
     # the instance __dict__.
-    __slots__ = ("server", "session", "on_close", "_reading", "_write_blocked", "_presence", "_socket", "_db_writes")
+    __slots__ = (
+        "server", "session", "on_close", "last_heard", "_reading", "_write_blocked", "_presence", "_socket",
+        "_db_writes", "address",
+    )
 
     def __init__(self, server: Server) -> None:
         self.server = server
         self.session = Session(server.type_names, server.max_line, server.anonymous)
         self.on_close = None  # called with this connection once it is closed (graceful stop)
+        self.last_heard = server.clock.seconds()  # when the client last sent something (idle timeout)
+        self.address = "local"  # the client's source address (per-address limits)
         self._reading = True  # whether the transport is reading from the client
         self._write_blocked = False  # the transport's buffer is full: the client is not reading
         self._presence = None  # Deferred of this connection's presence row, for a named client
@@ -126,14 +163,22 @@ class Connection(Protocol):
         self.transport.registerProducer(self, True)
         self._socket = direct_socket(self.transport)
         self.server.connections.add(self)
+        # Idle connections in notification mode stay up for hours: TCP keep-alives let the
+        # kernel find the peers that vanished without a word (docs/security.md).
+        set_keep_alive = getattr(self.transport, "setTcpKeepAlive", None)
+        if set_keep_alive is not None:
+            set_keep_alive(True)
 
     def dataReceived(self, data: bytes) -> None:
+        self.last_heard = self.server.clock.seconds()
         self._carry_out(self.session.receive(data))
 
     def connectionLost(self, reason=None) -> None:
         self._socket = None
         self.connected = 0  # Twisted sets it at connect but never clears it; _answer reads it
-        self.server.connections.discard(self)
+        if self in self.server.connections:
+            self.server.connections.discard(self)
+            self.server.left(self.address)
         self.server.hub.unsubscribe(self)
         if self._presence is not None:
             self._presence.addCallback(lambda presence_id: self.server.db.run(store.client_disconnected, presence_id))
@@ -147,8 +192,32 @@ class Connection(Protocol):
         """The hub's news; returns whether a notification went out."""
         actions = self.session.item_added(type_name)
         for action in actions:
-            write(self.transport, self._socket, action.data)
+            self._send(action.data)
         return bool(actions)
+
+    def _send(self, data: bytes) -> None:
+        if not self.connected:
+            return  # dropped below, while answering a pipeline: the rest goes nowhere
+        if write(self.transport, self._socket, data):
+            return
+        # Some bytes wait in our buffer. A client that lets them pile up past the cap does
+        # not read: drop it rather than hold its data (flow control already stopped
+        # reading its requests; a pipeline read before that could still be long).
+        cap = self.server.max_unsent
+        if cap is not None and unsent(self.transport) > cap:
+            self.log.info("dropping a client that does not read ({bytes} bytes unsent)", bytes=unsent(self.transport))
+            self.connected = 0
+            self.transport.abortConnection()
+
+    def idle_for(self, now: float) -> float:
+        """Seconds since the client last sent something; 0 in notification mode, where silence is normal."""
+        if self.session.mode is Mode.NOTIF or self.session.waiting or self.transport.disconnecting:
+            return 0.0
+        return now - self.last_heard
+
+    def close_idle(self) -> None:
+        self._send(Err.IDLE.data)
+        self.transport.loseConnection()
 
     # --- carrying out actions ---------------------------------------------------------------
 
@@ -159,7 +228,7 @@ class Connection(Protocol):
         for action in actions:
             match action:
                 case Send(data):
-                    write(self.transport, self._socket, data)
+                    self._send(data)
                 case Fetch(type_name, after):
                     actions.extend(self._fetch(type_name, after))
                 case Identify(name, token):
@@ -216,23 +285,20 @@ class Connection(Protocol):
         return self.session.fetched(line, item_id)
 
     def _identify(self, name: str, token: str) -> None:
-        limiter, address = self.server.hello_limiter, self._address()
+        limiter, address = self.server.hello_limiter, self.address
         if limiter is not None and limiter.blocked(address):
             self._carry_out(self.session.throttled())
             return
         d = self.server.db.run(store.identify, name, token)
         d.addCallbacks(self._identified, self._db_failed)
 
-    def _address(self) -> str:
-        return getattr(self.transport.getPeer(), "host", "local")
-
     def _identified(self, found: tuple[int, dict[str, int]] | None) -> None:
         if not self.connected:
             return
         if found is None:
             if self.server.hello_limiter is not None:
-                self.server.hello_limiter.failed(self._address())
-            self.log.info("failed hello from {address}", address=self._address())
+                self.server.hello_limiter.failed(self.address)
+            self.log.info("failed hello from {address}", address=self.address)
             self._carry_out(self.session.identified(None, {}))
             return
         client_id, cursors = found
@@ -279,11 +345,34 @@ class Connection(Protocol):
         pass
 
 
+class _Refused(Protocol):
+    """A connection over a limit: one ERR line, then closed."""
+
+    def __init__(self, line: bytes) -> None:
+        self.line = line
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.line)
+        self.transport.loseConnection()
+
+
 class ConnectionFactory(Factory):
     noisy = False  # one log line per connection is not worth it
+    log = Logger()
 
     def __init__(self, server: Server) -> None:
         self.server = server
 
-    def buildProtocol(self, addr) -> Connection:
-        return Connection(self.server)
+    def buildProtocol(self, addr) -> Protocol:
+        server = self.server
+        address = getattr(addr, "host", "local")
+        if server.max_connections is not None and len(server.connections) >= server.max_connections:
+            self.log.warn("refused a connection from {address}: {limit} connections open", address=address,
+                          limit=server.max_connections)
+            return _Refused(Err.TOO_MANY_CONNECTIONS.data)
+        if server.max_per_address is not None and server.per_address.get(address, 0) >= server.max_per_address:
+            return _Refused(Err.TOO_MANY_FROM_ADDRESS.data)
+        server.per_address[address] = server.per_address.get(address, 0) + 1
+        connection = Connection(server)
+        connection.address = address
+        return connection

@@ -283,7 +283,7 @@ class TcpPair:
         import socket
 
         from twisted.internet import tcp
-        from twisted.internet.testing import MemoryReactor
+        from twisted.internet.testing import MemoryReactorClock
 
         listener = socket.create_server(("127.0.0.1", 0))
         self.peer = socket.create_connection(listener.getsockname())
@@ -291,7 +291,7 @@ class TcpPair:
         listener.close()
         sock.setblocking(False)
         self.peer.settimeout(5)
-        self.reactor = MemoryReactor()
+        self.reactor = MemoryReactorClock()
         self.transport = tcp.Server(sock, protocol, address, None, 1, self.reactor)
         protocol.makeConnection(self.transport)
 
@@ -482,3 +482,72 @@ def test_an_answer_from_memory_never_overtakes_the_connections_own_writes(databa
     held.release()  # the read mark of "9"
     client_id = database.call(store.list_clients)[0].id
     assert set(database.call(store.client_cursors, client_id)) == {"classified", "random"}
+
+
+# --- limits (issue 5) -----------------------------------------------------------------------
+
+
+def test_a_client_that_lets_replies_pile_up_is_dropped(rig):
+    import socket
+
+    rig.server.max_unsent = 64 * 1024
+    proto = rig.factory.buildProtocol(None)
+    pair = TcpPair(proto)
+    try:
+        pair.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        pair.peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # Each 2-byte line costs a 21-byte answer: a pipeline read in one go amplifies.
+        for _ in range(50):
+            proto.dataReceived(b"x\n" * 2000)
+            if pair.transport._aborting:
+                break
+        assert pair.transport._aborting  # dropped, not flushed: it does not read anyway
+        assert 64 * 1024 < wire.unsent(pair.transport) < 64 * 1024 + 2000 * 21
+    finally:
+        pair.close()
+
+
+def test_connections_over_the_limits_get_one_line_and_are_closed(rig):
+    from twisted.internet.address import IPv4Address
+
+    rig.server.max_per_address = 2
+    rig.server.max_connections = 3
+
+    def connect(host):
+        proto = rig.factory.buildProtocol(IPv4Address("TCP", host, 1234))
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        return proto, transport
+
+    first, second = connect("10.0.0.1"), connect("10.0.0.1")
+    refused, transport = connect("10.0.0.1")
+    assert transport.value() == b"ERR too many connections from your address\r\n" and transport.disconnecting
+    third = connect("10.0.0.2")
+    refused, transport = connect("10.0.0.3")
+    assert transport.value() == b"ERR too many connections\r\n" and transport.disconnecting
+    first[0].connectionLost(None)  # one leaves: room again, for its address too
+    again, transport = connect("10.0.0.1")
+    assert transport.value() == b"" and not transport.disconnecting
+    assert rig.server.per_address == {"10.0.0.1": 2, "10.0.0.2": 1}
+    for proto, _ in (second, third, (again, None)):
+        proto.connectionLost(None)
+    assert rig.server.per_address == {}
+
+
+def test_idle_connections_in_normal_mode_are_closed_not_in_notification_mode(rig):
+    rig.server.idle_timeout = 60
+    talker, talker_transport = rig.connect()
+    silent, silent_transport = rig.connect()
+    waiting, waiting_transport = rig.connect()
+    waiting.dataReceived(b"notif\n")
+    rig.clock.advance(50)
+    talker.dataReceived(b"random?\n")
+    rig.clock.advance(11)
+    assert rig.server.close_idle() == 1
+    assert silent_transport.value().endswith(b"ERR idle for too long\r\n") and silent_transport.disconnecting
+    assert not talker_transport.disconnecting and not waiting_transport.disconnecting
+    rig.clock.advance(3600)
+    waiting.dataReceived(b"stop_notif\n")  # back in normal mode: the clock starts again
+    assert rig.server.close_idle() == 1  # the talker, silent for an hour now
+    rig.clock.advance(61)
+    assert rig.server.close_idle() == 1 and waiting_transport.disconnecting

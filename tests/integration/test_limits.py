@@ -1,0 +1,84 @@
+"""Bounded resources against a real notifd: connection limits, idle timeout, a client that
+does not read its replies."""
+from __future__ import annotations
+
+import re
+import select
+import socket
+
+import pytest
+
+from tests.integration.conftest import TIMEOUT, eventually
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def limited(daemon, tmp_path):
+    def start(text: str):
+        config = tmp_path / "limits.toml"
+        config.write_text(text)
+        return daemon("--config", str(config))
+
+    return start
+
+
+def closed(sock: socket.socket) -> bool:
+    """Whether the server closed the connection (waits for it, up to TIMEOUT)."""
+    sock.settimeout(TIMEOUT)
+    try:
+        while sock.recv(65536):
+            pass
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    return True
+
+
+def test_one_address_cannot_take_every_connection(limited):
+    server = limited("[limits]\nmax_connections_per_address = 3\n")
+    clients = [server.connect() for _ in range(3)]
+    extra = server.connect()
+    assert extra.read_line() == b"ERR too many connections from your address\r\n"
+    assert closed(extra.sock)
+    assert [c.ask("random?").isdigit() for c in clients] == [True] * 3  # the others are served
+    clients[0].close()
+
+    def admitted():
+        # Room again once one has gone: the daemon notices the close first, so poll for it.
+        again = server.connect()
+        reply = again.ask("random?")
+        again.close()
+        return reply.isdigit()
+
+    eventually(admitted)
+
+
+def test_idle_connections_are_closed_but_not_in_notification_mode(limited):
+    server = limited('[limits]\nidle_timeout = "1s"\n')
+    silent = server.connect()
+    waiting = server.connect()
+    assert waiting.ask("notif") == "will send notifs"
+    assert silent.read_line() == b"ERR idle for too long\r\n"  # within about 1.5 s
+    assert closed(silent.sock)
+    assert waiting.ask("stop_notif") == "OK"  # still there, well past the timeout
+
+
+def test_a_client_that_does_not_read_its_replies_is_dropped(limited):
+    server = limited("[limits]\nmax_unsent_bytes = 65536\n")
+    hog = server.connect()
+    hog.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hog.sock.setblocking(False)
+    # Two bytes in, twenty-one out: an amplifying pipeline that the client never reads.
+    sent, dropped = 0, False
+    while sent < 200 * 1024 * 1024:
+        _, writable, _ = select.select([], [hog.sock], [], TIMEOUT)
+        if not writable:
+            break  # the daemon stopped reading us without dropping us: fails below
+        try:
+            sent += hog.sock.send(b"x\n" * 8192)
+        except (ConnectionResetError, BrokenPipeError):
+            dropped = True
+            break
+    assert dropped, f"sent {sent} bytes without reading a reply, and the daemon did not drop the client"
+    server.wait_for_log(re.compile(r"dropping a client that does not read \(\d+ bytes unsent\)"))
+    assert server.connect().ask("random?").isdigit()  # the others are served
