@@ -54,12 +54,17 @@ class Outbox:
         self._poll_interval = poll_interval
 
     def start(self):
-        """Resume deliveries interrupted by a restart of this node, then follow the outbox."""
+        """Resume deliveries interrupted by a restart of this node, then follow the outbox.
+
+        The Deferred fires once every notifier has its mark: an item committed after that
+        (after notifd says it listens) is delivered, even before the first round.
+        """
 
         def released(_: Any) -> None:
             self._poll.start(self._poll_interval, now=True)
 
-        return self.db.run(store.release_claims, self.node, now=self._now()).addCallback(released)
+        d = self.db.run(_start, self.node, list(self.notifiers), self._now())
+        return d.addCallback(released)
 
     def stop(self) -> None:
         """Stop starting deliveries; those in flight are delivered again after a restart."""
@@ -141,6 +146,13 @@ class Outbox:
             d.addCallback(lambda _: self.wake())
 
 
+@store.writes
+def _start(conn, node, notifiers, now) -> None:
+    store.release_claims(conn, node, now=now)
+    store.add_marks(conn, notifiers)
+
+
+@store.writes
 def _round(conn, notifiers, limits, node, now, leases) -> tuple[bool, list[store.Delivery]]:
     more = store.enqueue_new_items(conn, notifiers, now=now)
     return more, store.claim_deliveries(conn, limits, node=node, now=now, lease_until=leases)
