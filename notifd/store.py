@@ -10,8 +10,8 @@
 # Every statement runs on SQLite and on PostgreSQL (issue 7). SQLite has one writer at a
 # time (db.py begins writes IMMEDIATE); on PostgreSQL several nodes write at once under
 # READ COMMITTED, so a read-then-write that two nodes could race is an upsert
-# (`_insert(...).on_conflict_*`), a savepoint, or a row lock (`with_for_update`, which the
-# SQLite compiler leaves out: it needs none).
+# (`_insert(...).on_conflict_*`), a row lock (`with_for_update`, which the SQLite compiler
+# leaves out: it needs none), or, for posting items, an advisory lock (see add_item).
 from __future__ import annotations
 
 import hashlib
@@ -179,6 +179,7 @@ def _insert(conn: Connection, table: Table):
 
 
 KEY_MAX = 200  # characters in an idempotency key (items.key)
+_ITEMS_LOCK = 0x6E6F7470  # PostgreSQL advisory lock key: posting an item (see add_item)
 
 
 # --- items -----------------------------------------------------------------------------
@@ -189,23 +190,23 @@ def add_item(
     conn: Connection, type_name: str, text: str, *, key: str | None = None, now: datetime | None = None
 ) -> tuple[int, bool]:
     """Store an item; returns (id, created). With `key`, a second post finds the first one."""
-    values = dict(type=type_name, text=text, created_at=now or utcnow(), key=key)
-    if key is None:
-        return conn.execute(insert(items).values(**values)).inserted_primary_key[0], True
-    for _ in range(2):
+    if conn.dialect.name == "postgresql":
+        # Items must become visible in id order: readers follow them with "id above the
+        # last one seen" (the hub, the outbox marks). A sequence hands out ids at insert,
+        # and two posters could commit 6 before 5; a reader that saw 6 would never see 5.
+        # So posters take turns, from the id until the commit (SQLite's single writer does
+        # the same). It also serialises two posts of one idempotency key.
+        conn.execute(select(func.pg_advisory_xact_lock(_ITEMS_LOCK)))
+    if key is not None:
         row = conn.execute(select(items).where(items.c.key == key)).first()
         if row is not None:
             if row.type != type_name or row.text != text:
                 raise KeyConflict(row.id)
             return row.id, False
-        try:
-            # On PostgreSQL two posts of one key can both find nothing above: the second
-            # insert then fails on the unique key, and finds the first post's row.
-            with conn.begin_nested():
-                return conn.execute(insert(items).values(**values)).inserted_primary_key[0], True
-        except IntegrityError:
-            continue
-    raise AssertionError("unreachable: the key's row was inserted and then vanished")
+    item_id = conn.execute(
+        insert(items).values(type=type_name, text=text, created_at=now or utcnow(), key=key)
+    ).inserted_primary_key[0]
+    return item_id, True
 
 
 ITEMS_BATCH = 10_000

@@ -133,3 +133,35 @@ def test_nodes_pruning_together_split_the_work(databases):
         pruned += sum(counts)
     assert pruned == 300
     assert databases[0].call(store.list_items) == []
+
+
+def test_a_reader_following_the_ids_never_misses_an_item_posted_concurrently(databases):
+    """The hub and the outbox read "items above the last id seen": items must become visible
+    in id order even when several admins post at the same moment."""
+    posters, reader = databases[:-1], databases[-1]
+    per_poster = 60
+    done = threading.Event()
+    seen: list[int] = []
+
+    def follow():
+        high_water = 0
+        while True:
+            finished = done.is_set()  # read before the query: a last pass after the posts
+            for item in reader.call(store.items_after, high_water):
+                seen.append(item.id)
+                high_water = item.id
+            if finished:
+                return
+
+    def post(database):
+        for n in range(per_poster):
+            database.call(store.add_item, "classified", f"ad {n}")
+
+    with ThreadPoolExecutor(len(databases)) as pool:
+        following = pool.submit(follow)
+        for future in [pool.submit(post, d) for d in posters]:
+            future.result(timeout=120)
+        done.set()
+        following.result(timeout=120)
+    assert sorted(seen) == seen
+    assert len(seen) == per_poster * len(posters)  # none skipped
