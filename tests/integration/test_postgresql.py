@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import selectors
+import signal
 import socket
 import subprocess
 import time
@@ -231,3 +232,26 @@ def _start_all(processes: list[DaemonProcess]) -> None:
     for thread in threads:
         thread.join(timeout=3 * TIMEOUT)
     assert not errors, errors
+
+
+def test_notifctl_watch_fails_over_to_the_next_node(nodes, notifctl, pg_url):
+    token = notifctl("client", "add", "kiosk").stdout.splitlines()[-1]
+    notifctl("add", "classified", "first ad")
+    node_a, node_b = nodes("node-a"), nodes("node-b")
+    watcher = subprocess.Popen(
+        [*_notifctl_command(pg_url, "watch", "--name", "kiosk", "--token", token,
+                            "--connect", f"tcp:127.0.0.1:{node_a.port}", "--connect", f"tcp:127.0.0.1:{node_b.port}")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_ENV,
+    )
+    try:
+        assert watcher.stdout.readline() == "classified: first ad\n"
+        assert node_a.kill(signal.SIGTERM) == 0  # its clients are closed; the read mark is committed
+        eventually(lambda: "connected (1)" in notifctl("clients").stdout)  # now on node B
+        notifctl("add", "classified", "second ad")
+        # Node B continues from the stored read state: the first ad is not printed again.
+        assert watcher.stdout.readline() == "classified: second ad\n"
+    finally:
+        watcher.kill()
+        watcher.wait()
+        watcher.stdout.close()
+        watcher.stderr.close()
