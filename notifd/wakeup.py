@@ -135,7 +135,7 @@ class PgListener:
     """Calls `wake()` in the reactor thread on each `NOTIFY notifd`, and after each (re)connection.
 
     A dedicated thread owns the LISTEN connection: it connects (blocking, with a timeout),
-    then waits in select() on the connection's socket and on a pipe that `stop()` writes
+    then waits in poll() on the connection's socket and on a pipe that `stop()` writes
     to, reads the notifications without blocking (libpq's consume_input), and hands one
     `wake()` per batch to the reactor. When the connection breaks it reconnects after
     `first_delay`, doubling up to `max_delay`.

@@ -255,6 +255,7 @@ class _Notifications(protocol.DatagramProtocol):
 
 def supervise(config: Config, logging) -> int:
     """Run the parent of `--workers N` until SIGTERM or SIGINT; returns the exit code."""
+    from sqlalchemy.exc import SQLAlchemyError
     from twisted.internet import reactor
 
     from . import db as dbmod
@@ -265,10 +266,7 @@ def supervise(config: Config, logging) -> int:
         dbmod.open_engine(dbmod.database_url(config.db)).dispose()
         supervisor = Supervisor(reactor, config)
         supervisor.reserve()
-    except (dbmod.UnusableDatabase, ConfigError, OSError) as e:
-        log.critical("cannot start: {error}", error=str(e).splitlines()[0])
-        return 1
-    except Exception as e:  # SQLAlchemyError and the like: one line, as a single notifd says it
+    except (dbmod.UnusableDatabase, ConfigError, OSError, SQLAlchemyError) as e:
         log.critical("cannot start: {error}", error=str(e).splitlines()[0])
         return 1
     signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(supervisor.reload))
