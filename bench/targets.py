@@ -143,7 +143,7 @@ class Notifd(Target):
         with self.engine.begin() as conn:
             store.add_item(conn, type_name, text)
         committed = time.time_ns()
-        send_wakeup(self.db_path)
+        send_wakeup(self.engine)
         return committed
 
     def publish(self) -> int:

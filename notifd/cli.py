@@ -27,6 +27,16 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     ctx.default_map = {**(ctx.default_map or {}), **configmod.file_defaults(settings)}
 
 
+def _option(key: str, value: Any) -> Any:
+    """A command-line value checked by the config file's own parser for `key`."""
+    if value is None:
+        return None
+    try:
+        return configmod.KEYS[key][1](f"--{key}", value)
+    except configmod.ConfigError as e:
+        raise click.BadParameter(str(e).removeprefix(f"--{key}: ")) from None
+
+
 def _default_config() -> str | None:
     # The system-wide file, when there is one: notifd under systemd and an admin's
     # notifctl then agree on the database without being told.
@@ -74,6 +84,14 @@ _plugins_dir_option = click.option(
     f"[default: {configmod.DEFAULT_LISTEN[0]}].",
 )
 @click.option("--metrics", envvar="NOTIFD_METRICS", metavar="ENDPOINT", help="Serve /metrics and /healthz here [env NOTIFD_METRICS].")
+@click.option(
+    "--node", envvar="NOTIFD_NODE", callback=lambda ctx, param, value: _option("node", value),
+    help="This daemon's name in notifctl status, distinct per daemon on one database [env NOTIFD_NODE] [default: the host name].",
+)
+@click.option(
+    "--workers", envvar="NOTIFD_WORKERS", type=click.IntRange(min=1),
+    help="Serve the same ports from N processes (SO_REUSEPORT) [env NOTIFD_WORKERS] [default: 1].",
+)
 @click.option("--log-format", type=click.Choice(configmod.LOG_FORMATS), envvar="NOTIFD_LOG_FORMAT", help="[env NOTIFD_LOG_FORMAT] [default: text]")
 @click.option("--log-level", type=click.Choice(configmod.LOG_LEVELS), envvar="NOTIFD_LOG_LEVEL", help="[env NOTIFD_LOG_LEVEL] [default: info]")
 @click.option("--check-config", is_flag=True, help="Check the configuration, print it (secrets masked) and exit.")
@@ -232,15 +250,24 @@ def add(ctx: click.Context, type_name: str | None, text: str | None, key: str | 
             text = item_type.fresh()
         if key is not None and not key.strip():
             raise click.ClickException("--id must not be empty")
+        if key is not None:
+            from .store import KEY_MAX  # --id goes through store.py anyway
+
+            if len(key) > KEY_MAX:
+                raise click.ClickException(f"--id is {len(key)} characters, over the limit of {KEY_MAX}")
         rows = [(type_name, _checked(item_type, text, max_line))]
     ids, created = _post(db, rows, key)
     click.echo("\n".join(map(str, ids)))
     if created:
-        from .wakeup import send_wakeup
-
         path = _sqlite_file(db)
-        if path is not None:
-            send_wakeup(path)
+        if path is not None:  # without SQLAlchemy, as the post itself
+            from .wakeup import send_datagrams
+
+            send_datagrams(path)
+        else:
+            from .wakeup import send_wakeup
+
+            send_wakeup(db.engine)
 
 
 def _item_type(types, type_name: str, where: str = ""):
@@ -545,15 +572,13 @@ def _delivery_json(delivery, now) -> dict[str, Any]:
 def outbox_retry(ctx: click.Context, delivery_id: int) -> None:
     """Re-queue delivery ID (dead, or waiting for its back-off) to be tried now."""
     from . import store
-    from .db import sqlite_path
     from .wakeup import send_wakeup
 
     db = _store(ctx)
     if not db.call(store.retry_delivery, delivery_id):
         raise click.ClickException(f"no outbox entry {delivery_id}")
     click.echo(f"re-queued delivery {delivery_id}")
-    if (path := sqlite_path(db.url)) is not None:
-        send_wakeup(path)
+    send_wakeup(db.engine)
 
 
 # --- the database ---------------------------------------------------------------------------------
@@ -624,6 +649,40 @@ def _counts_and_version(conn):
     from .db import schema_version
 
     return store.item_counts(conn), schema_version(conn)
+
+
+@db_group.command("copy", context_settings=_HELP)
+@click.option("--to", "target", required=True, metavar="PATH_OR_URL",
+              help="The new database: a SQLite file or a URL such as postgresql://user@host/notifd.")
+@click.pass_context
+def db_copy(ctx: click.Context, target: str) -> None:
+    """Copy items, named clients, read state and the outbox into another, empty, database.
+
+    The move from SQLite to PostgreSQL (docs/scaling.md): stop notifd, copy, start notifd on
+    the new database. The copy is one transaction: it is whole, or nothing is written.
+    """
+    from . import store
+    from .db import database_url, open_engine, transaction
+
+    db = _store(ctx)
+    to_url = database_url(target)
+    if to_url == db.url:
+        raise click.ClickException("--to names the database being copied")
+    source = db.engine
+    destination = open_engine(to_url)
+    try:
+        with transaction(source) as source_conn, transaction(destination, write=True) as conn:
+            held = {name: n for name, n in store.stored_rows(conn).items() if n}
+            if held:
+                raise click.ClickException(
+                    f"{to_url.render_as_string(hide_password=True)} already holds data "
+                    f"({', '.join(f'{n} {name}' for name, n in held.items())}); copy into an empty database"
+                )
+            copied = store.copy_from(conn, source_conn)
+    finally:
+        destination.dispose()
+    click.echo(f"copied {', '.join(f'{n} {name}' for name, n in copied.items())} "
+               f"to {to_url.render_as_string(hide_password=True)}")
 
 
 @db_group.command("check", context_settings=_HELP)
@@ -731,19 +790,21 @@ def _duration(seconds: int) -> str:
 
 @notifctl.command(context_settings=_HELP)
 @click.option(
-    "--connect", "endpoint", default="tcp:127.0.0.1:8789", show_default=True, envvar="NOTIFD_CONNECT",
-    help="Twisted client endpoint of the daemon [env NOTIFD_CONNECT].",
+    "--connect", "endpoints", multiple=True, default=["tcp:127.0.0.1:8789"], show_default=True,
+    envvar="NOTIFD_CONNECT",
+    help="Twisted client endpoint of a daemon; repeatable: the next one is tried when a connection "
+    "fails or is lost [env NOTIFD_CONNECT, space-separated].",
 )
 @click.option("--name", help="Say hello as this named client.")
 @click.option("--token", envvar="NOTIFD_TOKEN", help="The named client's token [env NOTIFD_TOKEN].")
 @click.option("--type", "types", multiple=True, metavar="TYPE", help="Only these item types; repeatable.")
-def watch(endpoint: str, name: str | None, token: str | None, types: tuple[str, ...]) -> None:
-    """Print new items as they come: the tutorial's client loop."""
+def watch(endpoints: tuple[str, ...], name: str | None, token: str | None, types: tuple[str, ...]) -> None:
+    """Print new items as they come: the tutorial's client loop, failing over between daemons."""
     if name and not token:
         raise click.ClickException("--name needs --token (or NOTIFD_TOKEN)")
     from .watch import run_watch
 
-    sys.exit(run_watch(endpoint, name, token, types, click.echo))
+    sys.exit(run_watch(endpoints, name, token, types, click.echo))
 
 
 # --- entry points: every known failure becomes one line on stderr ---------------------------------

@@ -18,6 +18,21 @@ notification mode.
 
 Requests made while another is in flight are queued and sent in order, one at a time.
 A reply ``ERR <reason>`` fails the request's Deferred with ``NotifdError(reason)``.
+
+Several nodes (issue 7): ``Failover`` keeps one connection up to any of several
+endpoints, moving to the next one (with back-off) when a connection fails or is lost, and
+runs ``on_connect(client)`` on each new connection, where a client says ``hello`` and
+re-enters notification mode. A named client's read state is in the shared database, so it
+continues where it left off on whichever node it reaches::
+
+    def on_connect(client):
+        d = client.hello("kiosk", token)
+        d.addCallback(lambda _: client.notif(on_notification))
+        return d
+
+    failover = Failover(reactor, ["tcp:node-a:8789", "tcp:node-b:8789"], on_connect)
+    failover.start()
+    client = yield failover.when_connected()
 """
 from __future__ import annotations
 
@@ -25,12 +40,16 @@ import enum
 from collections import deque
 from typing import Any, Callable, Iterable
 
+from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
+from zope.interface import implementer
 
 NOTIF_PREFIX = "notif: "
 
@@ -194,3 +213,60 @@ class NotifClient(LineOnlyReceiver):
 def connect(reactor: Any, endpoint: str) -> defer.Deferred:
     """Connect to a notifd; fires with a `NotifClient`. ``endpoint`` is a Twisted client string."""
     return connectProtocol(clientFromString(reactor, endpoint), NotifClient())
+
+
+@implementer(IStreamClientEndpoint)
+class RoundRobin:
+    """An endpoint that tries its endpoints in turn: each connection attempt goes to the next one."""
+
+    def __init__(self, endpoints: Iterable[Any]) -> None:
+        self.endpoints = list(endpoints)
+        if not self.endpoints:
+            raise ValueError("no endpoint given")
+        self._next = 0
+
+    def connect(self, factory) -> defer.Deferred:
+        endpoint = self.endpoints[self._next % len(self.endpoints)]
+        self._next += 1
+        return endpoint.connect(factory)
+
+
+class Failover:
+    """One connection to any of several notifd nodes, kept up (Twisted's ClientService).
+
+    ``endpoints``: Twisted client endpoint strings or endpoint objects, tried in turn.
+    ``on_connect(client)``: run on each new connection before it is handed out (say
+    ``hello``, enter notification mode); if it fails, the connection is dropped and the
+    next endpoint is tried. Attempts after a failure wait ``initial_delay`` seconds, then
+    longer (times 1.5 each, with jitter), up to ``max_delay``; after a lost connection the
+    next node is tried after ``initial_delay``.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        endpoints: Iterable[Any],
+        on_connect: Callable[[NotifClient], Any] | None = None,
+        initial_delay: float = 0.5,
+        max_delay: float = 30.0,
+        clock: Any = None,
+    ) -> None:
+        resolved = [clientFromString(reactor, e) if isinstance(e, str) else e for e in endpoints]
+        self.service = ClientService(
+            RoundRobin(resolved),
+            Factory.forProtocol(NotifClient),
+            retryPolicy=backoffPolicy(initialDelay=initial_delay, maxDelay=max_delay),
+            clock=clock if clock is not None else reactor,
+            prepareConnection=on_connect,
+        )
+
+    def start(self) -> None:
+        self.service.startService()
+
+    def stop(self) -> defer.Deferred:
+        """Close the connection and stop reconnecting."""
+        return self.service.stopService()
+
+    def when_connected(self, fail_after_failures: int | None = None) -> defer.Deferred:
+        """Fires with the connected `NotifClient` (after ``on_connect`` finished)."""
+        return self.service.whenConnected(failAfterFailures=fail_after_failures)

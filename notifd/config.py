@@ -99,6 +99,16 @@ def _strings(key: str, value: Any) -> tuple[str, ...]:
     return tuple(_string(f"{key}[{i}]", v) for i, v in enumerate(value))
 
 
+_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,189}\Z")
+
+
+def _node(key: str, value: Any) -> str:
+    # Stored in `nodes`/`presence` (200 characters); `--workers` appends "/<n>".
+    if not isinstance(value, str) or not _NODE.match(value):
+        raise ConfigError(f"{key}: expected a name of letters, digits, '_.:@-', at most 190, got {value!r}")
+    return value
+
+
 def _choice(*choices: str) -> Callable[[str, Any], str]:
     def parse(key: str, value: Any) -> str:
         if value not in choices:
@@ -118,6 +128,7 @@ class Config:
     db: str | None = None  # a SQLite path or an SQLAlchemy URL; None: the default file
     listen: tuple[str, ...] = DEFAULT_LISTEN
     node: str = field(default_factory=socket.gethostname)
+    workers: int = 1  # processes serving the same listening ports (issue 7)
     max_line_length: int = DEFAULT_MAX_LINE
     poll_interval: float = 1.0  # seconds between safety checks for new items
     log_format: str = "text"
@@ -199,7 +210,8 @@ KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "db": ("db", _string),
     "listen": ("listen", _strings),
     "plugins_dirs": ("plugins_dirs", _strings),
-    "node": ("node", _string),
+    "node": ("node", _node),
+    "workers": ("workers", _positive_int),
     "limits.max_line_length": ("max_line_length", _positive_int),
     "limits.hello_failures": ("hello_failures", _positive_int),
     "limits.hello_window": ("hello_window", _interval),
@@ -235,6 +247,8 @@ NOTIFIER_KEYS: dict[str, Callable[[str, Any], Any]] = {
 OPTIONS = {
     "db": "db",
     "listen": "listen",
+    "node": "node",
+    "workers": "workers",
     "metrics": "metrics",
     "log_format": "log_format",
     "log_level": "log_level",

@@ -5,6 +5,10 @@
 # in a transaction on a worker thread and returns a Deferred: writes on one writer thread
 # (one writer, in FIFO order: a cursor written by one call is seen by the next write),
 # reads on one reader thread (served even while a write waits for a foreign lock).
+#
+# Two engines are supported: SQLite (a file on one host, the default) and PostgreSQL
+# through psycopg 3 (several nodes on one database, issue 7). Whatever differs between
+# them is decided here (`make_engine`, `transaction`, `upgrade`) or in `store.py`.
 from __future__ import annotations
 
 import contextlib
@@ -43,12 +47,31 @@ class UnusableDatabase(Exception):
 
 
 def database_url(value: str | None) -> URL:
-    """An SQLAlchemy URL from `--db`: a URL as is, anything else a SQLite file path."""
+    """An SQLAlchemy URL from `--db`: a URL, anything else a SQLite file path.
+
+    `postgresql://` and `postgres://` mean psycopg 3, the one PostgreSQL driver notifd
+    uses (its LISTEN connection needs it). Raises UnusableDatabase for other engines.
+    """
     if not value:
         value = str(default_database_path())
-    if "://" in value:
-        return make_url(value)
-    return make_url("sqlite:///" + str(Path(value).expanduser().resolve()))
+    if "://" not in value:
+        return make_url("sqlite:///" + str(Path(value).expanduser().resolve()))
+    try:
+        url = make_url(value)
+    except Exception:
+        raise UnusableDatabase(f"--db: not a database URL: {value!r}") from None
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    if url.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
+        raise UnusableDatabase(
+            f"--db: notifd works with SQLite (a file path) or PostgreSQL (postgresql+psycopg://...), "
+            f"not {url.drivername!r}"
+        )
+    return url
+
+
+def is_postgresql(url: URL) -> bool:
+    return url.get_backend_name() == "postgresql"
 
 
 def sqlite_path(url: URL) -> Path | None:
@@ -58,10 +81,35 @@ def sqlite_path(url: URL) -> Path | None:
     return Path(url.database)
 
 
-def make_engine(url: URL) -> Engine:
-    """An engine with notifd's settings; for SQLite: WAL, a busy timeout, and immediate transactions."""
-    if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+# How long a PostgreSQL connection attempt may take before it counts as failed.
+PG_CONNECT_TIMEOUT_S = 10
+# TCP keepalives on every PostgreSQL connection: a server that vanished without closing
+# (a partition, a dead host) is noticed within about a minute, not hours.
+PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+
+
+def pg_connect_args(name: str = "notifd") -> dict[str, Any]:
+    """psycopg connection settings notifd adds to the URL's own; `name` shows in pg_stat_activity."""
+    # application_name is cut to 63 bytes by the server; keep it whole.
+    return {"application_name": name.encode()[:63].decode(errors="ignore"),
+            "connect_timeout": PG_CONNECT_TIMEOUT_S, **PG_KEEPALIVES}
+
+
+def make_engine(url: URL, name: str = "notifd") -> Engine:
+    """An engine with notifd's settings.
+
+    SQLite: WAL, a busy timeout, and immediate transactions. PostgreSQL: psycopg 3, a
+    pre-ping (a restarted server costs one failed check, not one failed query), and
+    `name` as the application name of the connections.
+    """
+    if is_postgresql(url):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise UnusableDatabase(
+                "PostgreSQL needs the psycopg package: pip install 'notifd[postgresql]'"
+            ) from None
+        return create_engine(url, pool_pre_ping=True, connect_args=pg_connect_args(name))
     engine = create_engine(url)
 
     @event.listens_for(engine, "connect")
@@ -112,6 +160,9 @@ def transaction(engine: Engine, write: bool = False, busy_ms: int | None = None)
     """
     with engine.connect() as conn:
         conn.execution_options(notifd_write=write)
+        if not write and engine.dialect.name == "postgresql":
+            # BEGIN READ ONLY: a query not marked `store.writes` that writes fails at once.
+            conn.execution_options(postgresql_readonly=True)
         if busy_ms is not None:
             conn.execution_options(notifd_busy_ms=busy_ms)
         with conn.begin():
@@ -240,7 +291,7 @@ def schema_version(conn) -> str | None:
     return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def open_engine(url: URL) -> Engine:
+def open_engine(url: URL, name: str = "notifd") -> Engine:
     """An engine on a database whose schema is current: created or upgraded if needed.
 
     Raises UnusableDatabase when the database is newer than this notifd.
@@ -248,7 +299,7 @@ def open_engine(url: URL) -> Engine:
     path = sqlite_path(url)
     if path is not None and not path.exists():
         _create_sqlite(path)
-    engine = make_engine(url)
+    engine = make_engine(url, name)
     with engine.connect() as conn:
         version = schema_version(conn)
     if version != store.SCHEMA_HEAD:
@@ -289,10 +340,19 @@ def _alembic_config():
     return config
 
 
+# Any constant: the key of the advisory lock held while the schema changes on PostgreSQL.
+_PG_SCHEMA_LOCK = 0x6E6F7469  # "noti"
+
+
 def _alembic_upgrade(engine: Engine, config) -> None:
     from alembic import command
 
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Several nodes starting at once on an empty database: one migrates, the others
+            # wait here, then find the schema at head (Alembic reads the version after the
+            # lock) and do nothing. The lock ends with the transaction.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_SCHEMA_LOCK})
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
 

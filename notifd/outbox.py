@@ -55,12 +55,17 @@ class Outbox:
         self._poll_interval = poll_interval
 
     def start(self):
-        """Resume deliveries interrupted by a restart of this node, then follow the outbox."""
+        """Resume deliveries interrupted by a restart of this node, then follow the outbox.
+
+        The Deferred fires once every notifier has its mark: an item committed after that
+        (after notifd says it listens) is delivered, even before the first round.
+        """
 
         def released(_: Any) -> None:
             self._poll.start(self._poll_interval, now=True)
 
-        return self.db.run(store.release_claims, self.node, now=self._now()).addCallback(released)
+        d = self.db.run(_start, self.node, list(self.notifiers), self._now())
+        return d.addCallback(released)
 
     def stop(self) -> None:
         """Stop starting deliveries; those in flight are delivered again after a restart."""
@@ -146,6 +151,11 @@ class Outbox:
         # The delivery stays claimed until its lease ends, then is tried again.
         if not failure.check(DBAPIError):  # an outage is logged by the database, once
             self.log.failure("outbox: cannot record a delivery", failure)
+
+@store.writes
+def _start(conn, node, notifiers, now) -> None:
+    store.release_claims(conn, node, now=now)
+    store.add_marks(conn, notifiers)
 
 
 @store.writes

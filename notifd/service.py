@@ -25,7 +25,7 @@ from .logs import Logging
 from .metrics import Metrics, site
 from .retention import Pruner
 from .outbox import Outbox
-from .wakeup import WakeupListener
+from .wakeup import make_listener
 from .wire import ConnectionFactory, Server
 
 HEARTBEAT_SECONDS = 5.0  # how often a daemon records that it is alive (notifctl status)
@@ -48,13 +48,17 @@ class Daemon:
 
     log = Logger()
 
-    def __init__(self, config: Config, reactor: Any, engine=None, plugin_manager=None, logging: Logging | None = None) -> None:
+    def __init__(
+        self, config: Config, reactor: Any, engine=None, plugin_manager=None, logging: Logging | None = None,
+        shared_ports: list[int] | None = None,
+    ) -> None:
         self.config = config
         self.reactor = reactor
         self.logging = logging
+        self.shared_ports = shared_ports  # a --workers worker: listen on these ports, shared (workers.py)
         self.metrics = Metrics()
         url = dbmod.database_url(config.db)
-        self.engine = engine if engine is not None else dbmod.open_engine(url)
+        self.engine = engine if engine is not None else dbmod.open_engine(url, f"notifd {config.node}")
         self.db = dbmod.Database.threaded(self.engine, reactor, observe=self.metrics.database_seconds.observe)
         pm = plugin_manager if plugin_manager is not None else plugins.get_plugin_manager(dirs=config.plugins_dirs)
         config.check_plugins(pm.origins)
@@ -84,8 +88,7 @@ class Daemon:
         self._apply_limits(config)
         self.metrics.follow(lambda: self.hub.subscribers, lambda: len(self.server.connections))
         self.factory = ConnectionFactory(self.server)
-        db_path = dbmod.sqlite_path(url)
-        self.wakeups = WakeupListener(reactor, db_path, self._wake) if db_path is not None else None
+        self.wakeups = make_listener(reactor, self.engine, self._wake, config.node)
         self.pruner = Pruner(self.db, reactor, config, on_pruned=self.metrics.pruned.inc)
         if self.wakeups is not None:
             self.hub.wakeup_pending = self.wakeups.pending
@@ -128,14 +131,18 @@ class Daemon:
         if watchdog:
             self._watchdog.start(watchdog, now=True)  # also during a slow start
         self.db.start()
+        yield self._check_node_name()
         yield self.db.run(store.clear_presence, self.config.node)
         yield self.hub.start()
         if self.outbox is not None:
             yield self.outbox.start()
         if self.wakeups is not None:
-            self.wakeups.start()
-        for description in self.config.listen:
-            port = yield self._listen(description, self.factory)
+            yield defer.maybeDeferred(self.wakeups.start)
+        for index, description in enumerate(self.config.listen):
+            if self.shared_ports is not None:
+                port = yield self._listen_shared(description, self.shared_ports[index], self.factory)
+            else:
+                port = yield self._listen(description, self.factory)
             self.ports.append(port)
             self.log.info("notifd listening on {address}", address=_describe(port.getHost()))
         if self.config.metrics:
@@ -151,6 +158,27 @@ class Daemon:
         # Items committed between loading the hub's state and listening are found here.
         self.hub.wake()
         systemd.notify(f"READY=1\nSTATUS=listening on {self.listening}")
+
+    @defer.inlineCallbacks
+    def _check_node_name(self):
+        """Warn when another daemon seems to run under our node name (their rows would mix)."""
+        now = store.utcnow()
+        for node in (yield self.db.run(store.list_nodes)):
+            if (node.node == self.config.node and node.stopped_at is None and node.pid != os.getpid()
+                    and (now - node.heartbeat_at).total_seconds() < 3 * HEARTBEAT_SECONDS):
+                self.log.warn(
+                    "a daemon named {node} (pid {pid}) was alive {ago:.0f}s ago: if it still runs, give "
+                    "each daemon on this database its own `node` name",
+                    node=node.node, pid=node.pid, ago=(now - node.heartbeat_at).total_seconds(),
+                )
+
+    def _listen_shared(self, description: str, port: int, factory):
+        from .workers import listen_shared, shared_port
+
+        try:
+            return defer.succeed(listen_shared(self.reactor, shared_port(self.reactor, description), port, factory))
+        except (OSError, ConfigError) as e:
+            return defer.fail(StartError(f"cannot listen on {description!r}: {e}"))
 
     def _listen(self, description: str, factory):
         try:
@@ -262,11 +290,22 @@ def run(config: Config, reread: Callable[[], Config] | None = None) -> int:
     """
     from twisted.internet import reactor
 
+    from . import workers
+
     logging = Logging(config.log_format, config.log_level)
     logging.start()
     log = Logger(namespace="notifd")
+    worker = workers.worker_ports()
+    if worker is None and config.workers > 1:
+        return workers.supervise(config, logging)
+    shared_ports = None
+    if worker is not None:
+        number, shared_ports = worker
+        given, reread_given = config, reread or (lambda: given)
+        config = _as_worker(given, number)
+        reread = lambda: _as_worker(reread_given(), number)  # noqa: E731
     try:
-        daemon = Daemon(config, reactor, logging=logging)
+        daemon = Daemon(config, reactor, logging=logging, shared_ports=shared_ports)
     except (dbmod.UnusableDatabase, plugins.PluginError, ConfigError, SQLAlchemyError, OSError) as e:
         log.critical("cannot start: {error}", error=str(e).splitlines()[0])
         return 1
@@ -302,6 +341,12 @@ def run(config: Config, reread: Callable[[], Config] | None = None) -> int:
     return exit_code[0]
 
 
+def _as_worker(config: Config, number: int) -> Config:
+    """Worker `number` of `--workers`: its own node name (and metrics port)."""
+    metrics = config.metrics.replace("{worker}", str(number)) if config.metrics else config.metrics
+    return dataclasses.replace(config, node=f"{config.node}/{number}", metrics=metrics)
+
+
 def check(config: Config) -> str:
     """`notifd --check-config`: validate everything that can be checked without starting."""
     from twisted.internet import reactor
@@ -317,8 +362,12 @@ def check(config: Config) -> str:
     for _, notifier in found:
         config.notifier(notifier)
     config = dataclasses.replace(config, db=dbmod.database_url(config.db).render_as_string(hide_password=False))
+    if config.workers > 1:
+        from .workers import check_shared
+
+        check_shared(reactor, config)
     for key, description in [("listen", d) for d in config.listen] + [("metrics", config.metrics)]:
-        if description:
+        if description and not (key == "metrics" and config.workers > 1):
             try:
                 serverFromString(reactor, description)
             except Exception as e:

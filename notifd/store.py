@@ -6,6 +6,12 @@
 # Read state does not grow with clients x items: a named client has one cursor per type,
 # the id of the last item of that type it was sent (like IMAP UIDs or consumer offsets).
 # "Unread" means "id above the cursor and recent" (see items.Window).
+#
+# Every statement runs on SQLite and on PostgreSQL (issue 7). SQLite has one writer at a
+# time (db.py begins writes IMMEDIATE); on PostgreSQL several nodes write at once under
+# READ COMMITTED, so a read-then-write that two nodes could race is an upsert
+# (`_insert(...).on_conflict_*`), a row lock (`with_for_update`, which the SQLite compiler
+# leaves out: it needs none), or, for posting items, an advisory lock (see add_item).
 from __future__ import annotations
 
 import hashlib
@@ -33,6 +39,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from .items import Item, Pick, Window
 
@@ -162,6 +169,19 @@ def _item(row) -> Item:
     return Item(id=row.id, type=row.type, text=row.text, created_at=row.created_at)
 
 
+def _insert(conn: Connection, table: Table):
+    """The dialect's INSERT, which has `on_conflict_do_update` / `_do_nothing` on both engines."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    return dialect_insert(table)
+
+
+KEY_MAX = 200  # characters in an idempotency key (items.key)
+_ITEMS_LOCK = 0x6E6F7470  # PostgreSQL advisory lock key: posting an item (see add_item)
+
+
 # --- items -----------------------------------------------------------------------------
 
 
@@ -170,6 +190,13 @@ def add_item(
     conn: Connection, type_name: str, text: str, *, key: str | None = None, now: datetime | None = None
 ) -> tuple[int, bool]:
     """Store an item; returns (id, created). With `key`, a second post finds the first one."""
+    if conn.dialect.name == "postgresql":
+        # Items must become visible in id order: readers follow them with "id above the
+        # last one seen" (the hub, the outbox marks). A sequence hands out ids at insert,
+        # and two posters could commit 6 before 5; a reader that saw 6 would never see 5.
+        # So posters take turns, from the id until the commit (SQLite's single writer does
+        # the same). It also serialises two posts of one idempotency key.
+        conn.execute(select(func.pg_advisory_xact_lock(_ITEMS_LOCK)))
     if key is not None:
         row = conn.execute(select(items).where(items.c.key == key)).first()
         if row is not None:
@@ -284,7 +311,10 @@ def add_client(conn: Connection, name: str, *, now: datetime | None = None) -> s
     if conn.execute(select(clients.c.id).where(clients.c.name == name)).first() is not None:
         raise ClientExists(name)
     token = secrets.token_urlsafe(TOKEN_BYTES)
-    conn.execute(insert(clients).values(name=name, token_hash=_hash_token(token), created_at=now or utcnow()))
+    try:
+        conn.execute(insert(clients).values(name=name, token_hash=_hash_token(token), created_at=now or utcnow()))
+    except IntegrityError:
+        raise ClientExists(name) from None  # created by another admin since the check (PostgreSQL)
     return token
 
 
@@ -333,13 +363,15 @@ def client_cursors(conn: Connection, client_id: int) -> dict[str, int]:
 @writes
 def mark_read(conn: Connection, client_id: int, type_name: str, item_id: int) -> None:
     """Move a client's cursor forward to `item_id` (never back: two connections may race)."""
-    moved = conn.execute(
-        update(cursors)
-        .where(cursors.c.client_id == client_id, cursors.c.type == type_name)
-        .values(last_read_id=case((cursors.c.last_read_id < item_id, item_id), else_=cursors.c.last_read_id))
-    ).rowcount
-    if not moved:
-        conn.execute(insert(cursors).values(client_id=client_id, type=type_name, last_read_id=item_id))
+    # One statement: connections of one client on two nodes may write the same row at once.
+    new = _insert(conn, cursors).values(client_id=client_id, type=type_name, last_read_id=item_id)
+    conn.execute(new.on_conflict_do_update(
+        index_elements=[cursors.c.client_id, cursors.c.type],
+        set_={"last_read_id": case(
+            (cursors.c.last_read_id < new.excluded.last_read_id, new.excluded.last_read_id),
+            else_=cursors.c.last_read_id,
+        )},
+    ))
 
 
 def unread_counts(
@@ -405,8 +437,9 @@ def node_alive(
         version=version, pid=pid, listen=listen, started_at=started_at, heartbeat_at=now or utcnow(),
         stopped_at=None, connections=connections, subscribers=subscribers,
     )
-    if not conn.execute(update(nodes).where(nodes.c.node == node).values(**values)).rowcount:
-        conn.execute(insert(nodes).values(node=node, **values))
+    conn.execute(_insert(conn, nodes).values(node=node, **values).on_conflict_do_update(
+        index_elements=[nodes.c.node], set_=values,
+    ))
 
 
 @writes
@@ -449,7 +482,11 @@ def count_expired(conn: Connection, type_name: str | None, others: tuple[str, ..
 @writes
 def prune_batch(conn: Connection, type_name: str | None, others: tuple[str, ...], cutoff: datetime, limit: int) -> int:
     """Delete up to `limit` expired items, oldest first; returns how many went."""
-    doomed = select(items.c.id).where(_expired(type_name, others, cutoff)).order_by(items.c.id).limit(limit)
+    # SKIP LOCKED (PostgreSQL): nodes pruning at the same time take different batches.
+    doomed = (
+        select(items.c.id).where(_expired(type_name, others, cutoff)).order_by(items.c.id).limit(limit)
+        .with_for_update(skip_locked=True)
+    )
     ids = [row.id for row in conn.execute(doomed)]
     if ids:
         conn.execute(delete(items).where(items.c.id.in_(ids)))
@@ -498,6 +535,17 @@ def _deliveries():
 
 
 @writes
+def add_marks(conn: Connection, notifiers: list[str]) -> None:
+    """Give each notifier that has none a mark at the newest item (it gets what comes next)."""
+    if notifiers:
+        newest = max_item_id(conn)
+        conn.execute(
+            _insert(conn, outbox_marks).on_conflict_do_nothing(index_elements=[outbox_marks.c.notifier]),
+            [dict(notifier=name, last_item_id=newest) for name in notifiers],
+        )
+
+
+@writes
 def enqueue_new_items(conn: Connection, notifiers: list[str], *, now: datetime, limit: int = ITEMS_BATCH) -> bool:
     """Put the items above each notifier's mark in its outbox; returns True if some are left.
 
@@ -505,11 +553,21 @@ def enqueue_new_items(conn: Connection, notifiers: list[str], *, now: datetime, 
     not the history.
     """
     more = False
-    marks = dict(conn.execute(select(outbox_marks.c.notifier, outbox_marks.c.last_item_id)).all())
+    if not notifiers:
+        return more
+    known = set(conn.execute(select(outbox_marks.c.notifier)).scalars())
+    add_marks(conn, [name for name in notifiers if name not in known])
+    # The marks are locked until commit (PostgreSQL), in one order: two nodes enqueueing at
+    # once take turns, and the second finds the mark moved by the first.
+    marks = dict(conn.execute(
+        select(outbox_marks.c.notifier, outbox_marks.c.last_item_id)
+        .where(outbox_marks.c.notifier.in_(notifiers))
+        .order_by(outbox_marks.c.notifier)
+        .with_for_update()
+    ).all())
     for name in notifiers:
-        if name not in marks:
-            conn.execute(insert(outbox_marks).values(notifier=name, last_item_id=max_item_id(conn)))
-            continue
+        if name not in known:
+            continue  # starts at the newest item
         ids = conn.execute(
             select(items.c.id).where(items.c.id > marks[name]).order_by(items.c.id).limit(limit)
         ).scalars().all()
@@ -539,11 +597,14 @@ def claim_deliveries(
     for name, limit in limits.items():
         if limit <= 0:
             continue
+        # SKIP LOCKED (PostgreSQL): rows another node is claiming right now are left to it;
+        # once it commits, their lease keeps them out of this query.
         rows = conn.execute(
             _deliveries()
             .where(outbox.c.notifier == name, outbox.c.state == PENDING, outbox.c.next_attempt_at <= now)
             .order_by(outbox.c.next_attempt_at, outbox.c.id)
             .limit(limit)
+            .with_for_update(of=outbox, skip_locked=True)
         ).all()
         if not rows:
             continue
@@ -607,3 +668,42 @@ def retry_delivery(conn: Connection, delivery_id: int, *, now: datetime | None =
             .values(state=PENDING, attempts=0, next_attempt_at=now or utcnow(), claimed_by=None)
         ).rowcount
     )
+
+
+# --- moving to another database (`notifctl db copy`, issue 7) --------------------------------------
+
+# What a copy carries, parents first. `presence` and `nodes` describe the daemons running on
+# the old database: they stay behind.
+COPIED = (items, clients, cursors, outbox_marks, outbox)
+COPY_BATCH = 1000
+
+
+def stored_rows(conn: Connection) -> dict[str, int]:
+    """How many rows each copied table holds."""
+    return {table.name: conn.execute(select(func.count()).select_from(table)).scalar_one() for table in COPIED}
+
+
+@writes
+def copy_from(conn: Connection, source: Connection) -> dict[str, int]:
+    """Copy every row of the COPIED tables from `source` into this (empty) database, ids kept.
+
+    Returns the rows copied per table. On PostgreSQL the id sequences are then moved past
+    the copied ids, so that the next item gets the next id.
+    """
+    copied = {}
+    for table in COPIED:
+        copied[table.name] = 0
+        rows = source.execute(select(table).order_by(*table.primary_key.columns))
+        for chunk in rows.partitions(COPY_BATCH):
+            conn.execute(insert(table), [row._asdict() for row in chunk])
+            copied[table.name] += len(chunk)
+    if conn.dialect.name == "postgresql":
+        for table in COPIED:
+            for column in table.primary_key.columns:
+                if column.autoincrement is True:
+                    # setval(seq, n, false): the next value is n.
+                    conn.exec_driver_sql(
+                        f"SELECT setval(pg_get_serial_sequence('{table.name}', '{column.name}'), "
+                        f"COALESCE(MAX({column.name}), 0) + 1, false) FROM {table.name}"
+                    )
+    return copied

@@ -1,18 +1,29 @@
 # "The database changed": a wake-up with no payload, from whoever commits an item to every
-# daemon serving that database. With SQLite it is a datagram to each daemon's Unix socket
-# in a directory beside the database file (`<db>-wakeup/<pid>`), so that nothing but
-# `--db` needs to be shared and several daemons on one file all hear it.
+# daemon serving that database. `send_wakeup(engine)` is the one call writers make, after
+# their commit; `make_listener(...)` is the daemon's side. Two carriers, one meaning:
 #
-# Rule: a wake-up is a hint. Sending never fails the sender and never blocks; a lost one
-# costs the daemon's safety poll interval in latency, never an item.
+# - SQLite: a datagram to each daemon's Unix socket in a directory beside the database file
+#   (`<db>-wakeup/<pid>`), so that nothing but `--db` needs to be shared and several daemons
+#   on one file (`--workers`) all hear it.
+# - PostgreSQL (issue 7): `NOTIFY notifd`; each node LISTENs on a connection of its own, in a
+#   thread of its own (the reactor never waits on it), and reconnects with back-off after
+#   the server restarts or the connection is killed. Once listening again it wakes the hub,
+#   which catches up from the items table: wake-ups missed meanwhile cost nothing.
+#
+# Rule: a wake-up is a hint. Sending never fails the sender and never blocks for long; a
+# lost one costs the daemon's safety poll interval in latency, never an item.
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
+import select
 import socket
+import threading
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
+
+CHANNEL = "notifd"  # the NOTIFY channel; one per database, so several notifd databases never mix
 
 _SUN_PATH_MAX = 107  # bytes in sockaddr_un.sun_path, less the terminating NUL
 _PEEK = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)  # an int: IntFlag arithmetic on every query costs
@@ -38,8 +49,27 @@ def _short_path(path: Path) -> Iterator[str]:
         os.close(fd)
 
 
-def send_wakeup(db_path: Path) -> int:
-    """Wake every daemon on this database; returns how many were reached."""
+def send_wakeup(engine) -> None:
+    """Wake every daemon on this database (call it after committing)."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql(f"NOTIFY {CHANNEL}")
+                conn.commit()
+        except SQLAlchemyError:
+            pass  # a hint: the daemons' safety poll finds the item
+        return
+    from .db import sqlite_path
+
+    path = sqlite_path(engine.url)
+    if path is not None:
+        send_datagrams(path)
+
+
+def send_datagrams(db_path: Path) -> int:
+    """Wake every daemon on this SQLite file; returns how many were reached."""
     directory = wakeup_dir(db_path)
     try:
         names = os.listdir(directory)
@@ -62,8 +92,18 @@ def send_wakeup(db_path: Path) -> int:
     return reached
 
 
-class WakeupListener:
-    """Calls `wake()` on each wake-up sent for this database (daemon side)."""
+def make_listener(reactor, engine, wake: Callable[[], None], node: str):
+    """The daemon's listener for this database (with start() and stop()), or None (in-memory SQLite)."""
+    from .db import sqlite_path  # here, not at the top: notifctl add sends without SQLAlchemy
+
+    if engine.dialect.name == "postgresql":
+        return PgListener(reactor, engine, wake, node)
+    path = sqlite_path(engine.url)
+    return DatagramListener(reactor, path, wake) if path is not None else None
+
+
+class DatagramListener:
+    """Calls `wake()` on each wake-up datagram sent for this SQLite database (daemon side)."""
 
     def __init__(self, reactor, db_path: Path, wake: Callable[[], None]) -> None:
         self.reactor = reactor
@@ -111,3 +151,160 @@ class WakeupListener:
             self._port.stopListening()
             self._port = None
         self.path.unlink(missing_ok=True)
+
+
+class PgListener:
+    """Calls `wake()` in the reactor thread on each `NOTIFY notifd`, and after each (re)connection.
+
+    A dedicated thread owns the LISTEN connection: it connects (blocking, with a timeout),
+    then waits in poll() on the connection's socket and on a pipe that `stop()` writes
+    to, reads the notifications without blocking (libpq's consume_input), and hands one
+    `wake()` per batch to the reactor. When the connection breaks it reconnects after
+    `first_delay`, doubling up to `max_delay`.
+    """
+
+    def __init__(self, reactor, engine, wake: Callable[[], None], node: str,
+                 first_delay: float = 0.1, max_delay: float = 10.0) -> None:
+        self.reactor = reactor
+        self.wake = wake
+        self.first_delay = first_delay
+        self.max_delay = max_delay
+        _, params = engine.dialect.create_connect_args(engine.url)
+        params.pop("context", None)  # SQLAlchemy's adapters: not for a raw connection
+        # The name lets an operator (or a test) find this connection in pg_stat_activity.
+        from .db import pg_connect_args
+
+        self._params = {**params, **pg_connect_args(f"notifd-listen {node}"), "autocommit": True}
+        self._stop_r, self._stop_w = os.pipe()
+        self._stopping = threading.Event()
+        self._pipe_lock = threading.Lock()  # the pipe is closed by the thread, written by stop()
+        self._pipe_open = True
+        self._thread: threading.Thread | None = None
+        self.connected = False  # reactor side: whether the thread listens now
+        self._heard = False  # a notification was read and its wake() has not run yet
+        self._lost_logged = False
+        self._first: Any = None  # Deferred of the first attempt's outcome
+
+    def start(self):
+        """Start listening; the Deferred fires after the first attempt (connected or not)."""
+        from twisted.internet import defer
+
+        self._first = defer.Deferred()
+        self._thread = threading.Thread(target=self._run, name="notifd-listen", daemon=True)
+        self._thread.start()
+        return self._first
+
+    def stop(self) -> None:
+        """Ask the thread to close the connection and end (it does not wait for it)."""
+        with self._pipe_lock:
+            self._stopping.set()
+            if self._pipe_open:
+                os.write(self._stop_w, b"!")
+
+    # --- the listening thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        failures = 0
+        try:
+            while not self._stopping.is_set():
+                try:
+                    conn = self._connect()
+                except Exception as e:
+                    self.reactor.callFromThread(self._disconnected, _first_line(e))
+                    failures += 1
+                    self._pause(min(self.max_delay, self.first_delay * 2 ** (failures - 1)))
+                    continue
+                failures = 0
+                self.reactor.callFromThread(self._connected)
+                try:
+                    self._listen(conn)
+                except Exception as e:
+                    self.reactor.callFromThread(self._disconnected, _first_line(e))
+                    self._pause(self.first_delay)
+                finally:
+                    conn.close()
+        finally:
+            with self._pipe_lock:
+                self._pipe_open = False
+                os.close(self._stop_r)
+                os.close(self._stop_w)
+
+    def _connect(self):
+        import psycopg
+
+        conn = psycopg.connect(**self._params)
+        try:
+            conn.execute(f"LISTEN {CHANNEL}")
+        except Exception:
+            conn.close()
+            raise
+        return conn
+
+    def _listen(self, conn) -> None:
+        """Hand notifications to the reactor until stopped (returns) or the connection breaks (raises)."""
+        pgconn = conn.pgconn
+        # poll(), not select(): with thousands of clients the socket's number may be above 1024.
+        poller = select.poll()
+        poller.register(pgconn.socket, select.POLLIN)
+        poller.register(self._stop_r, select.POLLIN)
+        while True:
+            ready = [fd for fd, _ in poller.poll()]
+            if self._stop_r in ready:
+                return
+            pgconn.consume_input()  # never blocks; raises when the connection is gone
+            heard = False
+            while pgconn.notifies() is not None:
+                heard = True
+            if heard:
+                self._heard = True
+                self.reactor.callFromThread(self._woken)
+
+    def _pause(self, seconds: float) -> None:
+        poller = select.poll()
+        poller.register(self._stop_r, select.POLLIN)
+        poller.poll(seconds * 1000)  # returns early on stop()
+
+    # --- reactor side -------------------------------------------------------------------
+
+    @property
+    def log(self):
+        from twisted.logger import Logger  # here: notifctl imports this module, and not Twisted
+
+        return Logger(namespace="notifd.wakeup")
+
+    def pending(self) -> bool:
+        """Whether the hub may be behind: a wake-up on its way to the reactor, or no LISTEN now."""
+        return self._heard or not self.connected
+
+    def _woken(self) -> None:
+        self._heard = False
+        self.wake()
+
+    def _connected(self) -> None:
+        self.connected = True
+        if self._lost_logged:
+            self._lost_logged = False
+            self.log.info("wake-ups: listening to PostgreSQL again")
+        self._settle()
+        self.wake()  # catch up on whatever was committed while we were not listening
+
+    def _disconnected(self, error: str) -> None:
+        was = self.connected
+        self.connected = False
+        if not self._lost_logged and not self._stopping.is_set():
+            self._lost_logged = True  # once per outage, not once per attempt
+            self.log.warn(
+                "wake-ups: {what} the PostgreSQL LISTEN connection ({error}); retrying, "
+                "new items are found by the safety poll meanwhile",
+                what="lost" if was else "cannot open", error=error,
+            )
+        self._settle()
+
+    def _settle(self) -> None:
+        if self._first is not None and not self._first.called:
+            self._first.callback(self.connected)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

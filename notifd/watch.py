@@ -2,23 +2,28 @@
 # mode; on each notification leave it, download the new item, print it, re-enter. The
 # server announces on entry every type that still has unread items, so the loop also
 # drains what was recent when it connected, one item per round.
+#
+# With several `--connect` endpoints (issue 7), or when the one node restarts, the loop
+# fails over: the connection goes to the next endpoint, with back-off, and the loop starts
+# again there (a named client continues from its stored read state). The first connection
+# must succeed within one round of the endpoints, so a typo fails at once.
 from __future__ import annotations
 
 from typing import Callable, Iterable
 
 from twisted.internet import defer, task
 
-from .client import NotifdError, connect
+from .client import Failover, NotifdError
 
 
-def run_watch(endpoint: str, name: str | None, token: str | None, types: Iterable[str], echo: Callable) -> int:
-    """Watch until the connection closes or the user interrupts; returns the exit code."""
+def run_watch(endpoints: Iterable[str], name: str | None, token: str | None, types: Iterable[str], echo: Callable) -> int:
+    """Watch until the user interrupts or the server refuses the hello; returns the exit code."""
     outcome: list[int] = []
 
     @defer.inlineCallbacks
     def main(reactor):
         try:
-            yield watch(reactor, endpoint, name, token, tuple(types), echo)
+            yield watch(reactor, list(endpoints), name, token, tuple(types), echo)
             outcome.append(0)
         except NotifdError as e:
             echo(f"notifctl: the server refused: {e}", err=True)
@@ -34,16 +39,42 @@ def run_watch(endpoint: str, name: str | None, token: str | None, types: Iterabl
     return outcome[0] if outcome else 1
 
 
-@defer.inlineCallbacks
-def watch(reactor, endpoint: str, name: str | None, token: str | None, types: tuple[str, ...], echo: Callable):
-    client = yield connect(reactor, endpoint)
-    if name:
-        yield client.hello(name, token)
-    yield follow(client, types, echo)
+def watch(reactor, endpoints: list[str], name: str | None, token: str | None, types: tuple[str, ...], echo: Callable,
+          **failover_options):
+    """Follow through any of `endpoints`; the Deferred fails when no endpoint answers at first,
+    or a server refuses the hello (reconnecting would not change its mind)."""
+    ended = defer.Deferred()
+
+    def on_connect(client):
+        d = client.hello(name, token) if name else defer.succeed(None)
+        d.addCallback(lambda _: enter(client, types, echo))
+
+        def refused(failure):
+            if failure.check(NotifdError) and not ended.called:
+                ended.errback(failure)
+            return failure
+
+        return d.addErrback(refused)
+
+    failover = Failover(reactor, endpoints, on_connect, **failover_options)
+    failover.start()
+    first = failover.when_connected(fail_after_failures=len(endpoints))
+    first.addErrback(lambda failure: ended.called or ended.errback(_unreachable(failure, endpoints)))
+
+    def finished(result):
+        return failover.stop().addCallback(lambda _: result)
+
+    return ended.addBoth(finished)
 
 
-def follow(client, types: tuple[str, ...], echo: Callable):
-    """Run the loop on a connected client; the Deferred fires when the connection closes."""
+def _unreachable(failure, endpoints: list[str]):
+    if failure.check(NotifdError):
+        return failure
+    return ConnectionError(f"cannot connect to {' or '.join(map(str, endpoints))}: {failure.getErrorMessage()}")
+
+
+def enter(client, types: tuple[str, ...], echo: Callable):
+    """Start the loop on a connected client; fires once in notification mode."""
 
     def on_notification(type_name: str) -> None:
         # Not returned: the round runs on its own; stop_notif() tells the client not to OK.
@@ -53,6 +84,9 @@ def follow(client, types: tuple[str, ...], echo: Callable):
         round_.addCallback(lambda _: client.notif(on_notification, types))
         round_.addErrback(lambda failure: client.transport.abortConnection())
 
-    d = client.notif(on_notification, types)
-    d.addCallback(lambda _: client.closed)
-    return d
+    return client.notif(on_notification, types)
+
+
+def follow(client, types: tuple[str, ...], echo: Callable):
+    """Run the loop on a connected client; the Deferred fires when the connection closes."""
+    return enter(client, types, echo).addCallback(lambda _: client.closed)

@@ -10,6 +10,7 @@ from twisted.logger import globalLogPublisher
 from notifd import cli
 from notifd import db as dbmod
 from notifd import plugins
+from tests.pg import pg_url  # noqa: F401  (a fixture: a fresh PostgreSQL database)
 
 
 @pytest.fixture
@@ -20,6 +21,16 @@ def db_path(tmp_path):
 @pytest.fixture
 def engine(db_path):
     engine = dbmod.open_engine(dbmod.database_url(str(db_path)))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_engine(request, db_path):
+    """An engine at head on SQLite, then on PostgreSQL: a module that wants its queries run on
+    both says `engine = pytest.fixture(lambda any_engine: any_engine)`."""
+    url = str(db_path) if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    engine = dbmod.open_engine(dbmod.database_url(url))
     yield engine
     engine.dispose()
 

@@ -124,7 +124,7 @@ def test_latency_and_throughput(daemon, config, receiver, db_path, notifctl, rep
             for n in range(count):
                 store.add_item(conn, "classified", f"ad {n}")
         started = time.monotonic()
-        send_wakeup(db_path)
+        send_wakeup(engine)
         return started
 
     try:

@@ -1,12 +1,18 @@
-"""The client library against the real server protocol, connected in memory (twisted.test.iosim)."""
+"""The client library against the real server protocol, connected in memory (twisted.test.iosim);
+failover between in-memory nodes on a task.Clock."""
 from __future__ import annotations
 
 import pytest
+from twisted.internet import defer, task
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.test import iosim
 from twisted.test.iosim import connectedServerAndClient
+from zope.interface import implementer
 
 from notifd import store
-from notifd.client import NotifClient, NotifdError
-from notifd.watch import follow
+from notifd.client import Failover, NotifClient, NotifdError
+from notifd.watch import follow, watch
 from tests import transcript
 from tests.unit.test_wire import Rig
 
@@ -132,3 +138,128 @@ def test_the_watch_loop_prints_each_new_item_once(rig, pair):
     pump.flush()
     assert printed == ["classified: already there", "classified: new ad", "random: 42", "classified: x", "classified: y"]
     assert not [line for line in client.lines if line.startswith("ERR")]
+
+
+# --- several nodes: Failover (issue 7) ------------------------------------------------------------
+# Nodes are in-memory endpoints: each connects the client to a server of its own (its own
+# hub), all over one database, as nodes over one PostgreSQL. Time is a task.Clock.
+
+
+@implementer(IStreamClientEndpoint)
+class Node:
+    """A node reached in memory; `up = False` refuses connections."""
+
+    def __init__(self, rig=None):
+        self.rig = rig
+        self.up = rig is not None
+        self.attempts = 0
+        self.pumps = []
+        self.servers = []
+
+    def connect(self, factory):
+        self.attempts += 1
+        if not self.up:
+            return defer.fail(ConnectionRefusedError("node down"))
+        client = factory.buildProtocol(None)
+        server = self.rig.factory.buildProtocol(None)
+        pump = iosim.connect(server, iosim.makeFakeServer(server), client, iosim.makeFakeClient(client), greet=False)
+        self.pumps.append(pump)
+        self.servers.append(server)
+        return defer.succeed(client)
+
+    def flush(self):
+        for pump in self.pumps:
+            pump.flush()
+
+    def drop(self):
+        """The node goes down: its connections are lost, new ones refused."""
+        self.up = False
+        for server in self.servers:
+            server.transport.loseConnection()
+        self.flush()
+
+
+@pytest.fixture
+def clock():
+    return task.Clock()
+
+
+@pytest.fixture
+def two_nodes(database, item_types):
+    return Node(Rig(database, item_types)), Node(Rig(database, item_types))
+
+
+def test_failover_skips_a_node_that_is_down(clock, two_nodes):
+    down, up = Node(), two_nodes[1]
+    failover = Failover(None, [down, up], clock=clock)
+    failover.start()
+    connected = failover.when_connected()
+    assert not connected.called
+    clock.advance(5)  # the back-off after the refused attempt
+    client = result(connected, up.pumps[0])
+    assert (down.attempts, up.attempts) == (1, 1)
+    assert isinstance(result(client.random(), up.pumps[0]), int)
+
+
+def test_failover_moves_to_the_next_node_when_its_node_goes_down(clock, two_nodes):
+    node_a, node_b = two_nodes
+    token = node_a.rig.database.call(store.add_client, "kiosk")
+    for text in ("first ad", "second ad"):
+        node_a.rig.post("classified", text)
+    hellos = []
+
+    def on_connect(client):
+        hellos.append(client)
+        return client.hello("kiosk", token)
+
+    failover = Failover(None, [node_a, node_b], on_connect, clock=clock)
+    failover.start()
+    node_a.flush()
+    client = result(failover.when_connected(), node_a.pumps[0])
+    assert result(client.classified(), node_a.pumps[0]) == "first ad"
+
+    node_a.drop()
+    reconnected = failover.when_connected()
+    clock.advance(5)
+    node_b.flush()
+    client = result(reconnected, node_b.pumps[0])
+    assert len(hellos) == 2  # on_connect ran again, on node B
+    # The read state lives in the database both nodes share.
+    assert result(client.classified(), node_b.pumps[0]) == "second ad"
+
+
+def test_backoff_grows_while_every_node_is_down(clock):
+    nodes = [Node(), Node()]
+    failover = Failover(None, nodes, clock=clock, initial_delay=1.0, max_delay=8.0)
+    failover.start()
+    attempts = []
+    for _ in range(40):
+        clock.advance(0.5)
+        attempts.append(sum(node.attempts for node in nodes))
+    # Attempts alternate between the nodes, ever more spaced, never more often than max_delay allows.
+    assert abs(nodes[0].attempts - nodes[1].attempts) <= 1
+    assert 4 <= attempts[-1] < 12
+    assert attempts[-1] - attempts[-17] <= 2  # in the last 8 s: once or twice
+    failover.stop()
+
+
+def test_watch_fails_over_and_stops_on_a_refused_hello(clock, two_nodes):
+    node_a, node_b = two_nodes
+    node_a.rig.post("classified", "already there")
+    printed = []
+    ended = watch(None, [node_a, node_b], None, None, (), printed.append, clock=clock)
+    node_a.flush()
+    assert printed == ["classified: already there"]
+    node_a.drop()
+    clock.advance(5)
+    node_b.flush()
+    node_b.rig.post("classified", "after the failover")
+    node_b.flush()
+    # Anonymous: the new connection starts fresh, so it prints both.
+    assert printed[1:] == ["classified: already there", "classified: after the failover"]
+    assert not ended.called
+
+    refused = watch(None, [node_b], "nobody", "wrong", (), printed.append, clock=clock)
+    node_b.flush()
+    with pytest.raises(NotifdError):
+        result(refused, node_b.pumps[-1])

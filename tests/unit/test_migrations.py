@@ -61,3 +61,49 @@ def test_backup_is_a_consistent_copy(engine, database, db_path, tmp_path):
     other = dbmod.Database.synchronous(dbmod.open_engine(dbmod.database_url(str(copy))))
     assert [i.text for i in other.call(store.list_items)] == ["kept"]
     assert copy.stat().st_mode & 0o777 == 0o600
+
+
+def _schema(engine) -> dict:
+    """What a schema is made of, in engine-neutral terms: tables, columns, keys, indexes."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(engine)
+    schema = {}
+    for table in sorted(inspector.get_table_names()):
+        columns = {
+            c["name"]: (type(c["type"].as_generic()).__name__, getattr(c["type"], "length", None), c["nullable"])
+            for c in inspector.get_columns(table)
+        }
+        foreign = sorted(
+            (tuple(fk["constrained_columns"]), fk["referred_table"], tuple(fk["referred_columns"]),
+             (fk.get("options") or {}).get("ondelete"))
+            for fk in inspector.get_foreign_keys(table)
+        )
+        indexes = sorted(
+            (i["name"], tuple(i["column_names"]), bool(i["unique"]))
+            for i in inspector.get_indexes(table)
+            if not i.get("duplicates_constraint")  # PostgreSQL's index behind a UNIQUE constraint
+        )
+        unique = sorted(tuple(u["column_names"]) for u in inspector.get_unique_constraints(table))
+        schema[table] = {
+            "columns": columns,
+            "primary_key": tuple(inspector.get_pk_constraint(table)["constrained_columns"]),
+            "foreign_keys": foreign,
+            "indexes": indexes,
+            "unique": unique,
+        }
+    return schema
+
+
+def test_the_migrations_give_the_same_schema_on_postgresql_and_sqlite(engine, pg_url):
+    postgresql = dbmod.open_engine(dbmod.database_url(pg_url))  # an empty database, migrated
+    try:
+        with postgresql.connect() as conn:
+            assert dbmod.schema_version(conn) == store.SCHEMA_HEAD
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, store.metadata) == []
+        on_sqlite, on_postgresql = _schema(engine), _schema(postgresql)
+        assert set(on_sqlite) == {t.name for t in store.metadata.sorted_tables} | {"alembic_version"}
+        assert on_postgresql == on_sqlite
+    finally:
+        postgresql.dispose()

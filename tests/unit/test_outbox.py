@@ -17,6 +17,9 @@ from tests.unit.test_wire import HeldDatabase
 
 RETRY = Retry(max_attempts=3, first_delay=10.0, max_delay=15.0)
 
+# Every test here runs on SQLite, then on PostgreSQL (issue 7).
+engine = pytest.fixture(lambda any_engine: any_engine)
+
 
 class Endpoint:
     """A durable notifier whose answers the test decides: ok, raise, or hold the Deferred."""

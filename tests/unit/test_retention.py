@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+import pytest
 from twisted.internet import task
 
 from notifd import store
@@ -13,6 +14,9 @@ from notifd.retention import Pruner, Rule, expired, prune_now, rules
 from tests.unit.test_wire import HeldDatabase
 
 DAY = timedelta(days=1)
+
+# Every test here runs on SQLite, then on PostgreSQL (issue 7).
+engine = pytest.fixture(lambda any_engine: any_engine)
 
 
 def add(database, type_name, text, age):

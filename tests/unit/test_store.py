@@ -1,4 +1,4 @@
-"""The store's queries against a real temporary SQLite database."""
+"""The store's queries against a real temporary SQLite database, and a real PostgreSQL one."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -9,6 +9,9 @@ from notifd import store
 from notifd.items import Pick, Window
 
 NOW = datetime(2026, 11, 26, 12, 0, 0)
+
+# Every test here runs on SQLite, then on PostgreSQL (issue 7).
+engine = pytest.fixture(lambda any_engine: any_engine)
 
 
 def add(database, type_name, text, age=timedelta(0), key=None):
@@ -129,4 +132,18 @@ def test_a_failed_transaction_leaves_nothing(database):
 
     with pytest.raises(RuntimeError):
         database.call(half_written)
+    assert database.call(store.list_items) == []
+
+
+def test_a_query_not_marked_as_writing_cannot_write_on_postgresql(database, engine):
+    # Reads run in read-only transactions there: a missing @store.writes shows at once.
+    def sneaky(conn):
+        store.add_item(conn, "classified", "unmarked")
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no read-only transactions")
+    from sqlalchemy.exc import InternalError
+
+    with pytest.raises(InternalError, match="read-only transaction"):
+        database.call(sneaky)
     assert database.call(store.list_items) == []

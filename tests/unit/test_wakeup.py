@@ -12,7 +12,7 @@ def make_listener(db_path, woken):
     from twisted.internet import reactor
 
     db_path.touch()
-    listener = wakeup.WakeupListener(reactor, db_path, lambda: woken.append(True))
+    listener = wakeup.DatagramListener(reactor, db_path, lambda: woken.append(True))
     listener.start()
     return listener
 
@@ -55,7 +55,7 @@ def test_send_reaches_a_listener_and_forgets_dead_ones(tmp_path):
     dead.bind(str(directory / "2"))
     dead.close()  # a daemon killed without cleaning up: its socket file stays
     try:
-        assert wakeup.send_wakeup(db_path) == 1
+        assert wakeup.send_datagrams(db_path) == 1
         assert live.recv(10) == b"!"
         assert sorted(os.listdir(directory)) == ["1"]
     finally:
@@ -75,14 +75,14 @@ def test_paths_too_long_for_a_socket_address(tmp_path):
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         listener.bind(address)
     try:
-        assert wakeup.send_wakeup(db_path) == 1
+        assert wakeup.send_datagrams(db_path) == 1
         assert listener.recv(10) == b"!"
     finally:
         listener.close()
 
 
 def test_no_daemon_ever(tmp_path):
-    assert wakeup.send_wakeup(tmp_path / "n.db") == 0
+    assert wakeup.send_datagrams(tmp_path / "n.db") == 0
 
 
 def test_the_wakeup_listener_tells_of_an_unread_wakeup(db_path):
@@ -90,11 +90,11 @@ def test_the_wakeup_listener_tells_of_an_unread_wakeup(db_path):
 
     db_path.touch()  # the daemon listens beside an existing database
     woken = []
-    listener = wakeup.WakeupListener(reactor, db_path, lambda: woken.append(1))
+    listener = wakeup.DatagramListener(reactor, db_path, lambda: woken.append(1))
     listener.start()  # a real Unix datagram socket; the reactor is not run
     try:
         assert not listener.pending()
-        assert wakeup.send_wakeup(db_path) == 1
+        assert wakeup.send_datagrams(db_path) == 1
         assert listener.pending() and listener.pending()  # a peek leaves it there
         listener._port.doRead()  # what the reactor does when it is readable
         assert woken == [1] and not listener.pending()

@@ -1,0 +1,276 @@
+# `notifd --workers N` (issue 7): N processes serving the same listening ports over the same
+# database, to use every core of one host. The parent reserves the ports, starts the workers,
+# tells systemd once all of them are ready, forwards SIGHUP, stops them all on SIGTERM, and
+# restarts one that dies; it serves no client and opens no database connection itself.
+#
+# Ports are shared with SO_REUSEPORT (Linux): each worker binds a listening socket of its
+# own to the same address, and the kernel spreads new connections evenly over them. (One
+# socket inherited by every worker would let whichever worker wakes first accept a whole
+# burst.) The parent keeps a bound socket per port that never listens: it reserves the port
+# (and resolves port 0) for workers that restart, without receiving connections itself.
+#
+# Each worker is an ordinary daemon (service.Daemon) named `<node>/<n>`, with the same
+# wake-ups as separate daemons: datagrams with SQLite, LISTEN/NOTIFY with PostgreSQL.
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, protocol
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
+from twisted.logger import Logger
+
+from . import systemd
+from .config import Config, ConfigError
+
+WORKER_ENV = "NOTIFD_WORKER"  # "<n>": this process is worker n (1..N)
+PORTS_ENV = "NOTIFD_WORKER_PORTS"  # each listen entry's port, resolved by the parent, comma-separated
+RESTART_DELAY = 1.0  # seconds before a worker that died is started again
+
+
+@dataclass(frozen=True)
+class SharedPort:
+    """A `listen` entry that workers can share: TCP or TLS over TCP."""
+
+    description: str
+    family: int
+    interface: str
+    port: int
+    backlog: int
+    tls: Any = None  # the TLS context factory of an ssl: entry
+
+    def socket(self, port: int | None = None, listen: bool = False) -> socket.socket:
+        sock = socket.socket(self.family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((self.interface, self.port if port is None else port))
+            if listen:
+                sock.listen(self.backlog)
+                sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+
+def shared_port(reactor, description: str) -> SharedPort:
+    """Parse a `listen` entry for workers; raises ConfigError for kinds that cannot be shared."""
+    try:
+        endpoint = serverFromString(reactor, description)
+    except Exception as e:
+        raise ConfigError(f"listen: bad endpoint {description!r}: {e}") from None
+    # Twisted's endpoints keep their address in private attributes; this module is the
+    # only reader, and tests/integration/test_workers.py covers each kind.
+    if isinstance(endpoint, SSL4ServerEndpoint):
+        return SharedPort(description, socket.AF_INET, endpoint._interface, endpoint._port, endpoint._backlog,
+                          endpoint._sslContextFactory)
+    if isinstance(endpoint, TCP6ServerEndpoint):
+        return SharedPort(description, socket.AF_INET6, endpoint._interface, endpoint._port, endpoint._backlog)
+    if isinstance(endpoint, TCP4ServerEndpoint):
+        return SharedPort(description, socket.AF_INET, endpoint._interface, endpoint._port, endpoint._backlog)
+    raise ConfigError(
+        f"listen: {description!r} cannot be shared by --workers (only tcp:, tcp6: and ssl: can); "
+        "run one notifd per socket instead"
+    )
+
+
+def check_shared(reactor, config: Config) -> list[SharedPort]:
+    """What `--workers` needs of the configuration; raises ConfigError naming the key."""
+    if config.metrics and "{worker}" not in config.metrics:
+        raise ConfigError(
+            "metrics: with --workers, each worker serves its own metrics: put {worker} in the "
+            "endpoint, e.g. \"tcp:910{worker}:interface=127.0.0.1\""
+        )
+    if config.metrics:
+        try:
+            serverFromString(reactor, config.metrics.replace("{worker}", "1"))
+        except Exception as e:
+            raise ConfigError(f"metrics: bad endpoint {config.metrics!r}: {e}") from None
+    return [shared_port(reactor, description) for description in config.listen]
+
+
+def listen_shared(reactor, shared: SharedPort, port: int, factory):
+    """Worker side: listen on the shared port with a socket of our own; returns the IListeningPort."""
+    sock = shared.socket(port, listen=True)
+    try:
+        if shared.tls is not None:
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
+            factory = TLSMemoryBIOFactory(shared.tls, False, factory)
+        return reactor.adoptStreamPort(sock.fileno(), shared.family, factory)
+    finally:
+        sock.close()  # the reactor holds a duplicate
+
+
+def worker_ports(environ=os.environ) -> tuple[int, list[int]] | None:
+    """(worker number, resolved ports) when this process is a worker, else None."""
+    number = environ.get(WORKER_ENV)
+    if not number:
+        return None
+    ports = [int(p) for p in environ.get(PORTS_ENV, "").split(",") if p]
+    return int(number), ports
+
+
+class _Worker(protocol.ProcessProtocol):
+    def __init__(self, supervisor: "Supervisor", number: int) -> None:
+        self.supervisor = supervisor
+        self.number = number
+        self.ended: defer.Deferred = defer.Deferred()
+
+    def processEnded(self, reason) -> None:
+        self.supervisor._ended(self, reason.value.exitCode, getattr(reason.value, "signal", None))
+        self.ended.callback(reason.value.exitCode)
+
+
+class Supervisor:
+    """The parent of `--workers N`."""
+
+    log = Logger(namespace="notifd.workers")
+
+    def __init__(self, reactor, config: Config, argv: list[str] | None = None, environ=None) -> None:
+        self.reactor = reactor
+        self.config = config
+        self.argv = argv if argv is not None else [sys.executable, "-m", "notifd", *sys.argv[1:]]
+        self.environ = dict(os.environ if environ is None else environ)
+        self.shared = check_shared(reactor, config)
+        self.reserved: list[socket.socket] = []
+        self.ports: list[int] = []
+        self.workers: dict[int, _Worker] = {}
+        self.transports: dict[int, Any] = {}
+        self.ready = 0
+        self.all_ready = False
+        self.stopping = False
+        self.failed = False
+        self._notify_dir: str | None = None
+        self._notify_port = None
+
+    def reserve(self) -> None:
+        """Bind (without listening) every shared port, resolving port 0; raises OSError."""
+        for shared in self.shared:
+            sock = shared.socket()
+            self.reserved.append(sock)
+            self.ports.append(sock.getsockname()[1])
+
+    def start(self) -> None:
+        """Start the workers (in the running reactor)."""
+        # Workers say READY to us, as they would to systemd; we tell systemd once all did.
+        self._notify_dir = tempfile.mkdtemp(prefix="notifd-workers-")
+        path = str(Path(self._notify_dir) / "notify")
+        self._notify_port = self.reactor.listenUNIXDatagram(path, _Notifications(self), mode=0o600)
+        self._notify_path = path
+        watchdog = systemd.watchdog_interval()
+        if watchdog:
+            from twisted.internet import task
+
+            self._watchdog = task.LoopingCall(systemd.notify, "WATCHDOG=1")
+            self._watchdog.clock = self.reactor
+            self._watchdog.start(watchdog, now=True)
+        for number in range(1, self.config.workers + 1):
+            self._spawn(number)
+
+    def _spawn(self, number: int) -> None:
+        env = {k: v for k, v in self.environ.items() if k not in ("WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")}
+        env.update({WORKER_ENV: str(number), PORTS_ENV: ",".join(map(str, self.ports)), "NOTIFY_SOCKET": self._notify_path})
+        worker = _Worker(self, number)
+        self.workers[number] = worker
+        self.transports[number] = self.reactor.spawnProcess(
+            worker, self.argv[0], self.argv, env=env, childFDs={0: 0, 1: 1, 2: 2}
+        )
+
+    def _notified(self, message: str) -> None:
+        if "READY=1" in message.splitlines() and not self.all_ready:
+            self.ready += 1
+            if self.ready == self.config.workers:
+                self.all_ready = True
+                listening = " ".join(f"{s.description.split(':')[0].upper()} {s.interface or '*'}:{p}"
+                                     for s, p in zip(self.shared, self.ports))
+                self.log.info("notifd: {n} workers ready, sharing {listening}", n=self.config.workers, listening=listening)
+                systemd.notify(f"READY=1\nSTATUS={self.config.workers} workers on {listening}")
+
+    def _ended(self, worker: _Worker, code: int | None, sig: int | None) -> None:
+        self.transports.pop(worker.number, None)
+        if self.stopping:
+            if code != 0:
+                self.failed = True
+            return
+        how = f"exit code {code}" if code is not None else f"signal {sig}"
+        if not self.all_ready:
+            # A worker that cannot start (a bad setting, the database unreachable) would
+            # fail again: stop, as a single notifd would.
+            self.log.critical("worker {n} failed to start ({how}); stopping", n=worker.number, how=how)
+            self.failed = True
+            self.reactor.stop()
+            return
+        self.log.error("worker {n} ended ({how}); starting it again", n=worker.number, how=how)
+        self.reactor.callLater(RESTART_DELAY, self._restart, worker.number)
+
+    def _restart(self, number: int) -> None:
+        if not self.stopping:
+            self._spawn(number)
+
+    def reload(self) -> None:
+        for transport in list(self.transports.values()):
+            transport.signalProcess("HUP")
+
+    def stop(self):
+        """SIGTERM every worker; fires once all have exited."""
+        self.stopping = True
+        systemd.notify("STOPPING=1")
+        waiting = []
+        for number, transport in list(self.transports.items()):
+            try:
+                transport.signalProcess("TERM")
+            except Exception:
+                continue  # already gone
+            waiting.append(self.workers[number].ended)
+
+        def done(_):
+            for sock in self.reserved:
+                sock.close()
+            if self._notify_port is not None:
+                self._notify_port.stopListening()
+            if self._notify_dir is not None:
+                Path(self._notify_path).unlink(missing_ok=True)
+                os.rmdir(self._notify_dir)
+
+        return defer.DeferredList(waiting).addCallback(done)
+
+
+class _Notifications(protocol.DatagramProtocol):
+    noisy = False
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+
+    def datagramReceived(self, datagram, addr) -> None:
+        self.supervisor._notified(datagram.decode("utf-8", "replace"))
+
+
+def supervise(config: Config, logging) -> int:
+    """Run the parent of `--workers N` until SIGTERM or SIGINT; returns the exit code."""
+    from sqlalchemy.exc import SQLAlchemyError
+    from twisted.internet import reactor
+
+    from . import db as dbmod
+
+    log = Logger(namespace="notifd")
+    try:
+        # The schema is created or upgraded once, here, before any worker opens it.
+        dbmod.open_engine(dbmod.database_url(config.db)).dispose()
+        supervisor = Supervisor(reactor, config)
+        supervisor.reserve()
+    except (dbmod.UnusableDatabase, ConfigError, OSError, SQLAlchemyError) as e:
+        log.critical("cannot start: {error}", error=str(e).splitlines()[0])
+        return 1
+    signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(supervisor.reload))
+    reactor.callWhenRunning(supervisor.start)
+    reactor.addSystemEventTrigger("before", "shutdown", supervisor.stop)
+    reactor.run()
+    return 1 if supervisor.failed else 0

@@ -1,0 +1,80 @@
+"""`notifd --workers N` on one SQLite file (issue 7): every worker serves, a post reaches the
+clients of all of them, SIGTERM to the parent stops them all, a dead worker is replaced."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from collections import Counter
+
+import pytest
+from sqlalchemy import select
+
+from notifd import db as dbmod
+from notifd import store
+from tests.integration.conftest import DaemonProcess, eventually
+
+pytestmark = pytest.mark.integration
+
+READY = re.compile(r"notifd: 2 workers ready, sharing TCP 127\.0\.0\.1:(\d+)")
+
+
+def presence_by_node(db_path) -> Counter:
+    engine = dbmod.make_engine(dbmod.database_url(str(db_path)))
+    try:
+        with engine.connect() as conn:
+            return Counter(conn.execute(select(store.presence.c.node)).scalars())
+    finally:
+        engine.dispose()
+
+
+def test_two_workers_share_the_port_and_a_post_reaches_both(daemon, notifctl, db_path):
+    token = notifctl("client", "add", "kiosk").stdout.splitlines()[-1]
+    server = daemon("--workers", "2", "--node", "box")
+    assert int(READY.search(server.wait_for_log(READY)).group(1)) == server.port
+    clients = [server.connect() for _ in range(24)]
+    for client in clients:
+        assert client.ask(f"hello kiosk {token}") == "OK"
+        assert client.ask("notif") == "will send notifs"
+    # The kernel spreads connections over the workers' sockets (SO_REUSEPORT): with 24
+    # connections, one worker getting them all has odds of one in eight million.
+    by_node = eventually(lambda: (found := presence_by_node(db_path)) and sum(found.values()) == 24 and found)
+    assert set(by_node) == {"box/1", "box/2"}
+
+    notifctl("add", "classified", "for everyone")
+    for client in clients:
+        assert client.read_line() == b"notif: classified\r\n"
+    status = json.loads(notifctl("status", "--json").stdout)
+    assert sorted(node["node"] for node in status["nodes"] if node["up"]) == ["box/1", "box/2"]
+
+    assert server.kill(signal.SIGTERM) == 0
+    for client in clients:
+        assert client.sock.recv(100) == b""  # each worker closed its connections
+    stopped = notifctl("status", check=False)
+    assert stopped.returncode == 3  # both workers recorded their stop
+
+
+def test_a_worker_that_dies_is_started_again(daemon, notifctl):
+    server = daemon("--workers", "2", "--node", "box")
+    server.wait_for_log(READY)
+    nodes = eventually(lambda: (rows := json.loads(notifctl("status", "--json").stdout)["nodes"]) and len(rows) == 2 and rows)
+    victim = next(node for node in nodes if node["node"] == "box/2")
+    os.kill(victim["pid"], signal.SIGKILL)
+    server.wait_for_log(re.compile(r"worker 2 ended \(signal 9\); starting it again"))
+
+    def replaced():
+        rows = json.loads(notifctl("status", "--json").stdout)["nodes"]
+        return any(n["node"] == "box/2" and n["up"] and n["pid"] != victim["pid"] for n in rows)
+
+    eventually(replaced)
+    watcher = server.connect()
+    assert watcher.ask("notif") == "will send notifs"
+    notifctl("add", "random", "7")
+    assert watcher.read_line() == b"notif: random\r\n"
+
+
+def test_workers_refuse_a_listen_entry_they_cannot_share(tmp_path):
+    process = DaemonProcess(tmp_path / "n.db", "--workers", "2", listen=f"unix:{tmp_path}/sock")
+    with pytest.raises(AssertionError, match="cannot be shared by --workers"):
+        process.start()
