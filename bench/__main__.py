@@ -28,16 +28,16 @@ def _raise_fd_limit(needed: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("mode", choices=["fanout", "idle", "roundtrip", "ingest", "soak", "all", "report"])
+    parser.add_argument("mode", choices=["fanout", "idle", "roundtrip", "ingest", "sustained", "all", "report"])
     parser.add_argument("--clients", type=_ints, default=[1000, 5000, 10000], help="fan-out sizes, e.g. 1000,5000,10000")
     parser.add_argument("--posts", type=int, default=20, help="posts per fan-out size (at least 20 for a report)")
     parser.add_argument("--processes", type=int, default=2, help="subscriber processes")
     parser.add_argument("--ack", choices=["round", "immediate"], default="round",
                         help="notifd subscribers answer OK after each round is measured, or at once on receipt")
     parser.add_argument("--only", action="append", help="only this target (notifd, anchor, redis, mqtt, nats); repeatable")
-    parser.add_argument("--seconds", type=float, default=None, help="duration of idle/roundtrip/soak")
+    parser.add_argument("--seconds", type=float, default=None, help="duration of idle/roundtrip/sustained")
     parser.add_argument("--profile", metavar="PREFIX", help="fanout, roundtrip: py-spy notifd while measuring, into PREFIX-*.txt")
-    parser.add_argument("--soak-clients", type=int, default=5000, help="soak: acknowledging clients")
+    parser.add_argument("--sustained-clients", type=int, default=5000, help="sustained: acknowledging clients")
     parser.add_argument("--results", default=None, help="results directory [bench/results]")
     args = parser.parse_args(argv)
     _raise_fd_limit(max(args.clients) + 1000)
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "argv": sys.argv[1:],
     }
-    modes = ["fanout", "idle", "roundtrip", "ingest", "soak"] if args.mode == "all" else [args.mode]
+    modes = ["fanout", "idle", "roundtrip", "ingest", "sustained"] if args.mode == "all" else [args.mode]
     for mode in modes:
         _log(f"== {mode} (load average {os.getloadavg()[0]:.2f})")
         load0 = os.getloadavg()
@@ -71,10 +71,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench.ingest import run_ingest
 
             section = run_ingest(_log)
-        elif mode == "soak":
-            from bench.soak import run_soak
+        elif mode == "sustained":
+            from bench.sustained import run_sustained
 
-            section = run_soak(args.seconds or 60.0, args.processes, _log, clients=args.soak_clients)
+            section = run_sustained(args.seconds or 60.0, args.processes, _log, clients=args.sustained_clients)
         else:
             section = None
         if section is not None:

@@ -70,8 +70,8 @@ def markdown(results: dict) -> str:
         out += _roundtrip(results["roundtrip"])
     if "ingest" in results:
         out += _ingest(results["ingest"])
-    if "soak" in results:
-        out += _soak(results["soak"])
+    if "sustained" in results:
+        out += _sustained(results["sustained"])
     return "\n".join(out) + "\n"
 
 
@@ -121,12 +121,12 @@ def _targets(results: dict) -> list[str]:
                    f"{_verdict(ingest['add_p50_ms'] <= 200)} |")
         out.append(f"| notifctl add --batch | {ingest['batch_items_per_s']:,.0f} items/s | – | – | ≥ 10,000/s | "
                    f"{_verdict(ingest['batch_items_per_s'] >= 10_000)} |")
-    soak = results.get("soak", {})
-    if soak:
-        ok = soak.get("p99_ratio") is not None and soak["p99_ratio"] <= 1.5 and not soak.get("queue_growth")
-        out.append(f"| soak {soak['rate']:.0f} posts/s, {soak['clients']:,} acking clients, {soak['seconds']:.0f} s | "
-                   f"p99 {format_ms(soak['p99_ms'])} ms ({format_ratio(soak.get('p99_ratio'))} single-post p50), "
-                   f"queue growth: {'yes' if soak.get('queue_growth') else 'no'} | – | – | ≤ 1.5×, no growth | {_verdict(ok)} |")
+    sustained = results.get("sustained", {})
+    if sustained:
+        ok = sustained.get("p99_ratio") is not None and sustained["p99_ratio"] <= 1.5 and not sustained.get("queue_growth")
+        out.append(f"| sustained {sustained['rate']:.0f} posts/s, {sustained['clients']:,} acking clients, {sustained['seconds']:.0f} s | "
+                   f"p99 {format_ms(sustained['p99_ms'])} ms ({format_ratio(sustained.get('p99_ratio'))} single-post p50), "
+                   f"queue growth: {'yes' if sustained.get('queue_growth') else 'no'} | – | – | ≤ 1.5×, no growth | {_verdict(ok)} |")
     out.append("| `notifd --workers 2` scaling | not measured | – | – | ≥ 1.6× | left to issue 7 |")
     out.append("")
     return out
@@ -191,7 +191,7 @@ def _ingest(section: dict) -> list[str]:
             f"{section['batch_items_per_s']:,.0f} items/s; from stdin: {section['stdin_items_per_s']:,.0f} items/s.", ""]
 
 
-def _soak(section: dict) -> list[str]:
+def _sustained(section: dict) -> list[str]:
     return ["## Soak", "",
             f"{section['posts']:,} posts at {section['rate']:.0f}/s for {section['seconds']:.0f} s to {section['clients']:,} "
             f"clients that acknowledge at once. Latency of a post: until the last client heard of it (its first "

@@ -1,121 +1,293 @@
-# `soak`: 5,000 clients that acknowledge every notification at once, 100 posts a second
-# for 60 s. Per post: how long until the last client heard of it (its first notification
-# after the commit); against the single-post fan-out at the same N measured just before.
-# "No queue growth": the server's RSS and its sockets' kernel queues (send and receive)
-# sampled every two seconds, first 10 s against last 10 s.
+# The reliability soak (issue 5): for a bounded time, thousands of connections opened and
+# dropped, hostile bytes mixed with normal traffic, `notifctl add` in a loop, and the daemon
+# killed with SIGKILL and restarted again and again. It ends with a report: connections
+# served, bad inputs tried, kills survived, items posted (notifctl exited 0) against items
+# found in the database (must be equal), and the daemon's peak RSS.
+#
+#   python -m bench.soak --seconds 60
+#
+# Not the sustained-load benchmark of issue 6 (`python -m bench sustained`). Not part of the
+# test suite: tests/integration/test_faults.py holds the bounded, asserted versions.
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import socket
+import struct
 import subprocess
+import sys
+import tempfile
+import threading
 import time
+from pathlib import Path
 
-from bench import targets as targetmod
-from bench.stats import percentile
-from bench.workers import Workers
-
-CLIENTS = 5000
-RATE = 100.0
-
-
-def socket_queues(port: int) -> tuple[int, int]:
-    """Bytes waiting in the kernel on the server's established sockets: (receive, send)."""
-    out = subprocess.run(
-        ["ss", "-Htn", "state", "established", f"sport = :{port}"], capture_output=True, text=True, timeout=30
-    ).stdout
-    recv = send = 0
-    for line in out.splitlines():
-        fields = line.split()
-        if len(fields) >= 2 and fields[0].isdigit():
-            recv += int(fields[0])
-            send += int(fields[1])
-    return recv, send
+LISTENING = re.compile(r"notifd listening on TCP [\d.]+:(\d+)")
+RESULTS = Path(__file__).parent / "results"
+# Requests a well-behaved client makes, and what must come back for each.
+NORMAL = [(b"random?", re.compile(rb"-?\d+\r\n")), (b"classified?", re.compile(rb".*\r\n")),
+          (b"weather?", re.compile(rb"ERR unknown type\r\n"))]
 
 
-def _mean(values):
-    return sum(values) / len(values) if values else 0
+def _program(name: str) -> list[str]:
+    beside = Path(sys.executable).with_name(name)
+    entry = {"notifd": "notifd_main", "notifctl": "notifctl_main"}[name]
+    return [str(beside)] if beside.exists() else [sys.executable, "-c", f"from notifd.cli import {entry}; {entry}()"]
 
 
-def run_soak(seconds: float, processes: int, log, clients: int = CLIENTS, rate: float = RATE) -> dict:
-    target = targetmod.Notifd()
-    target.start()
+class Daemon:
+    """The notifd under test: started, killed and started again on one database."""
+
+    def __init__(self, db_path: Path, config: Path) -> None:
+        self.db_path, self.config = db_path, config
+        self.port: int | None = None
+        self.proc: subprocess.Popen | None = None
+        self.peak_rss_kib = 0
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [*_program("notifd"), "--config", str(self.config), "--db", str(self.db_path),
+             "--listen", "tcp:0:interface=127.0.0.1:backlog=1024"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "NOTIFD_CONFIG": ""},
+        )
+        for line in self.proc.stderr:
+            if match := LISTENING.search(line):
+                self.port = int(match.group(1))
+                break
+        else:
+            raise RuntimeError(f"notifd exited with {self.proc.wait()} before listening")
+        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
+
+    def sample_rss(self) -> None:
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):  # the process's peak resident set so far
+                self.peak_rss_kib = max(self.peak_rss_kib, int(line.split()[1]))
+
+    def kill(self) -> None:
+        self.sample_rss()
+        port, self.port = self.port, None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        return port
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.sample_rss()
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+
+
+class Counters:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.values = {"connections": 0, "bad_inputs": 0, "normal_requests": 0, "wrong_replies": 0,
+                       "refused_while_down": 0, "posts_acknowledged": 0, "posts_failed": 0}
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self.lock:
+            self.values[name] += n
+
+
+def _connect(daemon: Daemon, counters: Counters) -> socket.socket | None:
+    port = daemon.port
+    if port is None:
+        return None
     try:
-        with Workers(processes) as workers:
-            workers.connect(target, clients, ack="immediate")
-            workers.broadcast("settle", seconds=1.0)
-            workers.expect("settled", 60)
-            # The single-post fan-out at this N, with the same acknowledging clients.
-            single = []
-            for index in range(22):
-                workers.broadcast("arm", group=target.name)
-                workers.expect("armed", 30)
-                t0 = target.publish()
-                results = workers.gather("round", 30, on_late=lambda: workers.broadcast("collect"))
-                if index >= 2:
-                    single.append((max(r["last"] for r in results if r["got"]) - t0) / 1e6)
-                time.sleep(0.3)
-            log(f"  single-post fan-out at {clients}: p50 {percentile(single, 50):.1f} ms")
-            workers.broadcast("soak")
-            workers.expect("soaking", 30)
-            commits, samples = [], []
-            cpu0 = target.cpu_seconds()
-            start = time.monotonic()
-            next_sample = start
-            posts = int(seconds * rate)
-            for k in range(posts):
-                due = start + k / rate
-                now = time.monotonic()
-                if now < due:
-                    time.sleep(due - now)
-                commits.append(target.post())
-                if time.monotonic() >= next_sample:
-                    recv, send = socket_queues(target.port)
-                    samples.append({"t": time.monotonic() - start, "rss_kib": target.rss_kib(), "recvq": recv, "sendq": send})
-                    next_sample += 2.0
-            elapsed = time.monotonic() - start
-            cpu = target.cpu_seconds() - cpu0
-            time.sleep(1.0)  # the last posts' notifications
-            workers.broadcast("stop", commits=commits)
-            results = workers.expect("soaked", 300)
-    finally:
-        target.stop()
-    worst = []
-    unheard_posts = 0
-    for index in range(len(commits)):
-        values = [r["worst"][index] for r in results if r["worst"][index] is not None]
-        if any(r["unheard"][index] for r in results):
-            unheard_posts += 1
-        if values:
-            worst.append(max(values) / 1e6)
-    first = [s for s in samples if s["t"] <= 10]
-    last = [s for s in samples if s["t"] >= samples[-1]["t"] - 10]
-    section = {
-        "clients": clients,
-        "rate": posts / elapsed,
-        "seconds": elapsed,
-        "posts": posts,
-        "single_p50_ms": percentile(single, 50),
-        "single_ms": single,
-        "p50_ms": percentile(worst, 50),
-        "p99_ms": percentile(worst, 99),
-        "max_ms": max(worst) if worst else None,
-        "p99_ratio": percentile(worst, 99) / percentile(single, 50),
-        "unheard_posts": unheard_posts,
-        "notifications": sum(r["notifications"] for r in results),
-        "server_cpu_percent": 100 * cpu / elapsed,
-        "samples": samples,
-        "rss_first_kib": int(_mean([s["rss_kib"] for s in first])),
-        "rss_last_kib": int(_mean([s["rss_kib"] for s in last])),
-        "recvq_first": int(_mean([s["recvq"] for s in first])),
-        "recvq_last": int(_mean([s["recvq"] for s in last])),
-        "sendq_first": int(_mean([s["sendq"] for s in first])),
-        "sendq_last": int(_mean([s["sendq"] for s in last])),
-    }
-    # Growth: the last 10 s well above the first 10 s (slack for noise and allocator pages).
-    section["queue_growth"] = (
-        section["rss_last_kib"] > section["rss_first_kib"] * 1.1 + 10_240
-        or section["recvq_last"] > 2 * section["recvq_first"] + 65_536
-        or section["sendq_last"] > 2 * section["sendq_first"] + 65_536
-    )
-    log(f"  soak: {section['posts']} posts at {section['rate']:.0f}/s: p50 {section['p50_ms']:.1f} ms, "
-        f"p99 {section['p99_ms']:.1f} ms ({section['p99_ratio']:.2f}x single p50), "
-        f"RSS {section['rss_first_kib']}->{section['rss_last_kib']} KiB, growth: {section['queue_growth']}")
-    return section
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    except OSError:
+        counters.add("refused_while_down")
+        return None
+    counters.add("connections")
+    return sock
+
+
+def _readline(sock: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+def churn(daemon: Daemon, counters: Counters, stop: threading.Event, rng: random.Random) -> None:
+    """Open and drop connections: politely, abruptly (RST), half-way through a line."""
+    while not stop.is_set():
+        sock = _connect(daemon, counters)
+        if sock is None:
+            time.sleep(0.05)  # the daemon is being restarted
+            continue
+        try:
+            how = rng.randrange(3)
+            if how == 1:
+                sock.sendall(b"classif")  # mid-line
+            elif how == 2:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        sock.close()
+
+
+def hostile(daemon: Daemon, counters: Counters, stop: threading.Event, rng: random.Random) -> None:
+    """Garbage: random bytes, invalid UTF-8, NULs, over-long lines; every answer must be ERR or valid."""
+    while not stop.is_set():
+        sock = _connect(daemon, counters)
+        if sock is None:
+            time.sleep(0.05)
+            continue
+        try:
+            for _ in range(rng.randrange(1, 20)):
+                kind = rng.randrange(4)
+                if kind == 0:
+                    line = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))).replace(b"\n", b"")
+                elif kind == 1:
+                    line = b"\xff\xfe\x00" * rng.randrange(1, 50)
+                elif kind == 2:
+                    line = b"x" * rng.randrange(4097, 20000)
+                else:
+                    line = rng.choice([b"OK", b"stop_notif", b"hello", b"notif nosuchtype", b"random? now", b""])
+                sock.sendall(line + b"\r\n")
+                counters.add("bad_inputs")
+                reply = _readline(sock)
+                if not (reply.startswith(b"ERR ") or re.fullmatch(rb"-?\d+\r\n", reply)):
+                    counters.add("wrong_replies")
+        except OSError:
+            pass  # the daemon was killed under us
+        finally:
+            sock.close()
+
+
+def normal(daemon: Daemon, counters: Counters, stop: threading.Event, rng: random.Random) -> None:
+    """A well-behaved client: queries, and a round of notification mode now and then."""
+    while not stop.is_set():
+        sock = _connect(daemon, counters)
+        if sock is None:
+            time.sleep(0.05)
+            continue
+        try:
+            sock.settimeout(10)
+            for _ in range(rng.randrange(1, 50)):
+                request, expected = rng.choice(NORMAL)
+                sock.sendall(request + b"\r\n")
+                counters.add("normal_requests")
+                if not expected.fullmatch(_readline(sock)):
+                    counters.add("wrong_replies")
+            sock.sendall(b"notif\r\n")
+            if _readline(sock) != b"will send notifs\r\n":
+                counters.add("wrong_replies")
+            sock.sendall(b"stop_notif\r\n")
+            while (line := _readline(sock)) != b"OK\r\n":  # notifications may come first
+                if not line.startswith(b"notif: "):
+                    counters.add("wrong_replies")
+                    break
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+
+def post(db_path: Path, counters: Counters, stop: threading.Event, acknowledged: dict) -> None:
+    """`notifctl add` in a loop; the id of every post that exited 0 is remembered."""
+    n = 0
+    while not stop.is_set():
+        text = f"soak {threading.get_ident()} {n}"
+        result = subprocess.run(
+            [*_program("notifctl"), "--db", str(db_path), "add", "classified", text],
+            capture_output=True, text=True, env={**os.environ, "NOTIFD_CONFIG": ""},
+        )
+        if result.returncode == 0:
+            acknowledged[text] = int(result.stdout)
+            counters.add("posts_acknowledged")
+        else:
+            counters.add("posts_failed")
+        n += 1
+
+
+def run(seconds: float, kill_every: float, seed: int) -> dict:
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix="notifd-soak-") as tmp:
+        db_path = Path(tmp) / "soak.db"
+        config = Path(tmp) / "notifd.toml"
+        config.write_text("[limits]\nmax_connections_per_address = 0\n")
+        daemon = Daemon(db_path, config)
+        daemon.start()
+        counters, stop, acknowledged = Counters(), threading.Event(), {}
+        workers = [
+            *(threading.Thread(target=churn, args=(daemon, counters, stop, random.Random(rng.random()))) for _ in range(2)),
+            threading.Thread(target=hostile, args=(daemon, counters, stop, random.Random(rng.random()))),
+            *(threading.Thread(target=normal, args=(daemon, counters, stop, random.Random(rng.random()))) for _ in range(2)),
+            *(threading.Thread(target=post, args=(db_path, counters, stop, acknowledged)) for _ in range(2)),
+        ]
+        for worker in workers:
+            worker.start()
+        started = time.monotonic()
+        kills = 0
+        while time.monotonic() - started < seconds:
+            time.sleep(min(rng.uniform(0.5, 1.5) * kill_every, max(0.0, seconds - (time.monotonic() - started))))
+            daemon.sample_rss()
+            if time.monotonic() - started >= seconds:
+                break
+            daemon.kill()
+            kills += 1
+            daemon.start()
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=60)
+        daemon.stop()
+
+        import sqlite3
+
+        with sqlite3.connect(db_path) as conn:
+            stored = dict(conn.execute("SELECT text, id FROM items"))
+        found = sum(1 for text, item_id in acknowledged.items() if stored.get(text) == item_id)
+        return {
+            "seconds": seconds, "seed": seed, **counters.values, "kills_survived": kills,
+            "items_posted": len(acknowledged), "items_found": found,
+            "max_rss_kib": daemon.peak_rss_kib, "load_average": os.getloadavg(),
+        }
+
+
+def report(result: dict) -> str:
+    ok = result["items_posted"] == result["items_found"] and not result["wrong_replies"]
+    rows = [
+        ("connections served", f"{result['connections']:,}"),
+        ("bad inputs tried", f"{result['bad_inputs']:,}"),
+        ("normal requests", f"{result['normal_requests']:,}"),
+        ("wrong replies", f"{result['wrong_replies']:,}"),
+        ("kills survived (SIGKILL + restart)", f"{result['kills_survived']}"),
+        ("items posted (notifctl add exited 0)", f"{result['items_posted']:,}"),
+        ("items found in the database", f"{result['items_found']:,}"),
+        ("posts refused (daemon-independent errors)", f"{result['posts_failed']:,}"),
+        ("peak RSS of notifd", f"{result['max_rss_kib'] / 1024:.1f} MiB"),
+    ]
+    lines = [f"# Reliability soak: {result['seconds']:.0f} s, seed {result['seed']}: {'PASS' if ok else 'FAIL'}", "",
+             "| | |", "| --- | --- |", *(f"| {name} | {value} |" for name, value in rows)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description="notifd's reliability soak (issue 5)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long to run [60]")
+    parser.add_argument("--kill-every", type=float, default=5.0, help="mean seconds between SIGKILLs [5]")
+    parser.add_argument("--seed", type=int, default=1, help="random seed [1]")
+    args = parser.parse_args(argv)
+    result = run(args.seconds, args.kill_every, args.seed)
+    text = report(result)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "soak.md").write_text(text)
+    print(text)
+    return 0 if result["items_posted"] == result["items_found"] and not result["wrong_replies"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,5 +1,5 @@
 # The benchmark's arithmetic, pure and unit-tested: percentiles, ratios, /proc parsing,
-# and the soak's "how long until each client heard of each post".
+# and the sustained's "how long until each client heard of each post".
 from __future__ import annotations
 
 import bisect
@@ -52,7 +52,7 @@ def proc_rss_kib(status_text: str) -> int:
     raise ValueError("no VmRSS line")
 
 
-def soak_latencies(commits: Sequence[int], receipts: Iterable[Sequence[int]]) -> tuple[list[int | None], list[int]]:
+def sustained_latencies(commits: Sequence[int], receipts: Iterable[Sequence[int]]) -> tuple[list[int | None], list[int]]:
     """For each post: the longest time any connection took to hear of it, and how many never did.
 
     A connection hears of a post with the first notification it receives at or after the
@@ -65,7 +65,7 @@ def soak_latencies(commits: Sequence[int], receipts: Iterable[Sequence[int]]) ->
     except ImportError:
         numpy = None
     if numpy is not None and commits:
-        return _soak_latencies_numpy(numpy, commits, receipts)
+        return _sustained_latencies_numpy(numpy, commits, receipts)
     worst: list[int | None] = [None] * len(commits)
     unheard = [0] * len(commits)
     for times in receipts:
@@ -80,7 +80,7 @@ def soak_latencies(commits: Sequence[int], receipts: Iterable[Sequence[int]]) ->
     return worst, unheard
 
 
-def _soak_latencies_numpy(numpy, commits, receipts):
+def _sustained_latencies_numpy(numpy, commits, receipts):
     # The same as the loop above, vectorised: 5,000 connections x 6,000 posts.
     posts = numpy.asarray(commits, dtype=numpy.int64)
     worst = numpy.full(len(posts), -1, dtype=numpy.int64)

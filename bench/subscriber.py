@@ -228,14 +228,14 @@ def run_round(subs: Subscribers, channel: Channel, group: str) -> None:
     )
 
 
-def run_soak(subs: Subscribers, channel: Channel) -> None:
+def run_sustained(subs: Subscribers, channel: Channel) -> None:
     """Acknowledge at once and keep every receipt time until the coordinator says stop."""
     receipts: dict[int, list[int]] = {fd: [] for fd in subs.socks}
     subs.ack = "immediate"
     subs.epoll.register(0, select.EPOLLIN)
     stop = None
     try:
-        channel.say("soaking")
+        channel.say("sustaining")
         while stop is None:
             for fd, _ in subs.epoll.poll(1.0):
                 if fd == 0:
@@ -250,10 +250,10 @@ def run_soak(subs: Subscribers, channel: Channel) -> None:
         subs.epoll.unregister(0)
     # Per post: how long until each connection heard of it (its first notification
     # received after the commit), and the worst of those over this process's connections.
-    from bench.stats import soak_latencies
+    from bench.stats import sustained_latencies
 
-    worst, unheard = soak_latencies(stop["commits"], receipts.values())
-    channel.say("soaked", worst=worst, unheard=unheard, notifications=sum(len(r) for r in receipts.values()))
+    worst, unheard = sustained_latencies(stop["commits"], receipts.values())
+    channel.say("sustained_done", worst=worst, unheard=unheard, notifications=sum(len(r) for r in receipts.values()))
 
 
 def run_roundtrips(host: str, port: int, count: int, setup: list[bytes], request: bytes, channel: Channel) -> None:
@@ -327,8 +327,8 @@ def main() -> None:
                 run_round(subs, channel, cmd["group"])
             elif name == "ack":
                 channel.say("acked", count=subs.send_acks())
-            elif name == "soak":
-                run_soak(subs, channel)
+            elif name == "sustained":
+                run_sustained(subs, channel)
             elif name == "roundtrips":
                 setup = [line.encode() for line in cmd.get("setup", [])]
                 run_roundtrips(cmd["host"], cmd["port"], cmd["count"], setup, cmd["request"].encode(), channel)

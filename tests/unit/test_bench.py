@@ -31,19 +31,19 @@ def test_proc_parsing():
         stats.proc_rss_kib("Name:\tx\n")
 
 
-def test_soak_latencies_take_the_first_notification_after_each_commit():
+def test_sustained_latencies_take_the_first_notification_after_each_commit():
     commits = [100, 200, 300]
     receipts = [[150, 260], [110, 400]]  # two clients
-    worst, unheard = stats.soak_latencies(commits, receipts)
+    worst, unheard = stats.sustained_latencies(commits, receipts)
     assert worst == [50, 200, 100] and unheard == [0, 0, 1]
 
 
-def test_soak_latencies_without_numpy_agree(monkeypatch):
+def test_sustained_latencies_without_numpy_agree(monkeypatch):
     commits = [100, 200, 300, 400]
     receipts = [[150, 260, 399], [110, 401], []]
-    expected = stats.soak_latencies(commits, receipts)
+    expected = stats.sustained_latencies(commits, receipts)
     monkeypatch.setitem(sys.modules, "numpy", None)  # the pure-Python loop
-    assert stats.soak_latencies(commits, receipts) == expected == ([50, 201, 101, 1], [1, 1, 1, 2])
+    assert stats.sustained_latencies(commits, receipts) == expected == ([50, 201, 101, 1], [1, 1, 1, 2])
 
 
 def test_mqtt_packets():
