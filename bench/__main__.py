@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=None, help="duration of idle/roundtrip/sustained")
     parser.add_argument("--profile", metavar="PREFIX", help="fanout, roundtrip: py-spy notifd while measuring, into PREFIX-*.txt")
     parser.add_argument("--sustained-clients", type=int, default=5000, help="sustained: acknowledging clients")
+    parser.add_argument("--notifd-workers", type=int, default=1,
+                        help="fanout: also measure `notifd --workers N` beside the single process")
     parser.add_argument("--results", default=None, help="results directory [bench/results]")
     args = parser.parse_args(argv)
     _raise_fd_limit(max(args.clients) + 1000)
@@ -58,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         if mode == "fanout":
             from bench.fanout import run_fanout
 
-            section = run_fanout(args.clients, args.posts, args.processes, args.ack, args.only, _log, args.profile)
+            section = run_fanout(
+                args.clients, args.posts, args.processes, args.ack, args.only, _log, args.profile, args.notifd_workers
+            )
         elif mode == "idle":
             from bench.fanout import run_idle
 

@@ -12,8 +12,9 @@ from bench.workers import Workers
 WARMUP = 2  # posts not counted: the first fan-out pays for lazy allocations
 
 
-def all_targets(clients: int, only: list[str] | None = None) -> list[targetmod.Target]:
-    found = [targetmod.Notifd(), targetmod.Anchor(), *targetmod.peers(clients)]
+def all_targets(clients: int, only: list[str] | None = None, workers: int = 1) -> list[targetmod.Target]:
+    found = [targetmod.Notifd(), *([targetmod.Notifd(workers=workers)] if workers > 1 else []),
+             targetmod.Anchor(), *targetmod.peers(clients)]
     if only:
         found = [t for t in found if t.kind in only or t.name in only]
     return found
@@ -118,13 +119,14 @@ class Run:
         return row
 
 
-def run_size(clients: int, posts: int, workers: Workers, ack: str, only, log, profile, rows, versions) -> None:
+def run_size(clients: int, posts: int, workers: Workers, ack: str, only, log, profile, rows, versions,
+             notifd_workers: int = 1) -> None:
     """Every target at one N: all connected at once, their posts interleaved round by round,
     so that noise from the rest of the machine falls on every target alike."""
     runs: list[Run] = []
     profiler = None
     try:
-        for target in all_targets(clients, only):
+        for target in all_targets(clients, only, notifd_workers):
             try:
                 target.start()
             except targetmod.Absent as e:
@@ -169,7 +171,9 @@ def run_size(clients: int, posts: int, workers: Workers, ack: str, only, log, pr
                 run.target.stop()
 
 
-def run_fanout(clients_list: list[int], posts: int, processes: int, ack: str, only, log, profile=None) -> dict:
+def run_fanout(
+    clients_list: list[int], posts: int, processes: int, ack: str, only, log, profile=None, notifd_workers: int = 1
+) -> dict:
     rows: dict[str, dict[str, dict]] = {}
     versions: dict[str, str] = {}
     # Every target's subscribers are connected at once: enough processes that each stays
@@ -178,12 +182,12 @@ def run_fanout(clients_list: list[int], posts: int, processes: int, ack: str, on
     import resource
 
     per_process = resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 500
-    sockets = max(clients_list) * len(all_targets(max(clients_list), only))
+    sockets = max(clients_list) * len(all_targets(max(clients_list), only, notifd_workers))
     processes = max(processes, math.ceil(sockets / per_process))
     with Workers(processes) as workers:
         for clients in clients_list:
             log(f"fan-out to {clients} subscribers, {posts} posts each, targets interleaved")
-            run_size(clients, posts, workers, ack, only, log, profile, rows, versions)
+            run_size(clients, posts, workers, ack, only, log, profile, rows, versions, notifd_workers)
     return {"ack": ack, "subscriber_processes": processes, "targets": rows, "versions": versions}
 
 

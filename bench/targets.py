@@ -95,9 +95,14 @@ class Notifd(Target):
     name = "notifd"
     kind = "notifd"
 
-    def __init__(self, config: str = "") -> None:
+    def __init__(self, config: str = "", workers: int = 1) -> None:
         # Thousands of subscribers from one address: the per-address limit is for the network.
         self.config_text = "[limits]\nmax_connections = 0\nmax_connections_per_address = 0\n\n" + config
+        if workers > 1:
+            # `notifd --workers N` (issue 7): N processes sharing the port. Server CPU and
+            # memory figures then read the parent process only: its workers are not counted.
+            self.config_text = f"workers = {workers}\n" + self.config_text
+            self.name = f"notifd --workers {workers}"
         self.proc: subprocess.Popen | None = None
         self.tmp: tempfile.TemporaryDirectory | None = None
         self.engine = None

@@ -593,7 +593,7 @@ def db_group() -> None:
 @click.pass_context
 def db_upgrade(ctx: click.Context) -> None:
     """Bring the schema up to date (notifd also does it when it starts)."""
-    from .db import make_engine, schema_version, upgrade
+    from .db import make_engine, schema_version, transaction, upgrade
 
     url = _store(ctx).url
     from .db import sqlite_path
@@ -607,7 +607,7 @@ def db_upgrade(ctx: click.Context) -> None:
         return
     engine = make_engine(url)
     try:
-        with engine.connect() as conn:
+        with transaction(engine) as conn:
             before = schema_version(conn)
         applied = upgrade(engine, before)
     finally:
@@ -691,7 +691,7 @@ def db_copy(ctx: click.Context, target: str) -> None:
 def db_check(ctx: click.Context, as_json: bool) -> None:
     """Check the database's integrity and schema version; exits 1 on any problem."""
     from . import store
-    from .db import make_engine, schema_version, sqlite_path
+    from .db import make_engine, schema_version, sqlite_path, transaction
 
     db = _store(ctx)
     path = sqlite_path(db.url)
@@ -700,7 +700,7 @@ def db_check(ctx: click.Context, as_json: bool) -> None:
     engine = make_engine(db.url)
     problems: list[str] = []
     try:
-        with engine.connect() as conn:
+        with transaction(engine) as conn:  # a read: the daemon's writes go on meanwhile
             version = schema_version(conn)
             integrity = "ok"
             if engine.dialect.name == "sqlite":

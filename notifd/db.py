@@ -133,7 +133,8 @@ def make_engine(url: URL, name: str = "notifd") -> Engine:
         if conn.info.get("notifd_busy_ms", SQLITE_BUSY_TIMEOUT_MS) != busy:
             conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(busy)}")
             conn.info["notifd_busy_ms"] = busy
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("notifd_write", False) else "BEGIN")
+        # Unmarked transactions (engine.begin(): migrations, tools, tests) count as writers.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("notifd_write", True) else "BEGIN")
 
     @event.listens_for(engine, "before_cursor_execute")
     def _refuse_unmarked_writes(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -300,7 +301,7 @@ def open_engine(url: URL, name: str = "notifd") -> Engine:
     if path is not None and not path.exists():
         _create_sqlite(path)
     engine = make_engine(url, name)
-    with engine.connect() as conn:
+    with transaction(engine) as conn:  # a read: no need to wait for a writer's lock
         version = schema_version(conn)
     if version != store.SCHEMA_HEAD:
         upgrade(engine, version)

@@ -23,8 +23,8 @@ from .hub import Hub
 from .limits import FailureLimiter
 from .logs import Logging
 from .metrics import Metrics, site
-from .retention import Pruner
 from .outbox import Outbox
+from .retention import Pruner
 from .wakeup import make_listener
 from .wire import ConnectionFactory, Server
 

@@ -43,13 +43,9 @@ def test_readers_are_served_while_another_process_holds_the_write_lock(database,
     other.execute("BEGIN IMMEDIATE")  # another writer, holding the lock
     try:
         assert database.call(store.max_item_id) == 1  # at once, not after the busy timeout
-        with engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA busy_timeout = 50")  # keep the test short
-            conn.commit()
-            conn.execution_options(notifd_write=True)
-            with pytest.raises(Exception, match="database is locked"):
-                with conn.begin():
-                    store.add_item(conn, "classified", "blocked")
+        with pytest.raises(Exception, match="database is locked"):
+            with transaction(engine, write=True, busy_ms=50) as conn:  # a short wait: the test's
+                store.add_item(conn, "classified", "blocked")
     finally:
         other.execute("ROLLBACK")
         other.close()
