@@ -137,62 +137,65 @@ def churn(daemon: Daemon, counters: Counters, stop: threading.Event, rng: random
         sock.close()
 
 
-def hostile(daemon: Daemon, counters: Counters, stop: threading.Event, rng: random.Random) -> None:
-    """Garbage: random bytes, invalid UTF-8, NULs, over-long lines; every answer must be ERR or valid."""
+def _sessions(daemon: Daemon, counters: Counters, stop: threading.Event, talk) -> None:
+    """Connect, `talk(sock)`, close; again until stopped. A daemon killed under us is expected."""
     while not stop.is_set():
         sock = _connect(daemon, counters)
         if sock is None:
-            time.sleep(0.05)
-            continue
-        try:
-            for _ in range(rng.randrange(1, 20)):
-                kind = rng.randrange(4)
-                if kind == 0:
-                    line = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))).replace(b"\n", b"")
-                elif kind == 1:
-                    line = b"\xff\xfe\x00" * rng.randrange(1, 50)
-                elif kind == 2:
-                    line = b"x" * rng.randrange(4097, 20000)
-                else:
-                    line = rng.choice([b"OK", b"stop_notif", b"hello", b"notif nosuchtype", b"random? now", b""])
-                sock.sendall(line + b"\r\n")
-                counters.add("bad_inputs")
-                reply = _readline(sock)
-                if not (reply.startswith(b"ERR ") or re.fullmatch(rb"-?\d+\r\n", reply)):
-                    counters.add("wrong_replies")
-        except OSError:
-            pass  # the daemon was killed under us
-        finally:
-            sock.close()
-
-
-def normal(daemon: Daemon, counters: Counters, stop: threading.Event, rng: random.Random) -> None:
-    """A well-behaved client: queries, and a round of notification mode now and then."""
-    while not stop.is_set():
-        sock = _connect(daemon, counters)
-        if sock is None:
-            time.sleep(0.05)
+            time.sleep(0.05)  # the daemon is being restarted
             continue
         try:
             sock.settimeout(10)
-            for _ in range(rng.randrange(1, 50)):
-                request, expected = rng.choice(NORMAL)
-                sock.sendall(request + b"\r\n")
-                counters.add("normal_requests")
-                if not expected.fullmatch(_readline(sock)):
-                    counters.add("wrong_replies")
-            sock.sendall(b"notif\r\n")
-            if _readline(sock) != b"will send notifs\r\n":
-                counters.add("wrong_replies")
-            sock.sendall(b"stop_notif\r\n")
-            while (line := _readline(sock)) != b"OK\r\n":  # notifications may come first
-                if not line.startswith(b"notif: "):
-                    counters.add("wrong_replies")
-                    break
+            talk(sock)
         except OSError:
             pass
         finally:
             sock.close()
+
+
+def hostile(daemon: Daemon, counters: Counters, stop: threading.Event, rng: random.Random) -> None:
+    """Garbage: random bytes, invalid UTF-8, NULs, over-long lines; every answer must be ERR or valid."""
+
+    def talk(sock: socket.socket) -> None:
+        for _ in range(rng.randrange(1, 20)):
+            kind = rng.randrange(4)
+            if kind == 0:
+                line = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))).replace(b"\n", b"")
+            elif kind == 1:
+                line = b"\xff\xfe\x00" * rng.randrange(1, 50)
+            elif kind == 2:
+                line = b"x" * rng.randrange(4097, 20000)
+            else:
+                line = rng.choice([b"OK", b"stop_notif", b"hello", b"notif nosuchtype", b"random? now", b""])
+            sock.sendall(line + b"\r\n")
+            counters.add("bad_inputs")
+            reply = _readline(sock)
+            if not (reply.startswith(b"ERR ") or re.fullmatch(rb"-?\d+\r\n", reply)):
+                counters.add("wrong_replies")
+
+    _sessions(daemon, counters, stop, talk)
+
+
+def normal(daemon: Daemon, counters: Counters, stop: threading.Event, rng: random.Random) -> None:
+    """A well-behaved client: queries, and a round of notification mode now and then."""
+
+    def talk(sock: socket.socket) -> None:
+        for _ in range(rng.randrange(1, 50)):
+            request, expected = rng.choice(NORMAL)
+            sock.sendall(request + b"\r\n")
+            counters.add("normal_requests")
+            if not expected.fullmatch(_readline(sock)):
+                counters.add("wrong_replies")
+        sock.sendall(b"notif\r\n")
+        if _readline(sock) != b"will send notifs\r\n":
+            counters.add("wrong_replies")
+        sock.sendall(b"stop_notif\r\n")
+        while (line := _readline(sock)) != b"OK\r\n":  # notifications may come first
+            if not line.startswith(b"notif: "):
+                counters.add("wrong_replies")
+                break
+
+    _sessions(daemon, counters, stop, talk)
 
 
 def post(db_path: Path, counters: Counters, stop: threading.Event, acknowledged: dict) -> None:
