@@ -166,11 +166,6 @@ class Config:
         )
         return Window(max_age=max_age, max_count=max_count)
 
-    def retention_for(self, type_name: str) -> timedelta | None:
-        """How long items of a type are kept: [types.<name>] retention over [retention] max_age."""
-        own = self.types.get(type_name, {})
-        return own["retention"] if "retention" in own else self.retention
-
     def check_types(self, known: dict[str, ItemType]) -> None:
         """Refuse settings for a type no plugin declares (a typo would silently do nothing)."""
         for name in self.types:

@@ -1,5 +1,5 @@
 # The database connection and its schema: engine set-up (SQLite pragmas in one place), the
-# one-thread pool the daemon runs every query on, and Alembic upgrades.
+# reader and writer threads the daemon runs every query on, and Alembic upgrades.
 #
 # Rule: the reactor thread never runs a query. `Database.run(f, *args)` runs `f(conn, *args)`
 # in a transaction on a worker thread and returns a Deferred: writes on one writer thread

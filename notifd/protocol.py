@@ -132,9 +132,6 @@ def _notif(type_name: str) -> Send:
     return send
 
 
-NOTIF_VERBS = ("notif", "_notif_")  # the tutorial spells it both ways
-
-
 class Session:
     """The protocol state of one client connection.
 
@@ -410,7 +407,7 @@ _COMMANDS: dict[Mode, dict[str, _Command]] = {
     Mode.HELLO: {"hello": Session._hello},
     Mode.NORMAL: {
         "notif": Session._start_notif,
-        "_notif_": Session._start_notif,
+        "_notif_": Session._start_notif,  # the tutorial spells it both ways
         "hello": Session._hello,
         "OK": Session._not_in_notif,
         "stop_notif": Session._not_in_notif,

@@ -10,13 +10,12 @@ import re
 import selectors
 import signal
 import socket
-import subprocess
 import time
 
 import pytest
 
 from tests import pg
-from tests.integration.conftest import _ENV, TIMEOUT, DaemonProcess, _notifctl_command, eventually, run_notifctl
+from tests.integration.conftest import TIMEOUT, DaemonProcess, eventually, run_notifctl
 
 pytestmark = pytest.mark.integration
 
@@ -78,16 +77,14 @@ def receive_all(clients: list[socket.socket], expected: bytes, timeout: float = 
     return last
 
 
-def test_three_nodes_300_clients_one_add(nodes, notifctl, pg_url, report):
+def test_three_nodes_300_clients_one_add(nodes, notifctl, start_notifctl, report):
     servers = [nodes(f"node-{n}") for n in "abc"]
     clients = [sock for server in servers for sock in subscribe(server.port, 100)]
-    poster = subprocess.Popen(_notifctl_command(pg_url, "add", "classified", "Nice appart in the 11e."),
-                              stdout=subprocess.PIPE, text=True, env=_ENV)
-    with poster:
-        assert poster.stdout.readline().strip().isdigit()
-        committed = time.monotonic()  # notifctl prints the id once the item is committed, then NOTIFYs
-        last = receive_all(clients, b"notif: classified\r\n")
-        assert poster.wait(timeout=TIMEOUT) == 0
+    poster = start_notifctl("add", "classified", "Nice appart in the 11e.")
+    assert poster.stdout.readline().strip().isdigit()
+    committed = time.monotonic()  # notifctl prints the id once the item is committed, then NOTIFYs
+    last = receive_all(clients, b"notif: classified\r\n")
+    assert poster.wait(timeout=TIMEOUT) == 0
     report(f"PostgreSQL, 3 nodes, 300 clients (100 each), one notifctl add: last notification "
            f"{1000 * (last - committed):.1f} ms after the commit")
     status = json.loads(notifctl("status", "--json").stdout)
@@ -234,24 +231,17 @@ def _start_all(processes: list[DaemonProcess]) -> None:
     assert not errors, errors
 
 
-def test_notifctl_watch_fails_over_to_the_next_node(nodes, notifctl, pg_url):
+def test_notifctl_watch_fails_over_to_the_next_node(nodes, notifctl, start_notifctl):
     token = notifctl("client", "add", "kiosk").stdout.splitlines()[-1]
     notifctl("add", "classified", "first ad")
     node_a, node_b = nodes("node-a"), nodes("node-b")
-    watcher = subprocess.Popen(
-        [*_notifctl_command(pg_url, "watch", "--name", "kiosk", "--token", token,
-                            "--connect", f"tcp:127.0.0.1:{node_a.port}", "--connect", f"tcp:127.0.0.1:{node_b.port}")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_ENV,
+    watcher = start_notifctl(
+        "watch", "--name", "kiosk", "--token", token,
+        "--connect", f"tcp:127.0.0.1:{node_a.port}", "--connect", f"tcp:127.0.0.1:{node_b.port}",
     )
-    try:
-        assert watcher.stdout.readline() == "classified: first ad\n"
-        assert node_a.kill(signal.SIGTERM) == 0  # its clients are closed; the read mark is committed
-        eventually(lambda: "connected (1)" in notifctl("clients").stdout)  # now on node B
-        notifctl("add", "classified", "second ad")
-        # Node B continues from the stored read state: the first ad is not printed again.
-        assert watcher.stdout.readline() == "classified: second ad\n"
-    finally:
-        watcher.kill()
-        watcher.wait()
-        watcher.stdout.close()
-        watcher.stderr.close()
+    assert watcher.stdout.readline() == "classified: first ad\n"
+    assert node_a.kill(signal.SIGTERM) == 0  # its clients are closed; the read mark is committed
+    eventually(lambda: "connected (1)" in notifctl("clients").stdout)  # now on node B
+    notifctl("add", "classified", "second ad")
+    # Node B continues from the stored read state: the first ad is not printed again.
+    assert watcher.stdout.readline() == "classified: second ad\n"

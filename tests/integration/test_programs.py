@@ -50,24 +50,15 @@ def test_notifd_reports_a_port_in_use(daemon, db_path):
     assert f"cannot listen on 'tcp:{server.port}:interface=127.0.0.1'" in result.stderr
 
 
-def test_notifctl_watch_prints_new_items(daemon, notifctl, db_path):
+def test_notifctl_watch_prints_new_items(daemon, notifctl, start_notifctl):
     notifctl("add", "classified", "already there")
     server = daemon()
-    watcher = subprocess.Popen(
-        [*_script("notifctl"), "--db", str(db_path), "watch", "--connect", f"tcp:127.0.0.1:{server.port}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        assert watcher.stdout.readline() == "classified: already there\n"
-        notifctl("add", "classified", "Nice appart in the 11e.")
-        assert watcher.stdout.readline() == "classified: Nice appart in the 11e.\n"
-        notifctl("add", "random", "89765234756")
-        assert watcher.stdout.readline() == "random: 89765234756\n"
-    finally:
-        watcher.kill()
-        watcher.wait()
-        watcher.stdout.close()
-        watcher.stderr.close()
+    watcher = start_notifctl("watch", "--connect", f"tcp:127.0.0.1:{server.port}")
+    assert watcher.stdout.readline() == "classified: already there\n"
+    notifctl("add", "classified", "Nice appart in the 11e.")
+    assert watcher.stdout.readline() == "classified: Nice appart in the 11e.\n"
+    notifctl("add", "random", "89765234756")
+    assert watcher.stdout.readline() == "random: 89765234756\n"
 
 
 def test_notifctl_watch_without_a_daemon_fails_cleanly(tmp_path):

@@ -9,7 +9,6 @@ import signal
 import socket
 import sqlite3
 import ssl
-import subprocess
 import sys
 import threading
 import urllib.request
@@ -19,7 +18,7 @@ import pytest
 from notifd import db as dbmod
 from notifd import store
 from tests import transcript
-from tests.integration.conftest import TIMEOUT, LineClient, _script
+from tests.integration.conftest import TIMEOUT, LineClient
 
 pytestmark = pytest.mark.integration
 
@@ -166,25 +165,15 @@ class TLSClient(LineClient):
         self.buffer = b""
 
 
-def test_a_tls_client_completes_the_tutorial_session(daemon, notifctl, certificate, db_path):
+def test_a_tls_client_completes_the_tutorial_session(daemon, notifctl, certificate, start_notifctl):
     cert, key = certificate
     for type_name, text in transcript.POSTS_BEFORE:
         notifctl("add", type_name, text)
     server = daemon(listen=f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}")
     transcript.replay(TLSClient(server.port, cert), lambda type_name, text: notifctl("add", type_name, text))
     # notifctl watch connects over TLS too, checking the certificate.
-    watcher = subprocess.Popen(
-        [*_script("notifctl"), "--db", str(db_path), "watch", "--connect",
-         f"tls:localhost:{server.port}:trustRoots={cert.parent}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        assert watcher.stdout.readline() == "classified: Nice appart in the 11e.\n"  # a new anonymous client
-    finally:
-        watcher.kill()
-        watcher.wait()
-        watcher.stdout.close()
-        watcher.stderr.close()
+    watcher = start_notifctl("watch", "--connect", f"tls:localhost:{server.port}:trustRoots={cert.parent}")
+    assert watcher.stdout.readline() == "classified: Nice appart in the 11e.\n"  # a new anonymous client
 
 
 def test_plain_text_to_the_tls_port_is_refused_and_others_go_on(daemon, certificate):

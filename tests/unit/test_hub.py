@@ -89,13 +89,19 @@ def test_a_failing_notifier_does_not_stop_the_others(database):
     failed_later.errback(RuntimeError("late"))  # logged, not raised
 
 
-def test_push_once_per_type_per_batch_and_at_once(database):
+def pushing_hub(database):
+    """A started hub whose only notifier is its own push, with one subscribed listener."""
     hub, clock = make_hub(database)
     hub.notifiers = []
     hub.register_notifiers(register=lambda n: hub.notifiers.append(("hub", n)))
     hub.start()
     listener = Listener()
     hub.subscribe(listener)
+    return hub, clock, listener
+
+
+def test_push_once_per_type_per_batch_and_at_once(database):
+    hub, clock, listener = pushing_hub(database)
     for text in ("a", "b", "c"):
         database.call(store.add_item, "classified", text)
     database.call(store.add_item, "random", "4")
@@ -119,12 +125,7 @@ def test_push_once_per_type_per_batch_and_at_once(database):
 
 
 def test_a_type_is_pushed_once_per_batch_even_across_many_items(database):
-    hub, clock = make_hub(database)
-    hub.notifiers = []
-    hub.register_notifiers(register=lambda n: hub.notifiers.append(("hub", n)))
-    hub.start()
-    listener = Listener()
-    hub.subscribe(listener)
+    hub, clock, listener = pushing_hub(database)
     with database.engine.begin() as conn:
         for i in range(50):
             store.add_item(conn, "classified", f"ad {i}")
