@@ -155,7 +155,11 @@ class Config:
     given: frozenset[str] = frozenset()
 
     def window(self, item_type: ItemType) -> Window:
-        """The recent window of a type: [types.<name>] over [recent] over the plugin's default."""
+        """The recent window of a type: [types.<name>] over [recent] over the plugin's default.
+
+        An item past its retention is not recent, even before the pruner deletes it: what
+        a query may return does not depend on when the pruner last ran.
+        """
         own = self.types.get(item_type.name, {})
         default = item_type.window
         max_age = own["recent_max_age"] if "recent_max_age" in own else (
@@ -164,6 +168,9 @@ class Config:
         max_count = own["recent_max_count"] if "recent_max_count" in own else (
             self.recent_max_count if "recent_max_count" in self.given else default.max_count
         )
+        retention = own["retention"] if "retention" in own else self.retention
+        if retention is not None and (max_age is None or retention < max_age):
+            max_age = retention
         return Window(max_age=max_age, max_count=max_count)
 
     def check_types(self, known: dict[str, ItemType]) -> None:

@@ -6,7 +6,7 @@
 # Rules: wake-ups carry no data. On a wake-up or a safety poll the hub asks the store for
 # items above its high-water mark, so a lost wake-up costs latency, never an item. The push
 # does no per-client database work: the hub knows in memory who is subscribed and the
-# newest item of each type.
+# newest items of each type (recent.py), from which it also answers most queries.
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -16,9 +16,10 @@ from twisted.internet import task
 from twisted.logger import Logger
 
 from . import hookimpl, store
-from .items import Item, Notifier, Window
+from .items import Item, Notifier, Pick, Window
 from .metrics import Metrics
 from .plugins import call_plugin
+from .recent import RecentItems, cap_for
 
 
 class Subscriber(Protocol):
@@ -35,16 +36,20 @@ class Hub:
         self.db = db
         self.metrics = metrics if metrics is not None else Metrics()
         self.clock = clock
-        self.windows = dict(windows)
+        self.windows: dict[str, Window] = dict(windows)  # the recent window of each type served
         self.poll_interval = poll_interval
         self.notifiers: list[tuple[str, Notifier]] = []  # set by the service, after registration
         self.subscribers: set[Subscriber] = set()
-        self.latest: dict[str, Item] = {}  # the newest item of each type
+        self.recent: dict[str, RecentItems] = {}  # the newest items of each type served
         self.high_water = 0  # the id of the last item handed to notifiers
         self._checking = False
         self._check_again = False
+        # Wake-ups heard, and how many of them the last complete check began after: while
+        # the second is behind, the hub may not know an item that was announced to it.
+        self._woken = 0
+        self._caught_up = 0
         self._pushed: set[str] = set()  # types pushed in this reactor turn's batch
-        self._poll = task.LoopingCall(self.wake)
+        self._poll = task.LoopingCall(self._check)
         self._poll.clock = clock
         # Whether a wake-up waits unread (set by the service to the listener's check); a
         # hub without wake-ups relies on its checks alone.
@@ -55,11 +60,21 @@ class Hub:
     def start(self):
         """Load where the store stands, then follow it. Returns a Deferred."""
 
-        def loaded(state: tuple[int, dict[str, Item]]) -> None:
-            self.high_water, self.latest = state
+        def loaded(state: tuple[int, dict[str, RecentItems]]) -> None:
+            self.high_water, self.recent = state
             self._poll.start(self.poll_interval, now=False)
 
-        return self.db.run(_load_state).addCallback(loaded)
+        caps = {name: cap_for(window) for name, window in self.windows.items()}
+        return self.db.run(_load_state, caps).addCallback(loaded)
+
+    def set_windows(self, windows: Mapping[str, Window]) -> None:
+        """New recent windows (SIGHUP)."""
+        self.windows = dict(windows)
+        for name, window in self.windows.items():
+            memory = self.recent.get(name)
+            if memory is not None:
+                memory.resize(cap_for(window))
+                memory.window_changed()
 
     def stop(self) -> None:
         if self._poll.running:
@@ -68,28 +83,38 @@ class Hub:
     # --- learning about new items -----------------------------------------------------------
 
     def wake(self) -> None:
-        """Something may have been added: check the store (coalesced with a check in flight)."""
+        """Something was added (a wake-up): check the store; until then queries ask the database."""
+        self._woken += 1
+        self._check()
+
+    def _check(self) -> None:
+        # Also the safety poll, which announces nothing: memory keeps answering meanwhile.
         if self._checking:
-            self._check_again = True
+            self._check_again = True  # coalesced with the check in flight
             return
         self._checking = True
         d = self.db.run(store.items_after, self.high_water)
         # A failure was logged by the database (once per outage); the next poll retries.
-        d.addCallbacks(self._dispatch, lambda failure: None)
+        d.addCallbacks(self._dispatch, lambda failure: None, callbackArgs=(self._woken,))
         d.addBoth(self._checked)
 
     def _checked(self, _: object) -> None:
         self._checking = False
         if self._check_again:
             self._check_again = False
-            self.wake()
+            self._check()
 
-    def _dispatch(self, items: list[Item]) -> None:
+    def _dispatch(self, items: list[Item], woken: int) -> None:
+        if len(items) < store.ITEMS_BATCH:
+            self._caught_up = max(self._caught_up, woken)  # every item committed before it began
         if not items:
             return
+        recent = self.recent
         for item in items:
             self.high_water = item.id
-            self.latest[item.type] = item
+            memory = recent.get(item.type)
+            if memory is not None:
+                memory.add(item)
             self.metrics.items.labels(item.type).inc()
         if len(items) == store.ITEMS_BATCH:
             self._check_again = True  # there may be more
@@ -131,32 +156,39 @@ class Hub:
         """Add a connection in notification mode; returns the id of the newest recent item of each type."""
         self.subscribers.add(subscriber)
         now = datetime.fromtimestamp(self.clock.seconds(), timezone.utc).replace(tzinfo=None)
-        return {
-            name: item.id
-            for name, item in self.latest.items()
-            if name in self.windows and self.windows[name].admits(item.created_at, now)
-        }
+        latest = {}
+        for name, memory in self.recent.items():
+            item = memory.newest()
+            if item is not None and self.windows[name].admits(item.created_at, now):
+                latest[name] = item.id
+        return latest
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self.subscribers.discard(subscriber)
 
     # --- answering from memory ---------------------------------------------------------------
 
-    def newest_unread(self, type_name: str, after: int, window: Window, now: datetime) -> tuple[bool, Item | None]:
-        """The newest recent item of a type above cursor `after`, if the hub is sure of it.
+    def unread(self, type_name: str, after: int, pick: Pick, now: datetime) -> tuple[bool, Item | None]:
+        """The recent item of a type above cursor `after` that a query returns, if the hub is sure of it.
 
-        Returns (False, None) when the hub may be behind the store (a check in flight, or
-        a wake-up not read yet): the caller asks the database. Otherwise (True, item),
-        item None when nothing is unread. A post whose wake-up reached this daemon before
-        the query is therefore always seen (issue 6: `random?` without a database trip).
+        Returns (False, None) when the hub may be behind the store (a wake-up not read
+        yet, or read and not yet followed by a check) or the answer may be older than
+        what it holds: the caller
+        asks the database. Otherwise (True, item), item None when nothing is unread. A
+        post whose wake-up reached this daemon before the query is therefore always seen
+        (issue 6: queries without a database round trip).
         """
-        if self._checking or self.wakeup_pending():
+        if self._caught_up < self._woken or self.wakeup_pending():
             return False, None
-        item = self.latest.get(type_name)
-        if item is None or item.id <= after or not window.admits(item.created_at, now):
-            return True, None
-        return True, item
+        memory = self.recent.get(type_name)
+        if memory is None:
+            return False, None
+        return memory.unread(after, pick, self.windows[type_name], now)
 
 
-def _load_state(conn) -> tuple[int, dict[str, Item]]:
-    return store.max_item_id(conn), store.latest_items(conn)
+def _load_state(conn, caps: Mapping[str, int]) -> tuple[int, dict[str, RecentItems]]:
+    recent = {}
+    for name, cap in caps.items():
+        newest = store.newest_items(conn, name, cap)
+        recent[name] = RecentItems(cap, newest, complete=len(newest) < cap)
+    return store.max_item_id(conn), recent

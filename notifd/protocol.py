@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
@@ -178,8 +179,18 @@ class Session:
 
     def receive(self, data: bytes) -> list[Action]:
         """Take bytes from the client; returns what to do about the lines they complete."""
-        self._buffer += data
         actions: list[Action] = []
+        if not self._buffer and not self._discarding and self.mode is not Mode.WAITING:
+            # One whole line, nothing before it: the common request, without the buffer;
+            # and the commonest, `<type>?`, without decoding and splitting (issue 6).
+            type_name = _query_lines(self.types, self.max_line).get(data) if self.mode is Mode.NORMAL else None
+            if type_name is not None:
+                self._fetch(type_name, actions)
+                return actions
+            if data.find(b"\n") == len(data) - 1 >= 0:
+                self._run_raw_line(data[:-1], actions)
+                return actions
+        self._buffer += data
         self._run_lines(actions)
         return actions
 
@@ -194,6 +205,8 @@ class Session:
 
     def _run_lines(self, actions: list[Action]) -> None:
         buffer = self._buffer
+        if not buffer:
+            return
         start = 0
         while self.mode is not Mode.WAITING:
             end = buffer.find(b"\n", start)
@@ -250,9 +263,12 @@ class Session:
         elif args:
             actions.append(Err.NO_ARGUMENTS)
         else:
-            self.mode = Mode.WAITING
-            self._waiting_for = type_name
-            actions.append(Fetch(type_name, self.cursors.get(type_name, 0)))
+            self._fetch(type_name, actions)
+
+    def _fetch(self, type_name: str, actions: list[Action]) -> None:
+        self.mode = Mode.WAITING
+        self._waiting_for = type_name
+        actions.append(Fetch(type_name, self.cursors.get(type_name, 0)))
 
     def _hello(self, verb: str, args: list[str], actions: list[Action]) -> None:
         if len(args) != 2:
@@ -396,6 +412,17 @@ class Session:
             del self.pending[type_name]
             self.outstanding = type_name
             actions.append(_notif(type_name))
+
+
+@functools.lru_cache(maxsize=8)
+def _query_lines(types: frozenset[str], max_line: int) -> dict[bytes, str]:
+    """The exact bytes of each valid `<type>?` line, with either line ending -> the type."""
+    lines = {}
+    for name in types:
+        query = f"{name}?".encode("utf-8")
+        if len(query) <= max_line:
+            lines[query + b"\n"] = lines[query + CRLF] = name
+    return lines
 
 
 _Command = Callable[[Session, str, list, list], None]

@@ -78,7 +78,6 @@ class Daemon:
             db=self.db,
             hub=self.hub,
             types=self.types,
-            windows=windows,
             clock=reactor,
             max_line=config.max_line_length,
             node=config.node,
@@ -213,6 +212,7 @@ class Daemon:
             yield self.metrics_port.stopListening()
         # Each pool runs jobs in order: once these are done, everything queued before is.
         try:
+            yield self.server.read_marks.flushed()
             yield self.db.run(store.max_item_id)
             yield self.db.run(store.node_stopped, self.config.node)
             yield self.db.run(store.clear_presence, self.config.node)
@@ -267,7 +267,7 @@ class Daemon:
         if self.logging is not None:
             self.logging.set_level(new.log_level)
         windows = self._windows(new)
-        self.server.windows = self.hub.windows = windows
+        self.hub.set_windows(windows)
         self._apply_limits(new)
         self.pruner.configure(new)
         self.config = new

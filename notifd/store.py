@@ -19,7 +19,7 @@ import hmac
 import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from sqlalchemy import (
     Column,
@@ -31,8 +31,10 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     case,
     delete,
+    exists,
     func,
     insert,
     select,
@@ -240,11 +242,10 @@ def max_item_id(conn: Connection) -> int:
     return conn.execute(select(func.coalesce(func.max(items.c.id), 0))).scalar_one()
 
 
-def latest_items(conn: Connection) -> dict[str, Item]:
-    """The newest item of each type."""
-    newest = select(func.max(items.c.id)).group_by(items.c.type).scalar_subquery()
-    rows = conn.execute(select(items).where(items.c.id.in_(newest)))
-    return {row.type: _item(row) for row in rows}
+def newest_items(conn: Connection, type_name: str, limit: int) -> list[Item]:
+    """The newest `limit` items of a type, oldest first."""
+    rows = conn.execute(select(items).where(items.c.type == type_name).order_by(items.c.id.desc()).limit(limit))
+    return [_item(row) for row in rows][::-1]
 
 
 def _recent(type_name: str, window: Window, now: datetime):
@@ -361,17 +362,39 @@ def client_cursors(conn: Connection, client_id: int) -> dict[str, int]:
 
 
 @writes
-def mark_read(conn: Connection, client_id: int, type_name: str, item_id: int) -> None:
-    """Move a client's cursor forward to `item_id` (never back: two connections may race)."""
-    # One statement: connections of one client on two nodes may write the same row at once.
-    new = _insert(conn, cursors).values(client_id=client_id, type=type_name, last_read_id=item_id)
-    conn.execute(new.on_conflict_do_update(
+def mark_read(conn: Connection, marks: Sequence[tuple[int, str, int]]) -> None:
+    """Move clients' cursors forward: each mark is (client id, type, item id); never back.
+
+    The mark of a client removed meanwhile is skipped, so it cannot fail the others'.
+    """
+    statement = _MARK_READ.get(conn.dialect.name)
+    if statement is None:
+        statement = _MARK_READ[conn.dialect.name] = _mark_read_statement(conn)
+    conn.execute(statement, [
+        {"client_id": client_id, "type": type_name, "last_read_id": item_id}
+        for client_id, type_name, item_id in marks
+    ])
+
+
+# Built once per dialect: building this statement cost more than running it (issue 6).
+_MARK_READ: dict[str, object] = {}
+
+
+def _mark_read_statement(conn: Connection):
+    # One statement per mark, no read first: connections of one client on two nodes may
+    # write the same row at once, and the furthest mark wins.
+    client_id = bindparam("client_id", type_=Integer)
+    mark = select(client_id, bindparam("type", type_=String), bindparam("last_read_id", type_=Integer))
+    new = _insert(conn, cursors).from_select(
+        ["client_id", "type", "last_read_id"], mark.where(exists().where(clients.c.id == client_id))
+    )
+    return new.on_conflict_do_update(
         index_elements=[cursors.c.client_id, cursors.c.type],
         set_={"last_read_id": case(
             (cursors.c.last_read_id < new.excluded.last_read_id, new.excluded.last_read_id),
             else_=cursors.c.last_read_id,
         )},
-    ))
+    )
 
 
 def unread_counts(

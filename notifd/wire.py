@@ -25,8 +25,9 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from . import store
-from .items import Item, ItemType, Pick, Window
+from .items import Item, ItemType
 from .protocol import Err, Fetch, Identify, MarkRead, Mode, Send, Session, Subscribe, Unsubscribe
+from .readmarks import ReadMarks
 
 
 @dataclass
@@ -36,7 +37,6 @@ class Server:
     db: object  # db.Database
     hub: object  # hub.Hub
     types: Mapping[str, ItemType]
-    windows: Mapping[str, Window]
     clock: object  # IReactorTime
     max_line: int
     node: str
@@ -50,12 +50,15 @@ class Server:
     max_unsent: int | None = None  # bytes a client may leave unread before it is dropped
     per_address: dict = field(default_factory=dict)  # source address -> open connections
     type_names: frozenset[str] = frozenset()  # shared by every Session (one set, not one per client)
+    read_marks: ReadMarks = None  # named clients' cursors on their way to the database
 
     _now_tick: int = -1
     _now: datetime | None = None
 
     def __post_init__(self) -> None:
         self.type_names = frozenset(self.types)
+        if self.read_marks is None:
+            self.read_marks = ReadMarks(self.db, self.clock)
 
     def left(self, address: str) -> None:
         """A connection from `address` closed."""
@@ -142,7 +145,7 @@ class Connection(Protocol):
     # the instance __dict__.
     __slots__ = (
         "server", "session", "on_close", "last_heard", "_reading", "_write_blocked", "_presence", "_socket",
-        "_db_writes", "address",
+        "address",
     )
 
     def __init__(self, server: Server) -> None:
@@ -155,7 +158,6 @@ class Connection(Protocol):
         self._write_blocked = False  # the transport's buffer is full: the client is not reading
         self._presence = None  # Deferred of this connection's presence row, for a named client
         self._socket = None  # set at connect when the write fast path applies
-        self._db_writes = 0  # this connection's database writes not done yet
 
     def connectionMade(self) -> None:
         # As a streaming producer we hear when the client stops reading (our write buffer
@@ -226,11 +228,13 @@ class Connection(Protocol):
         # loop goes on over them instead of recursing: a client may pipeline thousands of
         # `random?`. (The session hands over a new list each time: it is ours to extend.)
         for action in actions:
-            match action:
+            match action:  # the commonest first: each case is an isinstance check
                 case Send(data):
                     self._send(data)
                 case Fetch(type_name, after):
                     actions.extend(self._fetch(type_name, after))
+                case MarkRead(client_id, type_name, item_id):
+                    self.server.read_marks.mark(client_id, type_name, item_id)
                 case Identify(name, token):
                     self._identify(name, token)
                 case Subscribe():
@@ -238,9 +242,6 @@ class Connection(Protocol):
                     self._carry_out(self.session.subscribed(latest))
                 case Unsubscribe():
                     self.server.hub.unsubscribe(self)
-                case MarkRead(client_id, type_name, item_id):
-                    # A failure was logged by the database; the client may get the item again.
-                    self._write_db(store.mark_read, client_id, type_name, item_id).addErrback(lambda f: None)
         self._update_reading()
 
     def _answer(self, actions) -> None:
@@ -250,18 +251,14 @@ class Connection(Protocol):
     def _fetch(self, type_name: str, after: int) -> list:
         """Ask for the item a query returns; returns the answer's actions if known at once."""
         item_type = self.server.types[type_name]
-        window = self.server.windows[type_name]
+        hub = self.server.hub
         now = self.server.now()
-        if item_type.pick is Pick.NEWEST and not self._db_writes:
-            # The newest recent item is the hub's in memory, when the hub is up to date
-            # with the store: no database round trip (issue 6). Not while this
-            # connection's own writes (a read mark, its presence) are queued: an answer
-            # never overtakes them, so a named client's stored state is settled by the
-            # time it hears the next reply, as with every answer from the database.
-            known, item = self.server.hub.newest_unread(type_name, after, window, now)
-            if known:
-                return self._answer_with(item, item_type)
-        d = self.server.db.run(store.next_unread, type_name, after, item_type.pick, window, now)
+        # Most answers are in the hub's memory, when it is up to date with the store: no
+        # database round trip (issue 6). The database answers the rest.
+        known, item = hub.unread(type_name, after, item_type.pick, now)
+        if known:
+            return self._answer_with(item, item_type)
+        d = self.server.db.run(store.next_unread, type_name, after, item_type.pick, hub.windows[type_name], now)
         d.addCallbacks(self._fetched, self._db_failed, callbackArgs=(item_type,))
         return []
 
@@ -302,19 +299,12 @@ class Connection(Protocol):
             self._carry_out(self.session.identified(None, {}))
             return
         client_id, cursors = found
-        self._presence = self._write_db(store.client_connected, client_id, self.server.node)
+        # Marks of this client's earlier connections may still be on their way to the database.
+        for type_name, item_id in self.server.read_marks.cursors_of(client_id).items():
+            if item_id > cursors.get(type_name, 0):
+                cursors[type_name] = item_id
+        self._presence = self.server.db.run(store.client_connected, client_id, self.server.node)
         self._carry_out(self.session.identified(client_id, cursors))
-
-    def _write_db(self, f, *args):
-        """Queue a database write of this connection's; counted until it is done."""
-        self._db_writes += 1
-        d = self.server.db.run(f, *args)
-
-        def done(result):
-            self._db_writes -= 1
-            return result
-
-        return d.addBoth(done)
 
     def _db_failed(self, failure) -> None:
         self._answer(self.session.failed())  # the database logged it, once per outage

@@ -93,7 +93,7 @@ def test_one_client_marking_reads_on_several_nodes_at_once(databases):
 
     def mark(database, item_id):
         barrier.wait(timeout=30)
-        database.call(store.mark_read, client.id, "classified", item_id)
+        database.call(store.mark_read, [(client.id, "classified", item_id)])
 
     with ThreadPoolExecutor(NODES) as pool:
         for future in [pool.submit(mark, d, i) for i, d in enumerate(databases, start=10)]:

@@ -293,7 +293,7 @@ def test_the_daemon_prunes_expired_items_at_start(daemon, notifctl, db_path, tmp
         for i in range(3):
             store.add_item(conn, "classified", f"old {i}", now=old)
         client_id = store.list_clients(conn)[0].id
-        store.mark_read(conn, client_id, "classified", 2)
+        store.mark_read(conn, [(client_id, "classified", 2)])
         store.add_item(conn, "classified", "fresh")
     engine.dispose()
     config = tmp_path / "notifd.toml"

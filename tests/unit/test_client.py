@@ -206,6 +206,7 @@ def test_failover_moves_to_the_next_node_when_its_node_goes_down(clock, two_node
     token = node_a.rig.database.call(store.add_client, "kiosk")
     for text in ("first ad", "second ad"):
         node_a.rig.post("classified", text)
+    node_b.rig.hub.wake()  # as every node's hub is woken by a post (LISTEN/NOTIFY)
     hellos = []
 
     def on_connect(client):

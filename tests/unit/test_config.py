@@ -58,6 +58,18 @@ recent_max_count = 10
     assert weather == Window(max_age=timedelta(days=3), max_count=5)
 
 
+def test_an_item_past_its_retention_is_not_recent(tmp_path):
+    path = tmp_path / "notifd.toml"
+    path.write_text('[recent]\nmax_age = 0\n[retention]\nmax_age = "2d"\n[types.weather]\nretention = "1h"\n')
+    config = build(read_file(path))
+    classified = ItemType("classified", window=Window(max_age=timedelta(days=7), max_count=100))
+    assert config.window(classified) == Window(max_age=timedelta(days=2), max_count=100)
+    weather = ItemType("weather", window=Window(max_age=None, max_count=5))
+    assert config.window(weather) == Window(max_age=timedelta(hours=1), max_count=5)
+    path.write_text('[retention]\nmax_age = 0\n')  # kept forever: the recent window alone
+    assert build(read_file(path)).window(classified) == classified.window
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

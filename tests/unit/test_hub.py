@@ -69,6 +69,31 @@ def test_wakeups_during_a_check_are_coalesced_into_one_more_check(database):
     assert hub.high_water == 1
 
 
+def test_memory_answers_unless_a_wakeup_is_not_yet_followed_by_a_check(database):
+    from notifd.items import Pick
+
+    held = HeldDatabase(database)
+    hub, clock = make_hub(held)
+    hub.start()
+    held.release()
+    now = store.utcnow()
+    assert hub.unread("classified", 0, Pick.OLDEST, now) == (True, None)
+    clock.advance(1.0)  # the safety poll's check is in flight: it announces nothing
+    assert len(held.held) == 1
+    assert hub.unread("classified", 0, Pick.OLDEST, now) == (True, None)
+    item_id, _ = database.call(store.add_item, "classified", "ad")
+    hub.wake()  # a wake-up during that check: the hub is behind until a check begun after it ends
+    assert hub.unread("classified", 0, Pick.OLDEST, now) == (False, None)
+    held.release_one()  # the poll's check (it may or may not have seen the item)
+    assert hub.unread("classified", 0, Pick.OLDEST, now) == (False, None)
+    held.release_one()  # the check the wake-up asked for
+    known, item = hub.unread("classified", 0, Pick.OLDEST, now)
+    assert known and item.id == item_id
+    hub.wakeup_pending = lambda: True  # a wake-up datagram not read yet
+    assert hub.unread("classified", 0, Pick.OLDEST, now) == (False, None)
+    hub.stop()
+
+
 def test_a_failing_notifier_does_not_stop_the_others(database):
     hub, clock = make_hub(database)
     seen = []

@@ -59,6 +59,13 @@ def test_normal_mode_chat(session, line, reply, rest):
         assert session.mode is Mode.NORMAL
 
 
+def test_no_bytes_and_partial_lines_answer_nothing_until_the_line_ends(session):
+    assert session.receive(b"") == []  # not an empty line
+    assert session.receive(b"stop") == []
+    assert session.receive(b"") == []
+    assert sent(session.receive(b"_notif\r\n")) == b"ERR not in notification mode\r\n"
+
+
 def test_query_waits_for_the_database_and_answers_in_order(session):
     actions = session.receive(b"classified?\r\nrandom?\n")
     assert actions == [Fetch("classified", 0)]

@@ -24,7 +24,6 @@ def test_reload_applies_windows_and_limits_and_names_what_needs_a_restart(daemon
         given=frozenset({"types", "listen", "max_line_length"}),
     )
     assert daemon.reload(new) == ["listen"]
-    assert daemon.server.windows["classified"].max_count == 1
     assert daemon.hub.windows["classified"].max_count == 1
     assert daemon.server.max_line == 100
 

@@ -64,14 +64,24 @@ def test_idempotency_key(database):
     assert len(database.call(store.list_items)) == 1
 
 
-def test_items_after_and_latest(database):
+def test_items_after_and_newest(database):
     a = add(database, "classified", "a")
     b = add(database, "random", "1")
     c = add(database, "classified", "c")
-    assert [i.id for i in database.call(store.items_after, a)] == [b, c]
-    latest = database.call(store.latest_items)
-    assert {t: i.id for t, i in latest.items()} == {"classified": c, "random": b}
-    assert database.call(store.max_item_id) == c
+    d = add(database, "classified", "d")
+    assert [i.id for i in database.call(store.items_after, a)] == [b, c, d]
+    assert [i.id for i in database.call(store.newest_items, "classified", 2)] == [c, d]  # oldest first
+    assert [i.id for i in database.call(store.newest_items, "random", 5)] == [b]
+    assert database.call(store.max_item_id) == d
+
+
+def test_read_marks_of_several_clients_in_one_call_skip_removed_clients(database):
+    database.call(store.add_client, "a")
+    database.call(store.add_client, "b")
+    a, b = sorted(client.id for client in database.call(store.list_clients))
+    database.call(store.mark_read, [(a, "classified", 4), (b, "random", 2), (b + 100, "classified", 1)])
+    assert database.call(store.client_cursors, a) == {"classified": 4}
+    assert database.call(store.client_cursors, b) == {"random": 2}
 
 
 def test_client_tokens_are_stored_hashed_and_checked(database, engine):
@@ -91,9 +101,9 @@ def test_client_tokens_are_stored_hashed_and_checked(database, engine):
 def test_read_cursor_only_moves_forward(database):
     database.call(store.add_client, "kiosk")
     client_id = database.call(store.list_clients)[0].id
-    database.call(store.mark_read, client_id, "classified", 5)
-    database.call(store.mark_read, client_id, "classified", 3)  # a slower connection of the same client
-    database.call(store.mark_read, client_id, "random", 1)
+    database.call(store.mark_read, [(client_id, "classified", 5)])
+    database.call(store.mark_read, [(client_id, "classified", 3)])  # a slower connection of the same client
+    database.call(store.mark_read, [(client_id, "random", 1)])
     assert database.call(store.client_cursors, client_id) == {"classified": 5, "random": 1}
 
 
@@ -101,7 +111,7 @@ def test_unread_counts_and_presence(database):
     database.call(store.add_client, "kiosk")
     client_id = database.call(store.list_clients)[0].id
     ids = [add(database, "classified", f"ad {i}") for i in range(3)]
-    database.call(store.mark_read, client_id, "classified", ids[0])
+    database.call(store.mark_read, [(client_id, "classified", ids[0])])
     windows = {"classified": Window(max_age=None, max_count=None), "random": Window()}
     assert database.call(store.unread_counts, client_id, windows, NOW) == {"classified": 2, "random": 0}
     presence_id = database.call(store.client_connected, client_id, "node-a")
@@ -116,7 +126,7 @@ def test_unread_counts_and_presence(database):
 def test_removing_a_client_removes_its_state(database):
     database.call(store.add_client, "kiosk")
     client_id = database.call(store.list_clients)[0].id
-    database.call(store.mark_read, client_id, "classified", 1)
+    database.call(store.mark_read, [(client_id, "classified", 1)])
     database.call(store.client_connected, client_id, "n")
     assert database.call(store.remove_client, "kiosk") is True
     assert database.call(store.remove_client, "kiosk") is False

@@ -1,0 +1,104 @@
+"""The hub's memory of recent items (notifd.recent) against the store's own query.
+
+The property: whenever memory says it is sure, its answer is the one `store.next_unread`
+gives the same cursor, window and time on a real SQLite database holding the same items.
+Random posts, passing time, small caps (memory loses its oldest items), windows by age and
+count, a restart in the middle (memory loaded from the store) and SIGHUP window changes.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import create_engine
+
+from notifd import store
+from notifd.items import Item, Pick, Window
+from notifd.recent import RecentItems, cap_for
+
+T0 = datetime(2026, 11, 26, 12, 0, 0)
+SETTINGS = settings(derandomize=True, max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+windows = st.builds(
+    Window,
+    max_age=st.sampled_from([None, timedelta(seconds=5), timedelta(seconds=30)]),
+    max_count=st.sampled_from([None, 1, 2, 4, 8]),
+)
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("post"), st.sampled_from(["classified", "random"])),
+        st.tuples(st.just("wait"), st.integers(1, 20)),
+        st.tuples(st.just("ask"), st.integers(0, 30), st.sampled_from(list(Pick))),
+        st.tuples(st.just("restart")),
+        st.tuples(st.just("window"), windows),
+    ),
+    max_size=60,
+)
+
+
+@SETTINGS
+@given(window=windows, cap=st.integers(1, 6), steps=steps)
+def test_memory_answers_as_the_store_does_or_not_at_all(window, cap, steps):
+    engine = create_engine("sqlite://")
+    store.metadata.create_all(engine)
+    now = T0
+    memory = RecentItems(cap)
+    with engine.begin() as conn:
+        for step in steps:
+            if step[0] == "post":
+                item_id, _ = store.add_item(conn, step[1], "x", now=now)
+                if step[1] == "classified":  # memory holds one type; the other only takes ids
+                    memory.add(Item(item_id, "classified", "x", now))
+            elif step[0] == "wait":
+                now += timedelta(seconds=step[1])
+            elif step[0] == "restart":
+                newest = store.newest_items(conn, "classified", cap)
+                memory = RecentItems(cap, newest, complete=len(newest) < cap)
+            elif step[0] == "window":
+                window = step[1]
+                memory.window_changed()
+            else:
+                _, after, pick = step
+                known, item = memory.unread(after, pick, window, now)
+                if known:
+                    assert item == store.next_unread(conn, "classified", after, pick, window, now)
+                else:
+                    assert item is None
+    engine.dispose()
+
+
+def test_memory_is_sure_in_the_common_cases():
+    window = Window(max_age=timedelta(days=7), max_count=100)
+    items = [Item(n, "classified", f"ad {n}", T0) for n in range(1, 6)]
+    # Everything the type has fits: sure at any cursor.
+    memory = RecentItems(cap_for(window), items, complete=True)
+    assert memory.unread(0, Pick.OLDEST, window, T0) == (True, items[0])
+    assert memory.unread(2, Pick.OLDEST, window, T0) == (True, items[2])
+    assert memory.unread(5, Pick.OLDEST, window, T0) == (True, None)
+    assert memory.unread(0, Pick.NEWEST, window, T0) == (True, items[-1])
+    # The newest 3 of more: sure above them, or when the count window ends inside memory.
+    memory = RecentItems(3, items[2:], complete=False)
+    assert memory.unread(0, Pick.OLDEST, window, T0) == (False, None)
+    assert memory.unread(2, Pick.OLDEST, window, T0) == (True, items[2])
+    assert memory.unread(0, Pick.NEWEST, window, T0) == (True, items[-1])
+    assert memory.unread(0, Pick.OLDEST, Window(max_age=None, max_count=3), T0) == (True, items[2])
+
+
+def test_expired_items_are_forgotten_without_losing_completeness():
+    window = Window(max_age=timedelta(seconds=10), max_count=None)
+    memory = RecentItems(10, [Item(1, "classified", "old", T0), Item(2, "classified", "new", T0 + timedelta(seconds=30))])
+    later = T0 + timedelta(seconds=35)
+    assert memory.unread(0, Pick.OLDEST, window, later) == (True, Item(2, "classified", "new", T0 + timedelta(seconds=30)))
+    assert len(memory) == 1
+    # A longer window (SIGHUP) may make the forgotten item recent again: ask the store.
+    memory.window_changed()
+    assert memory.unread(0, Pick.OLDEST, Window(max_age=None, max_count=None), later) == (False, None)
+
+
+def test_memory_keeps_at_most_its_cap():
+    memory = RecentItems(3)
+    for n in range(1, 1001):
+        memory.add(Item(n, "classified", "x", T0))
+    assert len(memory) == 3 and memory.complete_after == 997
+    assert len(memory._items) <= 6  # forgotten items are dropped in bulk, not kept
