@@ -26,7 +26,6 @@ from typing import Any, Callable, Iterator
 CHANNEL = "notifd"  # the NOTIFY channel; one per database, so several notifd databases never mix
 
 _SUN_PATH_MAX = 107  # bytes in sockaddr_un.sun_path, less the terminating NUL
-_PEEK = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)  # an int: IntFlag arithmetic on every query costs
 
 
 def wakeup_dir(db_path: Path) -> Path:
@@ -111,6 +110,7 @@ class DatagramListener:
         self.path = wakeup_dir(db_path) / str(os.getpid())
         self.wake = wake
         self._port = None
+        self._poll = None  # poll() of the socket, for pending()
 
     def start(self) -> None:
         from twisted.internet.protocol import DatagramProtocol
@@ -131,6 +131,9 @@ class DatagramListener:
         self.path.unlink(missing_ok=True)  # left by an earlier process with our pid
         with _short_path(self.path) as address:
             self._port = self.reactor.listenUNIXDatagram(address, _Wakeups(), mode=0o660 if shared else 0o600)
+        poller = select.poll()
+        poller.register(self._port.socket, select.POLLIN)
+        self._poll = poller.poll
         if shared:
             for path in (self.path.parent, self.path):
                 if path.stat().st_gid != db.st_gid:
@@ -138,15 +141,13 @@ class DatagramListener:
             self.path.parent.chmod(0o770)  # mkdir's mode is cut by the umask
 
     def pending(self) -> bool:
-        """Whether a wake-up waits in the socket, not read yet (a peek: it stays there)."""
-        if self._port is None:
-            return False
-        try:
-            return bool(self._port.socket.recv(1, _PEEK))
-        except OSError:  # EAGAIN: nothing waits
-            return False
+        """Whether a wake-up waits in the socket, not read yet (it stays there)."""
+        # poll() with no wait, not a MSG_PEEK recv: asked on every query answered from
+        # memory, and a recv that finds nothing raises, which cost ~15 % of a `random?`.
+        return self._poll is not None and bool(self._poll(0))
 
     def stop(self) -> None:
+        self._poll = None
         if self._port is not None:
             self._port.stopListening()
             self._port = None

@@ -95,7 +95,7 @@ def test_the_wakeup_listener_tells_of_an_unread_wakeup(db_path):
     try:
         assert not listener.pending()
         assert wakeup.send_datagrams(db_path) == 1
-        assert listener.pending() and listener.pending()  # a peek leaves it there
+        assert listener.pending() and listener.pending()  # asking leaves it there
         listener._port.doRead()  # what the reactor does when it is readable
         assert woken == [1] and not listener.pending()
     finally:
