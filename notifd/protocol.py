@@ -182,10 +182,14 @@ class Session:
         actions: list[Action] = []
         if not self._buffer and not self._discarding and self.mode is not Mode.WAITING:
             # One whole line, nothing before it: the common request, without the buffer;
-            # and the commonest, `<type>?`, without decoding and splitting (issue 6).
-            type_name = _query_lines(self.types, self.max_line).get(data) if self.mode is Mode.NORMAL else None
-            if type_name is not None:
-                self._fetch(type_name, actions)
+            # and the commonest, `<type>?` and `OK`, without decoding and splitting (issue 6).
+            if self.mode is Mode.NORMAL:
+                type_name = _query_lines(self.types, self.max_line).get(data)
+                if type_name is not None:
+                    self._fetch(type_name, actions)
+                    return actions
+            elif self.mode is Mode.NOTIF and data in _ACK_LINES and self.max_line >= 2:  # after each notif
+                self._ack("OK", [], actions)
                 return actions
             if data.find(b"\n") == len(data) - 1 >= 0:
                 self._run_raw_line(data[:-1], actions)
@@ -412,6 +416,9 @@ class Session:
             del self.pending[type_name]
             self.outstanding = type_name
             actions.append(_notif(type_name))
+
+
+_ACK_LINES = frozenset({b"OK\n", b"OK\r\n"})
 
 
 @functools.lru_cache(maxsize=8)
