@@ -100,7 +100,7 @@ class Notifd(Target):
         self.config_text = "[limits]\nmax_connections = 0\nmax_connections_per_address = 0\n\n" + config
         if workers > 1:
             # `notifd --workers N` (issue 7): N processes sharing the port. Server CPU and
-            # memory figures then read the parent process only: its workers are not counted.
+            # memory figures add up the parent and its workers.
             self.config_text = f"workers = {workers}\n" + self.config_text
             self.name = f"notifd --workers {workers}"
         self.proc: subprocess.Popen | None = None
@@ -139,6 +139,17 @@ class Notifd(Target):
             self.stop()
             raise RuntimeError(f"notifd did not start: {''.join(self.log)}")
         self.pid = self.proc.pid
+
+    def _pids(self) -> list[int]:
+        """notifd's process and its workers (`--workers`), if any."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        return [self.pid, *map(int, children)]
+
+    def cpu_seconds(self) -> float:
+        return sum(proc_cpu_seconds(Path(f"/proc/{pid}/stat").read_text(), TICKS) for pid in self._pids())
+
+    def rss_kib(self) -> int:
+        return sum(proc_rss_kib(Path(f"/proc/{pid}/status").read_text()) for pid in self._pids())
 
     def post(self, type_name: str = "classified", text: str = "bench") -> int:
         """Commit an item the way `notifctl add` does and wake the daemon; returns the commit time."""

@@ -1,0 +1,120 @@
+"""Faults of the disk under the database: full, and read-only (issue 5).
+
+The database lives on a small tmpfs mounted for the test, so the disk can really fill up
+and really be read-only. Mounting needs root (CAP_SYS_ADMIN): elsewhere these tests skip,
+saying so.
+"""
+from __future__ import annotations
+
+import errno
+import re
+import sqlite3
+import subprocess
+
+import pytest
+
+from tests.integration.conftest import _ENV, TIMEOUT, _script, eventually
+
+pytestmark = pytest.mark.integration
+
+DISK_BYTES = 8 * 1024 * 1024
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES},mode=0700", "tmpfs", str(mount_point)],
+        capture_output=True, text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"needs root to mount a small tmpfs for a full or read-only disk: {mounted.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+@pytest.fixture
+def db_path(small_disk):
+    return small_disk / "notifd.db"
+
+
+def fill(disk) -> object:
+    """Fill the disk to the last byte; returns the filler file's path."""
+    filler = disk / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+        try:  # the last partial block
+            while True:
+                f.write(b"\0")
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def empty_the_wal(db_path) -> None:
+    # SQLite writes into the space its WAL file already has: truncated, the next write
+    # needs new blocks, which a full disk does not have.
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+
+
+def items(notifctl) -> list[str]:
+    return [line.split("\t")[3] for line in notifctl("list").stdout.splitlines()]
+
+
+def test_a_full_disk_fails_posts_cleanly_the_daemon_reads_on_and_recovers(daemon, notifctl, db_path, small_disk):
+    token = notifctl("client", "add", "kiosk").stdout.splitlines()[-1]
+    notifctl("add", "classified", "ad")
+    server = daemon()
+    named = server.connect()
+    assert named.ask(f"hello kiosk {token}") == "OK"
+    empty_the_wal(db_path)
+    filler = fill(small_disk)
+    try:
+        result = notifctl("add", "classified", "lost", check=False)
+        assert result.returncode == 1
+        assert result.stderr == "notifctl: database error: database or disk is full\n"
+        # Reads need no space: answered. A hello must write: refused, the connection kept.
+        reader = server.connect()
+        assert reader.ask("classified?") == "ad"
+        late = server.connect()
+        late.sock.settimeout(TIMEOUT * 2)
+        assert late.ask(f"hello kiosk {token}") == "ERR temporarily unavailable"
+        assert late.ask("random?").isdigit()
+        server.wait_for_log(re.compile("database unavailable for writes"))
+    finally:
+        filler.unlink()
+    # Space again: the daemon writes again by itself, and nothing half-written shows.
+    eventually(lambda: late.ask(f"hello kiosk {token}") == "OK")
+    server.wait_for_log(re.compile("the database answers writes again"))
+    assert sum("database unavailable for writes" in line for line in server.log) == 1  # once, not per client
+    notifctl("add", "classified", "after")
+    assert items(notifctl) == ["after", "ad"]
+    result = notifctl("db", "check")
+    assert "ok" in result.stdout.lower()
+
+
+def test_a_read_only_disk_fails_posts_and_the_start_cleanly(notifctl, db_path, small_disk):
+    notifctl("add", "classified", "ad")
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        result = notifctl("add", "classified", "lost", check=False)
+        # SQLite in WAL mode must create its shared-memory file beside the database.
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr == "notifctl: database error: unable to open database file\n"
+        started = subprocess.run(
+            [*_script("notifd"), "--db", str(db_path), "--listen", "tcp:0:interface=127.0.0.1"],
+            capture_output=True, text=True, timeout=TIMEOUT * 3, env=_ENV,
+        )
+        assert started.returncode == 1
+        assert "cannot start: (sqlite3.OperationalError) unable to open database file" in started.stderr
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    assert items(notifctl) == ["ad"]
