@@ -42,19 +42,13 @@ def db_path(small_disk):
 def fill(disk) -> object:
     """Fill the disk to the last byte; returns the filler file's path."""
     filler = disk / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError as e:
-            assert e.errno == errno.ENOSPC
-        try:  # the last partial block
-            while True:
-                f.write(b"\0")
-                f.flush()
-        except OSError:
-            pass
+    with open(filler, "wb", buffering=0) as f:
+        for size in (65536, 1):  # big blocks, then the last bytes
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
     return filler
 
 
