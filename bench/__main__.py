@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", metavar="PREFIX", help="fanout, roundtrip: py-spy notifd while measuring, into PREFIX-*.txt")
     parser.add_argument("--sustained-clients", type=int, default=5000, help="sustained: acknowledging clients")
     parser.add_argument("--notifd-workers", type=int, default=1,
-                        help="fanout: also measure `notifd --workers N` beside the single process")
+                        help="fanout, roundtrip: also measure `notifd --workers N` beside the single process")
     parser.add_argument("--results", default=None, help="results directory [bench/results]")
     args = parser.parse_args(argv)
     _raise_fd_limit(max(args.clients) + 1000)
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         elif mode == "roundtrip":
             from bench.roundtrip import run_roundtrip
 
-            section = run_roundtrip(args.seconds or 10.0, args.processes, _log, args.profile)
+            section = run_roundtrip(args.seconds or 10.0, args.processes, _log, args.profile, args.notifd_workers)
         elif mode == "ingest":
             from bench.ingest import run_ingest
 

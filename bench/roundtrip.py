@@ -43,7 +43,7 @@ def measure(target, workers: Workers, seconds: float, request: str, setup: list[
     }
 
 
-def run_roundtrip(seconds: float, processes: int, log, profile: str | None = None) -> dict:
+def run_roundtrip(seconds: float, processes: int, log, profile: str | None = None, notifd_workers: int = 1) -> dict:
     rows = {}
     with Workers(processes) as workers:
         anchor = targetmod.Anchor()
@@ -70,6 +70,13 @@ def run_roundtrip(seconds: float, processes: int, log, profile: str | None = Non
             )
         finally:
             notifd.stop()
+        if notifd_workers > 1:  # `notifd --workers N` beside the single process (issue 7)
+            several = targetmod.Notifd(config=CONFIG, workers=notifd_workers)
+            several.start()
+            try:
+                rows[f"{several.name} random?"] = measure(several, workers, seconds, "random?\r\n", [])
+            finally:
+                several.stop()
     for name, row in rows.items():
         log(f"  {name:>28}: {row['per_second']:,.0f}/s, server CPU {row['server_cpu_percent']:.0f} %, "
             f"clients {row['client_cpu_percent']:.0f} %")
