@@ -23,6 +23,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -94,10 +95,18 @@ def _script(name: str) -> str:
     return str(beside) if beside.exists() else shutil.which(name)
 
 
+# Thousands of subscribers from one address: the per-address limit is for the network.
+CONFIG = "[limits]\nmax_connections = 0\nmax_connections_per_address = 0\n"
+
+
 class Node:
     def __init__(self, url: str, name: str) -> None:
+        self.config = tempfile.NamedTemporaryFile("w", suffix=".toml", prefix="notifd-bench-")
+        self.config.write(CONFIG)
+        self.config.flush()
         self.proc = subprocess.Popen(
-            [_script("notifd"), "--db", url, "--node", name, "--listen", "tcp:0:interface=127.0.0.1"],
+            [_script("notifd"), "--config", self.config.name, "--db", url, "--node", name,
+             "--listen", "tcp:0:interface=127.0.0.1"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "NOTIFD_CONFIG": ""},
         )
@@ -120,6 +129,7 @@ class Node:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=TIMEOUT)
+        self.config.close()
 
 
 def percentile(values: list[float], p: float) -> float:
