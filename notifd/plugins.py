@@ -172,6 +172,11 @@ def item_types(pm: pluggy.PluginManager, settings: Mapping[str, Mapping] = {}) -
     return {item_type.name: item_type for _, item_type in _owned_item_types(pm, settings)}
 
 
+def item_type_plugins(pm: pluggy.PluginManager, settings: Mapping[str, Mapping] = {}) -> dict[str, str]:
+    """The name of the plugin that registered each item type."""
+    return {item_type.name: plugin_name for plugin_name, item_type in _owned_item_types(pm, settings)}
+
+
 def _owned_item_types(pm: pluggy.PluginManager, settings: Mapping[str, Mapping]) -> list[tuple[str, ItemType]]:
     return _unique(_collect(pm, "register_item_types", ItemType, settings), "item type")
 
@@ -236,15 +241,16 @@ def call_plugin(
     try:
         result = f(*args)
     except Exception:
-        return defer.succeed(_failed(plugin_name, what, Failure(), traceback=True))
+        return defer.succeed(plugin_failed(plugin_name, what, Failure(), traceback=True))
     if not isinstance(result, defer.Deferred):
         return defer.succeed(None)
     if timeout is not None:
         result.addTimeout(timeout, clock)
-    return result.addCallbacks(lambda _: None, lambda failure: _failed(plugin_name, what, failure))
+    return result.addCallbacks(lambda _: None, lambda failure: plugin_failed(plugin_name, what, failure))
 
 
-def _failed(plugin_name: str, what: str, failure, traceback: bool = False) -> str:
+def plugin_failed(plugin_name: str, what: str, failure, traceback: bool = False) -> str:
+    """Log and count a failure of plugin code; returns it in one line."""
     from twisted.internet.defer import TimeoutError
     from twisted.logger import Logger, LogLevel
 

@@ -82,6 +82,7 @@ class Daemon:
             max_line=config.max_line_length,
             node=config.node,
             metrics=self.metrics,
+            type_plugins=plugins.item_type_plugins(pm, config.plugins),
             hello_limiter=FailureLimiter(reactor, config.hello_failures, config.hello_window),
         )
         self._apply_limits(config)

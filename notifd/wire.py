@@ -23,8 +23,9 @@ from typing import Mapping
 from twisted.internet import tcp
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from . import store
+from . import plugins, store
 from .items import Item, ItemType
 from .protocol import Err, Fetch, Identify, MarkRead, Mode, Send, Session, Subscribe, Unsubscribe
 from .readmarks import ReadMarks
@@ -50,6 +51,7 @@ class Server:
     max_unsent: int | None = None  # bytes a client may leave unread before it is dropped
     per_address: dict = field(default_factory=dict)  # source address -> open connections
     type_names: frozenset[str] = frozenset()  # shared by every Session (one set, not one per client)
+    type_plugins: Mapping[str, str] = field(default_factory=dict)  # item type -> its plugin (errors)
     read_marks: ReadMarks = None  # named clients' cursors on their way to the database
 
     _now_tick: int = -1
@@ -277,7 +279,8 @@ class Connection(Protocol):
             if not isinstance(line, str):
                 raise TypeError(f"rendered a {type(line).__name__}, not a str")
         except Exception:
-            self.log.failure("item type {type} failed to render", type=item_type.name)
+            owner = self.server.type_plugins.get(item_type.name, "unknown")
+            plugins.plugin_failed(owner, f"item type {item_type.name}", Failure(), traceback=True)
             line, item_id = None, None
         return self.session.fetched(line, item_id)
 

@@ -213,17 +213,27 @@ def test_database_failure_answers_err_and_keeps_serving(rig, engine):
     assert said(transport) == b"\r\n"
 
 
-def test_a_plugin_that_fails_to_render(database, item_types):
+def test_a_plugin_that_fails_to_render_is_logged_counted_and_isolated(database, item_types, logged):
+    from twisted.logger import formatEvent
+
+    from notifd.plugins import errors
+
     def broken(item):
         raise RuntimeError("boom")
 
     types = dict(item_types, broken=ItemType(name="broken", render=broken))
     rig = Rig(database, types)
+    rig.server.type_plugins = {"broken": "broken-plugin"}
     rig.post("broken", "x")
     proto, transport = rig.connect()
+    before = errors["broken-plugin"]
     proto.dataReceived(b"broken?\nrandom?\n")
     lines = said(transport).split(b"\r\n")
     assert lines[0] == b"ERR item cannot be sent" and lines[1].isdigit()
+    assert errors["broken-plugin"] == before + 1
+    assert [formatEvent(e) for e in logged if e.get("plugin") == "broken-plugin"] == [
+        "plugin broken-plugin failed in item type broken: RuntimeError: boom"
+    ]
 
 
 def test_failed_hellos_are_throttled_per_address(database, item_types):
