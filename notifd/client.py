@@ -90,6 +90,13 @@ class NotifClient(LineOnlyReceiver):
         self.closed: defer.Deferred = defer.Deferred()
         """Fires with None when the connection closes cleanly, or fails with the reason."""
 
+    def connectionMade(self) -> None:
+        # Requests and OKs are small writes: no Nagle, or one could wait for the server's
+        # delayed ACK of the previous one.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
+
     # --- the API ----------------------------------------------------------------------------
 
     def random(self) -> defer.Deferred:

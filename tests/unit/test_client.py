@@ -264,3 +264,18 @@ def test_watch_fails_over_and_stops_on_a_refused_hello(clock, two_nodes):
     node_b.flush()
     with pytest.raises(NotifdError):
         result(refused, node_b.pumps[-1])
+
+
+def test_the_client_turns_nagle_off_on_tcp():
+    from twisted.internet.testing import StringTransport
+
+    class TcpTransport(StringTransport):
+        no_delay = False
+
+        def setTcpNoDelay(self, enabled):
+            self.no_delay = enabled
+
+    tcp, other = TcpTransport(), StringTransport()
+    NotifClient().makeConnection(tcp)
+    NotifClient().makeConnection(other)  # not TCP: nothing to set, nothing fails
+    assert tcp.no_delay is True

@@ -321,6 +321,19 @@ class TcpPair:
         self.transport.socket.close()
 
 
+def test_client_connections_have_keep_alives_and_no_nagle(rig):
+    import socket
+
+    proto = rig.factory.buildProtocol(None)
+    pair = TcpPair(proto)
+    try:
+        sock = pair.transport.socket
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        pair.close()
+
+
 def test_twisted_keeps_the_buffer_attributes_the_fast_path_reads(rig):
     # If a Twisted release renames them, direct_socket() turns the fast path off; this
     # test says so loudly instead of letting notifd quietly slow down.
