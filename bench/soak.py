@@ -109,36 +109,38 @@ def _connect(daemon: Daemon, counters: Counters) -> socket.socket | None:
     return sock
 
 
-def _readline(sock: socket.socket) -> bytes:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    return data
+class _Lines:
+    """The lines a socket receives, one at a time: two replies may come in one segment."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def readline(self) -> bytes:
+        while b"\n" not in self.buffer:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line + b"\n"
 
 
 def churn(daemon: Daemon, counters: Counters, stop: threading.Event, rng: random.Random) -> None:
     """Open and drop connections: politely, abruptly (RST), half-way through a line."""
-    while not stop.is_set():
-        sock = _connect(daemon, counters)
-        if sock is None:
-            time.sleep(0.05)  # the daemon is being restarted
-            continue
-        try:
-            how = rng.randrange(3)
-            if how == 1:
-                sock.sendall(b"classif")  # mid-line
-            elif how == 2:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
-        sock.close()
+
+    def drop(sock: socket.socket, lines: _Lines) -> None:
+        how = rng.randrange(3)
+        if how == 1:
+            sock.sendall(b"classif")  # mid-line
+        elif how == 2:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    _sessions(daemon, counters, stop, drop)
 
 
 def _sessions(daemon: Daemon, counters: Counters, stop: threading.Event, talk) -> None:
-    """Connect, `talk(sock)`, close; again until stopped. A daemon killed under us is expected."""
+    """Connect, `talk(sock, lines)`, close; again until stopped. A daemon killed under us is expected."""
     while not stop.is_set():
         sock = _connect(daemon, counters)
         if sock is None:
@@ -146,7 +148,7 @@ def _sessions(daemon: Daemon, counters: Counters, stop: threading.Event, talk) -
             continue
         try:
             sock.settimeout(10)
-            talk(sock)
+            talk(sock, _Lines(sock))
         except OSError:
             pass
         finally:
@@ -156,7 +158,7 @@ def _sessions(daemon: Daemon, counters: Counters, stop: threading.Event, talk) -
 def hostile(daemon: Daemon, counters: Counters, stop: threading.Event, rng: random.Random) -> None:
     """Garbage: random bytes, invalid UTF-8, NULs, over-long lines; every answer must be ERR or valid."""
 
-    def talk(sock: socket.socket) -> None:
+    def talk(sock: socket.socket, lines: _Lines) -> None:
         for _ in range(rng.randrange(1, 20)):
             kind = rng.randrange(4)
             if kind == 0:
@@ -169,7 +171,7 @@ def hostile(daemon: Daemon, counters: Counters, stop: threading.Event, rng: rand
                 line = rng.choice([b"OK", b"stop_notif", b"hello", b"notif nosuchtype", b"random? now", b""])
             sock.sendall(line + b"\r\n")
             counters.add("bad_inputs")
-            reply = _readline(sock)
+            reply = lines.readline()
             if not (reply.startswith(b"ERR ") or re.fullmatch(rb"-?\d+\r\n", reply)):
                 counters.add("wrong_replies")
 
@@ -179,18 +181,18 @@ def hostile(daemon: Daemon, counters: Counters, stop: threading.Event, rng: rand
 def normal(daemon: Daemon, counters: Counters, stop: threading.Event, rng: random.Random) -> None:
     """A well-behaved client: queries, and a round of notification mode now and then."""
 
-    def talk(sock: socket.socket) -> None:
+    def talk(sock: socket.socket, lines: _Lines) -> None:
         for _ in range(rng.randrange(1, 50)):
             request, expected = rng.choice(NORMAL)
             sock.sendall(request + b"\r\n")
             counters.add("normal_requests")
-            if not expected.fullmatch(_readline(sock)):
+            if not expected.fullmatch(lines.readline()):
                 counters.add("wrong_replies")
         sock.sendall(b"notif\r\n")
-        if _readline(sock) != b"will send notifs\r\n":
+        if lines.readline() != b"will send notifs\r\n":
             counters.add("wrong_replies")
         sock.sendall(b"stop_notif\r\n")
-        while (line := _readline(sock)) != b"OK\r\n":  # notifications may come first
+        while (line := lines.readline()) != b"OK\r\n":  # notifications may come first
             if not line.startswith(b"notif: "):
                 counters.add("wrong_replies")
                 break

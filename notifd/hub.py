@@ -173,10 +173,9 @@ class Hub:
 
         Returns (False, None) when the hub may be behind the store (a wake-up not read
         yet, or read and not yet followed by a check) or the answer may be older than
-        what it holds: the caller
-        asks the database. Otherwise (True, item), item None when nothing is unread. A
-        post whose wake-up reached this daemon before the query is therefore always seen
-        (issue 6: queries without a database round trip).
+        what it holds: the caller asks the database. Otherwise (True, item), item None
+        when nothing is unread. A post whose wake-up reached this daemon before the query
+        is therefore always seen (issue 6: queries without a database round trip).
         """
         if self._caught_up < self._woken or self.wakeup_pending():
             return False, None

@@ -305,8 +305,15 @@ class TcpPair:
         sock.setblocking(False)
         self.peer.settimeout(5)
         self.reactor = MemoryReactorClock()
+        self.protocol = protocol
         self.transport = tcp.Server(sock, protocol, address, None, 1, self.reactor)
         protocol.makeConnection(self.transport)
+
+    def __enter__(self) -> "TcpPair":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def read(self, size):
         data = b""
@@ -318,38 +325,30 @@ class TcpPair:
 
     def close(self):
         self.peer.close()
-        self.transport.socket.close()
+        if hasattr(self.transport, "socket"):  # connectionLost already closed it
+            self.transport.socket.close()
 
 
 def test_client_connections_have_keep_alives_and_no_nagle(rig):
     import socket
 
-    proto = rig.factory.buildProtocol(None)
-    pair = TcpPair(proto)
-    try:
+    with TcpPair(rig.factory.buildProtocol(None)) as pair:
         sock = pair.transport.socket
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-    finally:
-        pair.close()
 
 
 def test_twisted_keeps_the_buffer_attributes_the_fast_path_reads(rig):
     # If a Twisted release renames them, direct_socket() turns the fast path off; this
     # test says so loudly instead of letting notifd quietly slow down.
-    proto = rig.factory.buildProtocol(None)
-    pair = TcpPair(proto)
-    try:
+    with TcpPair(rig.factory.buildProtocol(None)) as pair:
         assert pair.transport.dataBuffer == b"" and pair.transport._tempDataLen == 0
         assert wire.direct_socket(pair.transport) is pair.transport.socket
-    finally:
-        pair.close()
 
 
 def test_a_notification_goes_to_the_socket_at_once(rig):
-    proto = rig.factory.buildProtocol(None)
-    pair = TcpPair(proto)
-    try:
+    with TcpPair(rig.factory.buildProtocol(None)) as pair:
+        proto = pair.protocol
         proto.dataReceived(b"notif\n")
         rig.post("classified", "ad")
         expected = b"will send notifs\r\nnotif: classified\r\n"
@@ -357,14 +356,11 @@ def test_a_notification_goes_to_the_socket_at_once(rig):
         # Nothing went through the transport's buffer: no write was scheduled.
         assert pair.transport not in pair.reactor.writers
         assert pair.transport.dataBuffer == b"" and pair.transport._tempDataLen == 0
-    finally:
-        pair.close()
 
 
 def test_a_partial_write_hands_the_rest_to_the_transport_in_order(rig):
-    proto = rig.factory.buildProtocol(None)
-    pair = TcpPair(proto)
-    try:
+    with TcpPair(rig.factory.buildProtocol(None)) as pair:
+        proto = pair.protocol
         big = bytes(range(256)) * 32768  # 8 MiB: more than the socket buffers hold
         wire.write(pair.transport, proto._socket, big)
         assert pair.transport._tempDataLen > 0  # the kernel took part, Twisted holds the rest
@@ -375,33 +371,29 @@ def test_a_partial_write_hands_the_rest_to_the_transport_in_order(rig):
             pair.transport.doWrite()
             received += pair.peer.recv(1 << 22)
         assert received == big + b"tail"
-    finally:
-        pair.close()
 
 
 def test_a_closed_peer_takes_the_normal_path_to_connection_lost(rig):
-    proto = rig.factory.buildProtocol(None)
-    pair = TcpPair(proto)
-    proto.dataReceived(b"notif\n")
-    pair.read(len(b"will send notifs\r\n"))
-    pair.peer.close()
-    for _ in range(3):  # the first send may succeed; the kernel then learns of the reset
-        wire.write(pair.transport, proto._socket, b"notif: classified\r\n")
-    assert pair.transport in pair.reactor.writers  # the failure was left to the transport
-    lost = pair.transport.doWrite()
-    assert isinstance(lost, Exception)
-    pair.transport.connectionLost(Failure(lost))  # what the reactor does with that result
-    assert proto not in rig.hub.subscribers
-    assert proto._socket is None
+    with TcpPair(rig.factory.buildProtocol(None)) as pair:
+        proto = pair.protocol
+        proto.dataReceived(b"notif\n")
+        pair.read(len(b"will send notifs\r\n"))
+        pair.peer.close()
+        for _ in range(3):  # the first send may succeed; the kernel then learns of the reset
+            wire.write(pair.transport, proto._socket, b"notif: classified\r\n")
+        assert pair.transport in pair.reactor.writers  # the failure was left to the transport
+        lost = pair.transport.doWrite()
+        assert isinstance(lost, Exception)
+        pair.transport.connectionLost(Failure(lost))  # what the reactor does with that result
+        assert proto not in rig.hub.subscribers
+        assert proto._socket is None
 
 
 def test_tls_and_wrapping_transports_take_the_normal_path(rig):
     from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
     # A tcp.Server on which TLS was started: its bytes must go through the TLS layer.
-    proto = rig.factory.buildProtocol(None)
-    pair = TcpPair(proto)
-    try:
+    with TcpPair(rig.factory.buildProtocol(None)) as pair:
         pair.transport.TLS = True
         assert wire.direct_socket(pair.transport) is None
 
@@ -415,8 +407,6 @@ def test_tls_and_wrapping_transports_take_the_normal_path(rig):
         assert written == [b"secret\r\n"]
         del pair.transport.write
         pair.transport.TLS = False
-    finally:
-        pair.close()
     # A wrapping transport (as TLSMemoryBIOProtocol is) and an in-memory one.
     wrapper = ProtocolWrapper(WrappingFactory(rig.factory), rig.factory.buildProtocol(None))
     assert wire.direct_socket(wrapper) is None
@@ -555,9 +545,8 @@ def test_a_client_that_lets_replies_pile_up_is_dropped(rig):
     import socket
 
     rig.server.max_unsent = 64 * 1024
-    proto = rig.factory.buildProtocol(None)
-    pair = TcpPair(proto)
-    try:
+    with TcpPair(rig.factory.buildProtocol(None)) as pair:
+        proto = pair.protocol
         pair.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         pair.peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         # Each 2-byte line costs a 21-byte answer: a pipeline read in one go amplifies.
@@ -567,8 +556,6 @@ def test_a_client_that_lets_replies_pile_up_is_dropped(rig):
                 break
         assert pair.transport._aborting  # dropped, not flushed: it does not read anyway
         assert 64 * 1024 < wire.unsent(pair.transport) < 64 * 1024 + 2000 * 21
-    finally:
-        pair.close()
 
 
 def test_connections_over_the_limits_get_one_line_and_are_closed(rig):
