@@ -1,0 +1,109 @@
+# `notifctl client ...` and `notifctl clients`: named clients and their read state.
+from __future__ import annotations
+
+import json
+
+import click
+
+from .common import HELP, iso, store_of
+
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+
+
+@click.group(context_settings=HELP)
+def client() -> None:
+    """Manage named clients (their read state persists across connections)."""
+
+
+@client.command("add", context_settings=HELP)
+@click.argument("name")
+@click.pass_context
+def client_add(ctx: click.Context, name: str) -> None:
+    """Create a named client; prints its token last. The token is shown only once."""
+    import re
+
+    from .. import store
+
+    if not re.fullmatch(_NAME, name):
+        raise click.ClickException(f"client name must match {_NAME}")
+    try:
+        token = store_of(ctx).call(store.add_client, name)
+    except store.ClientExists:
+        raise click.ClickException(f"client {name!r} already exists") from None
+    click.echo(f"created client {name}; its token is shown once, keep it secret:")
+    click.echo(token)
+
+
+@client.command("rotate", context_settings=HELP)
+@click.argument("name")
+@click.pass_context
+def client_rotate(ctx: click.Context, name: str) -> None:
+    """Give a named client a new token, printed last; the old token stops working."""
+    from .. import store
+
+    token = store_of(ctx).call(store.rotate_token, name)
+    if token is None:
+        raise click.ClickException(f"no client named {name!r}")
+    click.echo(f"new token for client {name}; the old one no longer works (connections already open stay):")
+    click.echo(token)
+
+
+@client.command("list", context_settings=HELP)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def client_list(ctx: click.Context, as_json: bool) -> None:
+    """List named clients."""
+    from .. import store
+
+    found = store_of(ctx).call(store.list_clients)
+    if as_json:
+        rows = [{"name": c.name, "created_at": iso(c.created_at), "last_seen": iso(c.last_seen)} for c in found]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for c in found:
+        click.echo(f"{c.name}\tcreated {iso(c.created_at)}\tlast seen {iso(c.last_seen)}")
+
+
+@client.command("remove", context_settings=HELP)
+@click.argument("name")
+@click.pass_context
+def client_remove(ctx: click.Context, name: str) -> None:
+    """Delete a named client and its read state."""
+    from .. import store
+
+    if not store_of(ctx).call(store.remove_client, name):
+        raise click.ClickException(f"no client named {name!r}")
+    click.echo(f"removed client {name}")
+
+
+@click.command(context_settings=HELP)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def clients(ctx: click.Context, as_json: bool) -> None:
+    """Each named client's unread count per type, last seen, and whether it is connected now."""
+    from .. import store
+
+    db = store_of(ctx)
+    windows = {name: db.config.window(item_type) for name, item_type in db.types.items()}
+
+    def gather(conn):
+        now = store.utcnow()
+        connected = store.connected_clients(conn)
+        return [
+            (c, store.unread_counts(conn, c.id, windows, now), connected.get(c.id, 0))
+            for c in store.list_clients(conn)
+        ]
+
+    rows = db.call(gather)
+    if as_json:
+        out = [
+            {"name": c.name, "unread": unread, "last_seen": iso(c.last_seen), "connections": n}
+            for c, unread, n in rows
+        ]
+        click.echo(json.dumps(out, indent=2))
+        return
+    for c, unread, n in rows:
+        counts = " ".join(f"{name}={count}" for name, count in unread.items())
+        state = f"connected ({n})" if n else "not connected"
+        click.echo(f"{c.name}\t{counts}\tlast seen {iso(c.last_seen)}\t{state}")
+

@@ -1,0 +1,192 @@
+# `notifctl add` and `notifctl list`: posting items and looking at them.
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .common import HELP, Store, item_json, iso, store_of
+
+
+def _read_stdin_text(limit: int) -> str | None:
+    """The text on stdin without its final newline; None when it is over `limit` bytes."""
+    # Read no more than enough to see that it is too long: a huge stdin costs nothing.
+    data = sys.stdin.buffer.read(limit + 3)
+    if data.endswith(b"\n"):
+        data = data[:-1]
+        if data.endswith(b"\r"):
+            data = data[:-1]
+    if len(data) > limit:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise click.ClickException("text is not valid UTF-8") from None
+
+
+@click.command(context_settings=HELP)
+@click.argument("type_name", metavar="TYPE", required=False)
+@click.argument("text", required=False)
+@click.option("--id", "key", metavar="KEY", help="Idempotency key: posting the same key again stores nothing new.")
+@click.option(
+    "--batch", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True),
+    help="Post every line of FILE (- for stdin) in one transaction: 'TYPE TEXT' per line, or TEXT alone after TYPE.",
+)
+@click.pass_context
+def add(ctx: click.Context, type_name: str | None, text: str | None, key: str | None, batch: str | None) -> None:
+    """Post an item; prints its id. TEXT defaults to stdin (a fresh value for `random`).
+
+    With --batch, every line is checked before anything is stored, and the ids are
+    printed one per line.
+    """
+    # Imports stay inside: `notifctl add` pays only for what it uses (issue 6).
+    db = store_of(ctx)
+    max_line = db.config.max_line_length
+    if batch is not None:
+        if text is not None or key is not None:
+            raise click.UsageError("--batch takes no TEXT and no --id", ctx)
+        rows = _read_batch(batch, type_name, db.types, max_line)
+    else:
+        if type_name is None:
+            raise click.UsageError("Missing argument 'TYPE'.", ctx)
+        item_type = _item_type(db.types, type_name)
+        if text is None and not sys.stdin.isatty():
+            text = _read_stdin_text(max_line)
+            if text is None:
+                raise click.ClickException(f"invalid {type_name}: text is over the line limit of {max_line} bytes")
+        if not text and item_type.fresh is not None:
+            text = item_type.fresh()
+        if key is not None and not key.strip():
+            raise click.ClickException("--id must not be empty")
+        if key is not None:
+            from ..store import KEY_MAX  # --id goes through store.py anyway
+
+            if len(key) > KEY_MAX:
+                raise click.ClickException(f"--id is {len(key)} characters, over the limit of {KEY_MAX}")
+        rows = [(type_name, _checked(item_type, text, max_line))]
+    ids, created = _post(db, rows, key)
+    click.echo("\n".join(map(str, ids)))
+    if created:
+        path = _sqlite_file(db)
+        if path is not None:  # without SQLAlchemy, as the post itself
+            from ..wakeup import send_datagrams
+
+            send_datagrams(path)
+        else:
+            from ..wakeup import send_wakeup
+
+            send_wakeup(db.engine)
+
+
+def _item_type(types, type_name: str, where: str = ""):
+    item_type = types.get(type_name)
+    if item_type is None:
+        raise click.ClickException(f"{where}unknown item type {type_name!r} (known: {', '.join(types)})")
+    return item_type
+
+
+def _checked(item_type, text: str | None, max_line: int, where: str = "") -> str:
+    """The text as the type stores it, or one line naming the problem."""
+    from ..items import InvalidItem, check_line
+
+    try:
+        text = check_line(text or "", max_line)
+        return check_line(item_type.validate(text), max_line)
+    except InvalidItem as e:
+        raise click.ClickException(f"{where}invalid {item_type.name}: {e}") from None
+    except Exception as e:
+        raise click.ClickException(
+            f"{where}the {item_type.name} plugin failed to validate the text: {type(e).__name__}: {e}"
+        ) from None
+
+
+def _read_batch(source: str, type_name: str | None, types, max_line: int) -> list[tuple[str, str]]:
+    """Every line of a batch, checked: (type, text) rows, or one error naming the first bad line."""
+    if source == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        try:
+            with open(source, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise click.ClickException(f"cannot read {source}: {e.strerror}") from None
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the final line ending
+    if not lines:
+        raise click.ClickException("the batch is empty")
+    fixed = _item_type(types, type_name) if type_name is not None else None
+    rows = []
+    for number, raw in enumerate(lines, 1):
+        where = f"line {number}: "
+        try:
+            line = raw.removesuffix(b"\r").decode("utf-8")
+        except UnicodeDecodeError:
+            raise click.ClickException(f"{where}text is not valid UTF-8") from None
+        if fixed is not None:
+            item_type, text = fixed, line
+        else:
+            name, _, text = line.partition(" ")
+            if not name:
+                raise click.ClickException(f"{where}expected 'TYPE TEXT'")
+            item_type = _item_type(types, name, where)
+        if not text and item_type.fresh is not None:
+            text = item_type.fresh()
+        rows.append((item_type.name, _checked(item_type, text, max_line, where)))
+    return rows
+
+
+def _sqlite_file(db: Store):
+    from ..posting import sqlite_file
+
+    return sqlite_file(db.config.db)
+
+
+def _post(db: Store, rows: list[tuple[str, str]], key: str | None) -> tuple[list[int], bool]:
+    """Store the rows in one transaction; returns (ids, whether anything new was stored)."""
+    if key is None and (path := _sqlite_file(db)) is not None:
+        from datetime import datetime, timezone
+
+        from ..posting import insert_items
+
+        try:
+            ids = insert_items(path, rows, datetime.now(timezone.utc).replace(tzinfo=None))
+        except sqlite3_error() as e:
+            raise click.ClickException(f"database error: {e}") from None
+        if ids is not None:
+            return ids, True
+    from .. import store  # SQLAlchemy: another engine, a database to create or upgrade, --id
+
+    if key is not None:
+        try:
+            item_id, created = db.call(store.add_item, rows[0][0], rows[0][1], key=key)
+        except store.KeyConflict as e:
+            raise click.ClickException(f"--id {key}: {e}") from None
+        return [item_id], created
+    return db.call(store.add_items, rows), True
+
+
+def sqlite3_error() -> type:
+    import sqlite3
+
+    return sqlite3.Error
+
+
+@click.command("list", context_settings=HELP)
+@click.option("--type", "type_name", metavar="TYPE", help="Only items of this type.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="How many, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of {id, type, text, created_at}.")
+@click.pass_context
+def list_(ctx: click.Context, type_name: str | None, limit: int, as_json: bool) -> None:
+    """List the newest items."""
+    from .. import store
+
+    found = store_of(ctx).call(store.list_items, type_name, limit)
+    if as_json:
+        click.echo(json.dumps([item_json(item) for item in found], ensure_ascii=False, indent=2))
+        return
+    for item in found:
+        click.echo(f"{item.id}\t{iso(item.created_at)}\t{item.type}\t{item.text}")
+
+

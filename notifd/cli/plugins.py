@@ -1,0 +1,96 @@
+# `notifctl plugins` and `notifctl outbox`: what the plugins add, and deliveries to durable notifiers.
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from .common import HELP, iso, store_of
+
+@click.command(context_settings=HELP)
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of {name, origin, item_types, notifiers}.")
+@click.pass_context
+def plugins(ctx: click.Context, as_json: bool) -> None:
+    """List the loaded plugins, where each came from, and the item types and notifiers it adds."""
+    from twisted.internet import reactor  # handed to register_notifiers, never run here
+
+    from dataclasses import replace
+
+    from ..plugins import describe
+
+    db = store_of(ctx)
+    found = describe(db.plugin_manager, db.config.plugins, reactor)
+    db.config.check_notifiers(n.name for info in found for n in info.notifiers)
+    found = [replace(info, notifiers=[db.config.notifier(n) for n in info.notifiers]) for info in found]
+    if as_json:
+        rows = [
+            {
+                "name": info.name,
+                "origin": info.origin,
+                "item_types": info.item_types,
+                "notifiers": [{"name": n.name, "durable": n.durable} for n in info.notifiers],
+            }
+            for info in found
+        ]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for info in found:
+        adds = [f"type {name}" for name in info.item_types]
+        adds += [f"notifier {n.name}{' (durable)' if n.durable else ''}" for n in info.notifiers]
+        click.echo(f"{info.name}\t{info.origin}\t{', '.join(adds) or '-'}")
+
+
+@click.group(invoke_without_command=True, context_settings=HELP)
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of the deliveries.")
+@click.pass_context
+def outbox(ctx: click.Context, as_json: bool) -> None:
+    """Show the deliveries to durable notifiers still pending, and the dead ones."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .. import store
+
+    now = store.utcnow()
+    rows = [_delivery_json(d, now) for d in store_of(ctx).call(store.list_outbox)]
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for row in rows:
+        click.echo(
+            f"{row['id']}\t{row['state']}\t{row['notifier']}\titem {row['item_id']} ({row['type']})"
+            f"\tattempts {row['attempts']}\tnext {row['next_attempt_at']}\t{row['last_error'] or '-'}"
+        )
+
+
+def _delivery_json(delivery, now) -> dict[str, Any]:
+    state = delivery.state
+    if delivery.claimed_by is not None and delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
+        state = "delivering"
+    return {
+        "id": delivery.id,
+        "state": state,
+        "notifier": delivery.notifier,
+        "item_id": delivery.item.id,
+        "type": delivery.item.type,
+        "attempts": delivery.attempts,
+        "next_attempt_at": iso(delivery.next_attempt_at),
+        "last_error": delivery.last_error,
+        "created_at": iso(delivery.created_at),
+    }
+
+
+@outbox.command("retry", context_settings=HELP)
+@click.argument("delivery_id", metavar="ID", type=int)
+@click.pass_context
+def outbox_retry(ctx: click.Context, delivery_id: int) -> None:
+    """Re-queue delivery ID (dead, or waiting for its back-off) to be tried now."""
+    from .. import store
+    from ..wakeup import send_wakeup
+
+    db = store_of(ctx)
+    if not db.call(store.retry_delivery, delivery_id):
+        raise click.ClickException(f"no outbox entry {delivery_id}")
+    click.echo(f"re-queued delivery {delivery_id}")
+    send_wakeup(db.engine)
+
+
