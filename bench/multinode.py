@@ -143,6 +143,7 @@ def run(total: int, posts: int, node_count: int, subscriber_count: int) -> dict:
 
     from notifd import db as dbmod
     from notifd import store
+    from notifd.posting import Post
     from notifd.wakeup import send_wakeup
 
     name = f"notifd_bench_{os.getpid()}_{total}"
@@ -171,7 +172,7 @@ def run(total: int, posts: int, node_count: int, subscriber_count: int) -> dict:
                 sub.stdin.write("go\n")
                 sub.stdin.flush()
             with engine.begin() as conn:
-                store.add_item(conn, "classified", f"bench ad {n}")
+                store.post_items(conn, [Post("classified", f"bench ad {n}")])
             committed = time.clock_gettime(time.CLOCK_MONOTONIC)
             send_wakeup(engine)
             rounds = [sub.stdout.readline().split() for sub in subs]

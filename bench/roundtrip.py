@@ -59,9 +59,10 @@ def run_roundtrip(seconds: float, processes: int, log, profile: str | None = Non
                 notifd, workers, seconds, "random?\r\n", [], profile and f"{profile}-random.txt"
             )
             from notifd import store
+            from notifd.posting import Post
 
             tokens = [notifd.call(store.add_client, f"bench{i}") for i in range(CONNECTIONS)]
-            notifd.call(store.add_items, [("classified", f"ad number {i}") for i in range(ITEMS)])
+            notifd.call(store.post_items, [Post("classified", f"ad number {i}") for i in range(ITEMS)])
             notifd.post("random", "1")  # and wake the daemon, as `notifctl add` does
             time.sleep(3)  # it reads the 50,000 new items (a start-up cost, not what is measured)
             hellos = [f"hello bench{i} {token}\r\n" for i, token in enumerate(tokens)]

@@ -154,10 +154,11 @@ class Notifd(Target):
     def post(self, type_name: str = "classified", text: str = "bench") -> int:
         """Commit an item the way `notifctl add` does and wake the daemon; returns the commit time."""
         from notifd import store
+        from notifd.posting import Post
         from notifd.wakeup import send_wakeup
 
         with self.engine.begin() as conn:
-            store.add_item(conn, type_name, text)
+            store.post_items(conn, [Post(type_name, text)])
         committed = time.time_ns()
         send_wakeup(self.engine)
         return committed

@@ -19,7 +19,7 @@ notification mode.
 Requests made while another is in flight are queued and sent in order, one at a time.
 A reply ``ERR <reason>`` fails the request's Deferred with ``NotifdError(reason)``.
 
-Several nodes (issue 7): ``Failover`` keeps one connection up to any of several
+Several nodes: ``Failover`` keeps one connection up to any of several
 endpoints, moving to the next one (with back-off) when a connection fails or is lost, and
 runs ``on_connect(client)`` on each new connection, where a client says ``hello`` and
 re-enters notification mode. A named client's read state is in the shared database, so it
@@ -87,8 +87,10 @@ class NotifClient(LineOnlyReceiver):
         self._stopping = False  # stop_notif queued or sent: notifications are now dropped
         self._stops = 0  # stop_notif calls so far: a notification is acknowledged only if none came since
         self._closed_reason = None
+        self._server_error: NotifdError | None = None  # an ERR line outside any request
         self.closed: defer.Deferred = defer.Deferred()
-        """Fires with None when the connection closes cleanly, or fails with the reason."""
+        """Fires with None when the connection closes cleanly, or fails with the reason:
+        `NotifdError` when the server said why (``ERR client removed``, say)."""
 
     def connectionMade(self) -> None:
         # Requests and OKs are small writes: no Nagle, or one could wait for the server's
@@ -178,6 +180,10 @@ class NotifClient(LineOnlyReceiver):
             return
         request, self._in_flight = self._in_flight, None
         if request is None:
+            if line.startswith("ERR "):
+                # Said as the server closes the connection (idle, revoked, limits): the
+                # reason the connection ends, for `closed` and the requests still waiting.
+                self._server_error = NotifdError(line[4:])
             self.log.warn("unexpected line from the server: {line!r}", line=line)
             return
         if line.startswith("ERR "):
@@ -205,6 +211,8 @@ class NotifClient(LineOnlyReceiver):
             self.transport.write(b"OK\r\n")
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        if self._server_error is not None:
+            reason = Failure(self._server_error)
         self._closed_reason = reason
         if reason.check(ConnectionDone):
             self.closed.callback(None)

@@ -7,7 +7,7 @@
 # reads on one reader thread (served even while a write waits for a foreign lock).
 #
 # Two engines are supported: SQLite (a file on one host, the default) and PostgreSQL
-# through psycopg 3 (several nodes on one database, issue 7). Whatever differs between
+# through psycopg 3 (several nodes on one database). Whatever differs between
 # them is decided here (`make_engine`, `transaction`, `upgrade`) or in `store.py`.
 from __future__ import annotations
 
@@ -119,7 +119,8 @@ def make_engine(url: URL, name: str = "notifd") -> Engine:
         dbapi_conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         dbapi_conn.execute("PRAGMA foreign_keys = ON")
         dbapi_conn.execute("PRAGMA journal_mode = WAL")
-        # NORMAL in WAL mode: a commit survives the process being killed, not a power cut.
+        # NORMAL in WAL mode: a commit survives the process being killed, not a power cut;
+        # transactions that store posted items ask for FULL (below, and store.durable).
         dbapi_conn.execute("PRAGMA synchronous = NORMAL")
 
     @event.listens_for(engine, "begin")
@@ -133,6 +134,13 @@ def make_engine(url: URL, name: str = "notifd") -> Engine:
         if conn.info.get("notifd_busy_ms", SQLITE_BUSY_TIMEOUT_MS) != busy:
             conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(busy)}")
             conn.info["notifd_busy_ms"] = busy
+        # A transaction that stores posted items is on disk when its commit returns (FULL
+        # syncs the WAL at each commit); the others need only survive a killed process.
+        # SQLite refuses to change this inside a transaction: here, just before BEGIN.
+        synchronous = "FULL" if options.get("notifd_durable") else "NORMAL"
+        if conn.info.get("notifd_synchronous", "NORMAL") != synchronous:
+            conn.exec_driver_sql(f"PRAGMA synchronous = {synchronous}")
+            conn.info["notifd_synchronous"] = synchronous
         # Unmarked transactions (engine.begin(): migrations, tools, tests) count as writers.
         conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("notifd_write", True) else "BEGIN")
 
@@ -154,13 +162,16 @@ class UnmarkedWrite(AssertionError):
 
 
 @contextlib.contextmanager
-def transaction(engine: Engine, write: bool = False, busy_ms: int | None = None) -> Iterator[Connection]:
+def transaction(
+    engine: Engine, write: bool = False, busy_ms: int | None = None, durable: bool = False
+) -> Iterator[Connection]:
     """A transaction; `write=True` for one that will write (see `store.writes`).
 
-    `busy_ms` overrides how long SQLite waits for a lock held by another process.
+    `busy_ms` overrides how long SQLite waits for a lock held by another process;
+    `durable=True` syncs the commit to disk before it returns (see `store.durable`).
     """
     with engine.connect() as conn:
-        conn.execution_options(notifd_write=write)
+        conn.execution_options(notifd_write=write or durable, notifd_durable=durable)
         if not write and engine.dialect.name == "postgresql":
             # BEGIN READ ONLY: a query not marked `store.writes` that writes fails at once.
             conn.execution_options(postgresql_readonly=True)
@@ -261,7 +272,8 @@ class Database:
         # (Decided here, on the database thread, before the reactor hears of the failure.)
         busy_ms = OUTAGE_BUSY_TIMEOUT_MS if self._blocked[write] else None
         try:
-            with transaction(self.engine, write=write, busy_ms=busy_ms) as conn:
+            durable = getattr(f, "durable", False)
+            with transaction(self.engine, write=write, busy_ms=busy_ms, durable=durable) as conn:
                 result = f(conn, *args, **kwargs)
         except OperationalError:
             self._blocked[write] = True
@@ -292,19 +304,39 @@ def schema_version(conn) -> str | None:
     return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def open_engine(url: URL, name: str = "notifd") -> Engine:
-    """An engine on a database whose schema is current: created or upgraded if needed.
+class NoDatabase(UnusableDatabase):
+    """`open_engine(create=False)` found no notifd database where it looked; the message says where."""
 
-    Raises UnusableDatabase when the database is newer than this notifd.
+
+def open_engine(url: URL, name: str = "notifd", create: bool = True) -> Engine:
+    """An engine on a database whose schema is current: upgraded if needed, created if allowed.
+
+    Raises UnusableDatabase when the database is newer than this notifd, and NoDatabase
+    when there is none and `create` is False (notifctl: a mistyped path must not create
+    an empty database that no daemon will ever read).
     """
     path = sqlite_path(url)
     if path is not None and not path.exists():
+        if not create:
+            raise NoDatabase(
+                f"no database at {path}; check --db, NOTIFD_DB or the config file's db, "
+                "or create it with `notifctl db upgrade` (notifd also creates it when it starts)"
+            )
         _create_sqlite(path)
     engine = make_engine(url, name)
-    with transaction(engine) as conn:  # a read: no need to wait for a writer's lock
-        version = schema_version(conn)
-    if version != store.SCHEMA_HEAD:
-        upgrade(engine, version)
+    try:
+        with transaction(engine) as conn:  # a read: no need to wait for a writer's lock
+            version = schema_version(conn)
+        if version is None and not create:
+            raise NoDatabase(
+                f"the database {url.render_as_string(hide_password=True)} holds no notifd schema; "
+                "create it with `notifctl db upgrade` (notifd also creates it when it starts)"
+            )
+        if version != store.SCHEMA_HEAD:
+            upgrade(engine, version)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
 
 
@@ -377,6 +409,12 @@ def _build_sqlite(path: Path, tmp: Path) -> None:
         # Owner-only from the start: the database holds token hashes, and posting is
         # an admin act granted by write access to this file.
         os.close(os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))
+        if os.geteuid() == 0:
+            # Created by root (an admin's `sudo notifctl db upgrade`): the database belongs
+            # to whoever owns its directory (the service's state directory), or the daemon
+            # could not open it. SQLite gives its -wal and -shm files the database's owner.
+            directory = path.parent.stat()
+            os.chown(tmp, directory.st_uid, directory.st_gid)
         engine = make_engine(make_url("sqlite:///" + str(tmp)))
         try:
             upgrade(engine, None)

@@ -38,6 +38,11 @@ class Metrics:
         self.notifications = Counter(
             "notifd_notifications_sent", "notif: lines sent to clients, by type", ["type"], registry=registry
         )
+        self.unsendable = Counter(
+            "notifd_items_unsendable",
+            "Items skipped because they cannot be sent (their plugin failed, or not one line), each counted once",
+            ["type"], registry=registry,
+        )
         registry.register(_PluginErrors())
         self.database_seconds = Histogram(
             "notifd_database_seconds",

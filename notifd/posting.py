@@ -1,23 +1,129 @@
-# `notifctl add` on SQLite without SQLAlchemy. Importing SQLAlchemy costs ~150 ms, half
-# of a `notifctl add`, for one INSERT; this module stores the same rows with the standard
-# library's sqlite3 (issue 6: `notifctl add` p50 <= 200 ms, batches >= 10,000 items/s).
+# Posting items: the one function every post goes through, on every engine and every path
+# (`notifctl add`, `--id`, `--batch`, and whatever comes later), and the SQLite path of
+# `notifctl add` that runs it without SQLAlchemy.
 #
-# Rules: store.py remains the owner of the schema. This module writes exactly the rows
-# `store.add_items` writes, on a database already at `SCHEMA_HEAD`, and
-# tests/unit/test_posting.py compares the two on a migrated database, table by table, so
-# a schema change that this module does not follow fails the suite. Whatever it does not
-# do simply goes through store.py: another engine, a database to create or upgrade,
-# idempotency keys. Nothing here imports SQLAlchemy, Twisted or Alembic.
+# Rule 1: items become visible in id order. Readers follow items with "id above the last one
+#         seen" (the hub, the durable notifiers' outbox marks, a named client's cursor), so an
+#         item committed after a higher id would be skipped for good. SQLite has one writer
+#         at a time; on PostgreSQL a sequence hands out ids at insert and two transactions
+#         may commit out of order, so `store_posts` takes a transaction-scoped advisory lock
+#         before its first id and holds it to the commit: posters take turns.
+# Rule 2: a post that is acknowledged is on disk. Posting transactions commit with
+#         `synchronous=FULL` on SQLite (the WAL is synced before the commit returns) and
+#         `synchronous_commit=on` on PostgreSQL, once per transaction: a batch pays once.
+# Rule 3: nothing here imports SQLAlchemy, Twisted or Alembic: importing SQLAlchemy costs
+#         ~150 ms, half of a `notifctl add`. `store_posts` runs driver-level SQL through the
+#         `execute` of an open write transaction: sqlite3's, or SQLAlchemy's (store.py), whose
+#         errors and guards then apply as to every other statement.
+#         store.py still owns the schema: tests/unit/test_posting.py compares what both
+#         engines hold after the same posts, so a schema change this module does not follow
+#         fails the suite.
 from __future__ import annotations
 
 import os
 import sqlite3
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
-SCHEMA_HEAD = "0003"  # == store.SCHEMA_HEAD; a test keeps them equal
+from .items import Item
+
+SCHEMA_HEAD = "0004"  # == store.SCHEMA_HEAD; a test keeps them equal
 SQLITE_BUSY_TIMEOUT_MS = 5000  # == db.SQLITE_BUSY_TIMEOUT_MS; a test keeps them equal
+KEY_MAX = 200  # characters in an idempotency key (items.key)
+ITEMS_LOCK = 0x6E6F7470  # PostgreSQL advisory lock key: posters take turns (Rule 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    """An item to store: its type, its (already validated) text, and an optional idempotency key."""
+
+    type: str
+    text: str
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Posted:
+    """A stored post: the item, and whether this post created it (False: its key found an earlier one)."""
+
+    item: Item
+    created: bool
+
+
+class KeyConflict(Exception):
+    """An idempotency key already names an item of another type or text."""
+
+    def __init__(self, item_id: int) -> None:
+        super().__init__(f"key already used by item {item_id} with another type or text")
+        self.item_id = item_id
+
+
+def store_posts(execute: Callable[[str, tuple], Any], dialect: str, posts: Sequence[Post], now: datetime) -> list[Posted]:
+    """Store `posts` in the caller's open write transaction, in order; the caller commits.
+
+    `execute(sql, params)` runs one statement in that transaction, in the driver's own
+    parameter style, and returns a cursor (sqlite3's `Connection.execute`, SQLAlchemy's
+    `Connection.exec_driver_sql`); `dialect` is "sqlite" or "postgresql". A key already
+    stored finds its item, unless it has another type or text (KeyConflict, and the
+    caller rolls back: nothing is stored). A key given twice in one call stores one item.
+    """
+    sql = _SQL[dialect]
+    if dialect == "postgresql":
+        execute(sql.lock, (ITEMS_LOCK,))
+        execute(sql.durable, ())
+        created_at: Any = now
+    else:
+        created_at = _sqlite_timestamp(now)
+    stored: list[Posted] = []
+    for post in posts:
+        if post.key is not None:
+            row = execute(sql.by_key, (post.key,)).fetchone()
+            if row is not None:
+                item_id, type_name, text, when = row
+                if type_name != post.type or text != post.text:
+                    raise KeyConflict(item_id)
+                if isinstance(when, str):
+                    when = datetime.fromisoformat(when)
+                stored.append(Posted(Item(item_id, type_name, text, when), created=False))
+                continue
+        cursor = execute(sql.insert, (post.type, post.text, created_at, post.key))
+        item_id = cursor.fetchone()[0] if sql.returning else cursor.lastrowid
+        stored.append(Posted(Item(item_id, post.type, post.text, now), created=True))
+    return stored
+
+
+@dataclass(frozen=True)
+class _Statements:
+    insert: str
+    by_key: str
+    returning: bool
+    lock: str = ""
+    durable: str = ""
+
+
+_INSERT = "INSERT INTO items (type, text, created_at, key) VALUES ({p}, {p}, {p}, {p})"
+_BY_KEY = "SELECT id, type, text, created_at FROM items WHERE key = {p}"
+_SQL = {
+    "sqlite": _Statements(_INSERT.format(p="?"), _BY_KEY.format(p="?"), returning=False),
+    "postgresql": _Statements(
+        _INSERT.format(p="%s") + " RETURNING id",
+        _BY_KEY.format(p="%s"),
+        returning=True,
+        lock="SELECT pg_advisory_xact_lock(%s)",
+        # Whatever the server or the role defaults to: this commit is waited for on disk.
+        durable="SET LOCAL synchronous_commit TO on",
+    ),
+}
+
+
+def _sqlite_timestamp(when: datetime) -> str:
+    # SQLAlchemy's storage format for DateTime on SQLite.
+    return when.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+# --- `notifctl add` on a SQLite file, without SQLAlchemy ----------------------------------------
 
 
 def default_database_path() -> Path:
@@ -40,25 +146,21 @@ def sqlite_file(value: str | None) -> Path | None:
     return Path(value).expanduser().resolve()
 
 
-def _timestamp(when: datetime) -> str:
-    # SQLAlchemy's storage format for DateTime on SQLite.
-    return when.strftime("%Y-%m-%d %H:%M:%S.%f")
+def post_to_sqlite_file(path: Path, posts: Sequence[Post], now: datetime) -> list[Posted] | None:
+    """Store `posts` in the SQLite file at `path` in one durable transaction.
 
-
-def insert_items(path: Path, rows: Sequence[tuple[str, str]], now: datetime) -> list[int] | None:
-    """Store (type, text) rows in one transaction; returns their ids in order.
-
-    Returns None, having stored nothing, when the fast path does not apply (no database
-    file yet, or a schema other than SCHEMA_HEAD): the caller then uses store.py.
+    Returns None, having stored nothing, when there is no such file or its schema is not
+    SCHEMA_HEAD: the caller then goes through store.py, which says why or upgrades it.
     """
     if not path.is_file():
-        return None
+        return None  # sqlite3 would create it; store.py says there is no database
     conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     try:
-        # The same settings as db.make_engine; journal_mode=WAL is kept by the file.
+        # The settings of db.make_engine (journal_mode=WAL is kept by the file), but FULL:
+        # the WAL is synced before COMMIT returns (Rule 2). It must be set outside a transaction.
         conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA synchronous = FULL")
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("SELECT version_num FROM alembic_version").fetchone()
@@ -67,16 +169,9 @@ def insert_items(path: Path, rows: Sequence[tuple[str, str]], now: datetime) -> 
         if version != (SCHEMA_HEAD,):
             conn.execute("ROLLBACK")
             return None
-        created_at = _timestamp(now)
-        cursor = conn.cursor()
-        ids = []
-        for type_name, text in rows:
-            cursor.execute(
-                "INSERT INTO items (type, text, created_at, key) VALUES (?, ?, ?, NULL)", (type_name, text, created_at)
-            )
-            ids.append(cursor.lastrowid)
+        stored = store_posts(conn.execute, "sqlite", posts, now)
         conn.execute("COMMIT")
-        return ids
+        return stored
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
@@ -119,7 +120,23 @@ class Err:
     TOO_MANY_CONNECTIONS = Send(_line("ERR too many connections"))
     TOO_MANY_FROM_ADDRESS = Send(_line("ERR too many connections from your address"))
     IDLE = Send(_line("ERR idle for too long"))
-    BAD_ITEM = Send(_line("ERR item cannot be sent"))
+    # Sent by wire.py as it closes a connection whose right to be served was revoked.
+    CLIENT_REMOVED = Send(_line("ERR client removed"))
+    TOKEN_CHANGED = Send(_line("ERR token changed; hello again with the new one"))
+    ANONYMOUS_REFUSED = Send(_line("ERR anonymous clients are no longer served; hello first"))
+    BAD_VALUE = Send(_line("ERR value cannot be sent"))
+
+
+# What cannot travel in one line, or would drive a terminal: C0 and C1 controls and DEL
+# (CR and LF among them), the Unicode line and paragraph separators, lone surrogates. The
+# same characters `items.check_line` refuses at posting; a row written by another tool
+# may still hold them.
+_UNSENDABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def sendable(line: str) -> bool:
+    """Whether `line` can be sent as one protocol line."""
+    return _UNSENDABLE.search(line) is None
 
 
 _notif_sends: dict[str, Send] = {}
@@ -182,7 +199,7 @@ class Session:
         actions: list[Action] = []
         if not self._buffer and not self._discarding and self.mode is not Mode.WAITING:
             # One whole line, nothing before it: the common request, without the buffer;
-            # and the commonest, `<type>?` and `OK`, without decoding and splitting (issue 6).
+            # and the commonest, `<type>?` and `OK`, without decoding and splitting.
             if self.mode is Mode.NORMAL:
                 type_name = _query_lines(self.types, self.max_line).get(data)
                 if type_name is not None:
@@ -335,22 +352,39 @@ class Session:
         """The answer to the last `Fetch`.
 
         Args:
-            line: the line to send; None when the item type's plugin could not render it.
+            line: the line to send, `sendable`; None when no item was found and the type's
+                plugin failed to draw a fresh value.
             item_id: the item sent, or None for a fresh value or an empty answer.
         """
         assert self.mode is Mode.WAITING and self._waiting_for is not None
         type_name, self._waiting_for = self._waiting_for, None
         self.mode = Mode.NORMAL
-        if line is None or "\n" in line or "\r" in line:  # a plugin failed or rendered two lines
-            actions: list[Action] = [Err.BAD_ITEM]
+        if line is None:
+            actions: list[Action] = [Err.BAD_VALUE]
         else:
             actions = [Send(_line(line))]
-            if item_id is not None and item_id > self.cursors.get(type_name, 0):
-                self.cursors[type_name] = item_id
-                if self.client_id is not None:
-                    actions.append(MarkRead(self.client_id, type_name, item_id))
+            self._move_cursor(type_name, item_id, actions)
         self._run_lines(actions)
         return actions
+
+    def skipped(self, item_id: int) -> list[Action]:
+        """The item the last `Fetch` found cannot be sent (its plugin failed, or it is not one line).
+
+        The cursor moves past it, as if it had been sent, and the same request looks again:
+        one bad item never blocks the ones behind it.
+        """
+        assert self.mode is Mode.WAITING and self._waiting_for is not None
+        type_name = self._waiting_for
+        actions: list[Action] = []
+        self._move_cursor(type_name, item_id, actions)
+        actions.append(Fetch(type_name, self.cursors.get(type_name, 0)))
+        return actions
+
+    def _move_cursor(self, type_name: str, item_id: int | None, actions: list[Action]) -> None:
+        if item_id is not None and item_id > self.cursors.get(type_name, 0):
+            self.cursors[type_name] = item_id
+            if self.client_id is not None:
+                actions.append(MarkRead(self.client_id, type_name, item_id))
 
     def identified(self, client_id: int | None, cursors: Mapping[str, int]) -> list[Action]:
         """The answer to the last `Identify`: the client's id and stored cursors, or None if refused."""

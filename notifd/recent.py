@@ -1,5 +1,5 @@
 # The newest items of one type, in memory: how the hub answers `<type>?` without a
-# database round trip (issue 6). No I/O and no clock: the hub feeds it the items it reads
+# database round trip. No I/O and no clock: the hub feeds it the items it reads
 # from the store, in id order, and the time of each question.
 #
 # Rule: an answer from memory is the one `store.next_unread` gives for the same cursor,
@@ -13,7 +13,7 @@
 # part of memory's completeness.
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from datetime import datetime
 
 from .items import Item, Pick, Window
@@ -60,6 +60,13 @@ class RecentItems:
         self._ids.append(item.id)
         if len(self) > self.cap:
             self._forget(1, expired=False)
+
+    def remove(self, item_id: int) -> None:
+        """Forget an item deleted from the store (`notifctl rm`); nothing if it is not here."""
+        index = bisect_left(self._ids, item_id, lo=self._head)
+        if index < len(self._ids) and self._ids[index] == item_id:
+            del self._items[index]
+            del self._ids[index]
 
     def resize(self, cap: int) -> None:
         """Keep at most `cap` items from now on."""

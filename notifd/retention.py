@@ -18,6 +18,11 @@ from .config import Config
 from .db import transaction
 
 
+# How long the changes daemons follow (store.changes) are kept: far longer than any
+# running daemon takes to read them; a daemon that starts reads the current state.
+CHANGES_KEPT = timedelta(days=1)
+
+
 @dataclass(frozen=True)
 class Rule:
     """Items of `type_name` older than `max_age` expire; `type_name` None means every type not in `others`."""
@@ -105,6 +110,7 @@ class Pruner:
                         break
             if total:
                 self.log.info("pruned {count} expired items", count=total)
+            yield self.db.run(store.prune_changes, now - CHANGES_KEPT)
         except DBAPIError:
             pass  # the database logged the outage, once; the next interval retries
         except Exception:

@@ -70,7 +70,7 @@ class Daemon:
         found = plugins.notifiers(pm, config.plugins, reactor)
         config.check_notifiers(n.name for _, n in found)
         found = [(plugin, config.notifier(n)) for plugin, n in found]
-        # Live notifiers are called by the hub; durable ones through the outbox (issue 3).
+        # Live notifiers are called by the hub; durable ones through the outbox.
         self.hub.notifiers = [(plugin, n) for plugin, n in found if not n.durable]
         durable = [(plugin, n) for plugin, n in found if n.durable]
         self.outbox = Outbox(self.db, reactor, durable, config.node, config.poll_interval) if durable else None
@@ -86,6 +86,7 @@ class Daemon:
             hello_limiter=FailureLimiter(reactor, config.hello_failures, config.hello_window),
         )
         self._apply_limits(config)
+        self.hub.revoked = self.server.revoke
         self.metrics.follow(lambda: self.hub.subscribers, lambda: len(self.server.connections))
         self.factory = ConnectionFactory(self.server)
         self.wakeups = make_listener(reactor, self.engine, self._wake, config.node)
@@ -270,6 +271,9 @@ class Daemon:
         windows = self._windows(new)
         self.hub.set_windows(windows)
         self._apply_limits(new)
+        if self.config.anonymous and not new.anonymous:
+            closed = self.server.refuse_anonymous()
+            self.log.info("anonymous clients are no longer served: closed {n} connection(s)", n=closed)
         self.pruner.configure(new)
         self.config = new
         return needs_restart
@@ -320,7 +324,7 @@ def run(config: Config, reread: Callable[[], Config] | None = None) -> int:
 
         d = daemon.start()
         # What start-up built (SQLAlchemy, Twisted, plugins) lives as long as the process:
-        # out of the collector's sight, a full collection during a fan-out is shorter (issue 6).
+        # out of the collector's sight, a full collection during a fan-out is shorter.
         d.addCallback(lambda _: gc.freeze())
         d.addErrback(failed)
 

@@ -7,11 +7,11 @@
 # the id of the last item of that type it was sent (like IMAP UIDs or consumer offsets).
 # "Unread" means "id above the cursor and recent" (see items.Window).
 #
-# Every statement runs on SQLite and on PostgreSQL (issue 7). SQLite has one writer at a
+# Every statement runs on SQLite and on PostgreSQL. SQLite has one writer at a
 # time (db.py begins writes IMMEDIATE); on PostgreSQL several nodes write at once under
 # READ COMMITTED, so a read-then-write that two nodes could race is an upsert
 # (`_insert(...).on_conflict_*`), a row lock (`with_for_update`, which the SQLite compiler
-# leaves out: it needs none), or, for posting items, an advisory lock (see add_item).
+# leaves out: it needs none), or, for posting items, an advisory lock (posting.py).
 from __future__ import annotations
 
 import hashlib
@@ -44,11 +44,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from .items import Item, Pick, Window
+from .posting import ITEMS_LOCK, Post, Posted, store_posts
 
 # The Alembic revision this code expects. tests/unit/test_migrations.py checks it is the
 # head of migrations/; kept here so that notifctl can check the schema without importing
 # Alembic on every call.
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004"
 
 metadata = MetaData()
 
@@ -94,7 +95,7 @@ presence = Table(
     Index("ix_presence_client", "client_id"),
 )
 
-# The outbox of durable notifiers (issue 3): one row per item and notifier still to be
+# The outbox of durable notifiers: one row per item and notifier still to be
 # delivered, or dead. A delivered row is deleted. `outbox_marks` holds each durable
 # notifier's cursor over `items`: the last item put in its outbox. Enqueueing reads the
 # items above the mark and moves it in one transaction, so an item committed while the
@@ -122,6 +123,26 @@ outbox_marks = Table(
     Column("notifier", String(64), primary_key=True),
     Column("last_item_id", Integer, nullable=False),
 )
+
+
+# What running daemons must forget, in commit order: an item removed (`notifctl rm`; its
+# text may sit in a hub's memory), a client removed or its token rotated (its open
+# connections are closed). Daemons follow this table as they follow `items`, by id, and
+# rows are written under the posting lock so that ids become visible in order. Old rows
+# are pruned: a daemon that starts reads the current state, not the history.
+changes = Table(
+    "changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # one of CHANGE_KINDS
+    Column("subject", Integer, nullable=False),  # the item's or the client's id
+    Column("created_at", DateTime, nullable=False),
+)
+
+ITEM_REMOVED = "item removed"
+CLIENT_REMOVED = "client removed"
+TOKEN_ROTATED = "token rotated"
+CHANGE_KINDS = (ITEM_REMOVED, CLIENT_REMOVED, TOKEN_ROTATED)
 
 
 # Each running daemon's heartbeat, for `notifctl status`.
@@ -155,16 +176,16 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-class KeyConflict(Exception):
-    """An idempotency key already names an item of another type or text."""
-
-    def __init__(self, item_id: int) -> None:
-        super().__init__(f"key already used by item {item_id} with another type or text")
-        self.item_id = item_id
-
-
 class ClientExists(Exception):
     """`add_client` for a name that is taken."""
+
+
+class NoSuchItems(Exception):
+    """`remove_items` for ids that are not stored; nothing was removed."""
+
+    def __init__(self, item_ids: list[int]) -> None:
+        super().__init__(f"no item {', '.join(map(str, item_ids))}")
+        self.item_ids = item_ids
 
 
 def _item(row) -> Item:
@@ -180,45 +201,41 @@ def _insert(conn: Connection, table: Table):
     return dialect_insert(table)
 
 
-KEY_MAX = 200  # characters in an idempotency key (items.key)
-_ITEMS_LOCK = 0x6E6F7470  # PostgreSQL advisory lock key: posting an item (see add_item)
-
-
 # --- items -----------------------------------------------------------------------------
 
 
-@writes
-def add_item(
-    conn: Connection, type_name: str, text: str, *, key: str | None = None, now: datetime | None = None
-) -> tuple[int, bool]:
-    """Store an item; returns (id, created). With `key`, a second post finds the first one."""
+def durable(query):
+    """Marks a write whose commit must be on disk before it returns: it stores posted items.
+
+    On SQLite that transaction runs with `synchronous=FULL` (db.py), every other one with
+    NORMAL; on PostgreSQL `posting.store_posts` asks for `synchronous_commit=on` itself.
+    """
+    query.durable = True
+    return writes(query)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    id: int
+    kind: str
+    subject: int
+
+
+def _take_turn(conn: Connection) -> None:
+    """Wait for the posting lock (PostgreSQL): what follows becomes visible in id order (posting.py)."""
     if conn.dialect.name == "postgresql":
-        # Items must become visible in id order: readers follow them with "id above the
-        # last one seen" (the hub, the outbox marks). A sequence hands out ids at insert,
-        # and two posters could commit 6 before 5; a reader that saw 6 would never see 5.
-        # So posters take turns, from the id until the commit (SQLite's single writer does
-        # the same). It also serialises two posts of one idempotency key.
-        conn.execute(select(func.pg_advisory_xact_lock(_ITEMS_LOCK)))
-    if key is not None:
-        row = conn.execute(select(items).where(items.c.key == key)).first()
-        if row is not None:
-            if row.type != type_name or row.text != text:
-                raise KeyConflict(row.id)
-            return row.id, False
-    item_id = conn.execute(
-        insert(items).values(type=type_name, text=text, created_at=now or utcnow(), key=key)
-    ).inserted_primary_key[0]
-    return item_id, True
+        conn.execute(select(func.pg_advisory_xact_lock(ITEMS_LOCK)))
 
 
-@writes
-def add_items(conn: Connection, rows: list[tuple[str, str]], *, now: datetime | None = None) -> list[int]:
-    """Store (type, text) rows, in order; returns their ids. `notifctl add --batch`."""
-    created_at = now or utcnow()
-    return [
-        conn.execute(insert(items).values(type=type_name, text=text, created_at=created_at)).inserted_primary_key[0]
-        for type_name, text in rows
-    ]
+def _record_change(conn: Connection, kind: str, subject: int, now: datetime | None = None) -> None:
+    # Called with the posting lock held (see _take_turn).
+    conn.execute(insert(changes).values(kind=kind, subject=subject, created_at=now or utcnow()))
+
+
+@durable
+def post_items(conn: Connection, posts: Sequence[Post], *, now: datetime | None = None) -> list[Posted]:
+    """Store posts in this transaction, through the one posting function (see posting.py)."""
+    return store_posts(conn.exec_driver_sql, conn.dialect.name, posts, now or utcnow())
 
 
 ITEMS_BATCH = 10_000
@@ -228,6 +245,44 @@ def items_after(conn: Connection, after: int, limit: int = ITEMS_BATCH) -> list[
     """Items with an id above `after`, oldest first: what the hub has not seen yet."""
     rows = conn.execute(select(items).where(items.c.id > after).order_by(items.c.id).limit(limit))
     return [_item(row) for row in rows]
+
+
+def news_after(conn: Connection, item_after: int, change_after: int) -> tuple[list[Item], list[Change]]:
+    """The items and the changes a daemon has not seen yet, in one transaction, oldest first."""
+    found = conn.execute(
+        select(changes.c.id, changes.c.kind, changes.c.subject).where(changes.c.id > change_after).order_by(changes.c.id)
+    )
+    return items_after(conn, item_after), [Change(row.id, row.kind, row.subject) for row in found]
+
+
+def max_change_id(conn: Connection) -> int:
+    return conn.execute(select(func.coalesce(func.max(changes.c.id), 0))).scalar_one()
+
+
+@writes
+def remove_items(conn: Connection, item_ids: Sequence[int], *, now: datetime | None = None) -> list[Item]:
+    """Delete items and their deliveries to durable notifiers; returns what was deleted.
+
+    All or nothing: raises NoSuchItems, deleting nothing, when any id is not stored. Read
+    cursors are item ids and stay as they are.
+    """
+    _take_turn(conn)
+    wanted = sorted(set(item_ids))
+    found = [_item(row) for row in conn.execute(select(items).where(items.c.id.in_(wanted)).order_by(items.c.id))]
+    missing = sorted(set(wanted) - {item.id for item in found})
+    if missing:
+        raise NoSuchItems(missing)
+    conn.execute(delete(outbox).where(outbox.c.item_id.in_(wanted)))
+    conn.execute(delete(items).where(items.c.id.in_(wanted)))
+    for item in found:
+        _record_change(conn, ITEM_REMOVED, item.id, now)
+    return found
+
+
+@writes
+def prune_changes(conn: Connection, cutoff: datetime) -> int:
+    """Forget changes recorded before `cutoff`: every running daemon has long read them."""
+    return conn.execute(delete(changes).where(changes.c.created_at < cutoff)).rowcount
 
 
 def list_items(conn: Connection, type_name: str | None = None, limit: int = 20) -> list[Item]:
@@ -323,15 +378,22 @@ def add_client(conn: Connection, name: str, *, now: datetime | None = None) -> s
 def rotate_token(conn: Connection, name: str) -> str | None:
     """Give a named client a new token (the old one stops working); None if there is no such client."""
     token = secrets.token_urlsafe(TOKEN_BYTES)
-    changed = conn.execute(update(clients).where(clients.c.name == name).values(token_hash=_hash_token(token))).rowcount
-    return token if changed else None
+    _take_turn(conn)
+    client_id = conn.execute(select(clients.c.id).where(clients.c.name == name)).scalar()
+    if client_id is None:
+        return None
+    conn.execute(update(clients).where(clients.c.id == client_id).values(token_hash=_hash_token(token)))
+    _record_change(conn, TOKEN_ROTATED, client_id)  # its connections under the old token are closed
+    return token
 
 
 @writes
 def remove_client(conn: Connection, name: str) -> bool:
+    _take_turn(conn)
     client_id = conn.execute(select(clients.c.id).where(clients.c.name == name)).scalar()
     if client_id is None:
         return False
+    _record_change(conn, CLIENT_REMOVED, client_id)  # its open connections are closed
     # Children first: SQLite enforces ON DELETE CASCADE only with foreign_keys on.
     conn.execute(delete(cursors).where(cursors.c.client_id == client_id))
     conn.execute(delete(presence).where(presence.c.client_id == client_id))
@@ -345,15 +407,24 @@ def list_clients(conn: Connection) -> list[Client]:
 
 
 @writes
-def identify(conn: Connection, name: str, token: str, *, now: datetime | None = None) -> tuple[int, dict[str, int]] | None:
-    """Check a hello; returns (client id, cursors by type), or None for a wrong name or token."""
+def identify(conn: Connection, name: str, token: str, *, now: datetime | None = None) -> Identity | None:
+    """Check a hello; returns who it is, or None for a wrong name or token."""
     row = conn.execute(select(clients.c.id, clients.c.token_hash).where(clients.c.name == name)).first()
     # Hash even for an unknown name, so that timing does not tell which names exist.
     offered = _hash_token(token)
     if row is None or not hmac.compare_digest(offered, row.token_hash):
         return None
     conn.execute(update(clients).where(clients.c.id == row.id).values(last_seen=now or utcnow()))
-    return row.id, client_cursors(conn, row.id)
+    return Identity(row.id, client_cursors(conn, row.id), max_change_id(conn))
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A named client as a successful `hello` found it."""
+
+    client_id: int
+    cursors: dict[str, int]  # type -> the id of the last item it was sent
+    as_of_change: int  # the newest change then: only later revocations concern this connection
 
 
 def client_cursors(conn: Connection, client_id: int) -> dict[str, int]:
@@ -376,7 +447,7 @@ def mark_read(conn: Connection, marks: Sequence[tuple[int, str, int]]) -> None:
     ])
 
 
-# Built once per dialect: building this statement cost more than running it (issue 6).
+# Built once per dialect: building this statement cost more than running it, once per batch of marks.
 _MARK_READ: dict[str, object] = {}
 
 
@@ -693,7 +764,7 @@ def retry_delivery(conn: Connection, delivery_id: int, *, now: datetime | None =
     )
 
 
-# --- moving to another database (`notifctl db copy`, issue 7) --------------------------------------
+# --- moving to another database (`notifctl db copy`) --------------------------------------
 
 # What a copy carries, parents first. `presence` and `nodes` describe the daemons running on
 # the old database: they stay behind.

@@ -3,7 +3,7 @@
 # server announces on entry every type that still has unread items, so the loop also
 # drains what was recent when it connected, one item per round.
 #
-# With several `--connect` endpoints (issue 7), or when the one node restarts, the loop
+# With several `--connect` endpoints, or when the one node restarts, the loop
 # fails over: the connection goes to the next endpoint, with back-off, and the loop starts
 # again there (a named client continues from its stored read state). The first connection
 # must succeed within one round of the endpoints, so a typo fails at once.
@@ -46,8 +46,14 @@ def watch(reactor, endpoints: list[str], name: str | None, token: str | None, ty
     ended = defer.Deferred()
 
     def on_connect(client):
+        # The server may close a session saying why (the client was removed, anonymous
+        # clients refused): say it; Failover then connects again, and a refused hello ends.
+        client.closed.addErrback(
+            lambda failure: echo(f"notifctl: the server closed the connection: {failure.value}", err=True)
+            if failure.check(NotifdError) else None
+        )
         d = client.hello(name, token) if name else defer.succeed(None)
-        d.addCallback(lambda _: enter(client, types, echo))
+        d.addCallback(lambda _: enter(client, types, echo, reactor))
 
         def refused(failure):
             if failure.check(NotifdError) and not ended.called:
@@ -73,20 +79,34 @@ def _unreachable(failure, endpoints: list[str]):
     return ConnectionError(f"cannot connect to {' or '.join(map(str, endpoints))}: {failure.getErrorMessage()}")
 
 
-def enter(client, types: tuple[str, ...], echo: Callable):
+ERR_PAUSE = 1.0  # seconds before re-entering notification mode after an ERR answer
+
+
+def enter(client, types: tuple[str, ...], echo: Callable, clock=None):
     """Start the loop on a connected client; fires once in notification mode."""
+    if clock is None:
+        from twisted.internet import reactor as clock
 
     def on_notification(type_name: str) -> None:
         # Not returned: the round runs on its own; stop_notif() tells the client not to OK.
         round_ = client.stop_notif()
         round_.addCallback(lambda _: client.query(type_name))
-        round_.addCallback(lambda line: echo(f"{type_name}: {line}") if line else None)
+        round_.addCallbacks(lambda line: echo(f"{type_name}: {line}") if line else None, refused, errbackArgs=(type_name,))
         round_.addCallback(lambda _: client.notif(on_notification, types))
         round_.addErrback(lambda failure: client.transport.abortConnection())
+
+    def refused(failure, type_name: str):
+        # An ERR answer is the server's word on this request, not a broken connection: say
+        # it and go on in the same session (reconnecting would start over, anonymous
+        # clients from every recent item). The pause keeps a lasting error (the database
+        # down) from spinning.
+        failure.trap(NotifdError)
+        echo(f"notifctl: {type_name}? answered ERR {failure.value}", err=True)
+        return task.deferLater(clock, ERR_PAUSE, lambda: None)
 
     return client.notif(on_notification, types)
 
 
-def follow(client, types: tuple[str, ...], echo: Callable):
+def follow(client, types: tuple[str, ...], echo: Callable, clock=None):
     """Run the loop on a connected client; the Deferred fires when the connection closes."""
-    return enter(client, types, echo).addCallback(lambda _: client.closed)
+    return enter(client, types, echo, clock).addCallback(lambda _: client.closed)

@@ -6,7 +6,7 @@
 # an answer that arrives after the client left is dropped; plugin code (rendering, fresh
 # values) cannot raise out of here.
 #
-# The write fast path (issue 6): on a plain TCP transport whose buffer is empty, bytes go
+# The write fast path: on a plain TCP transport whose buffer is empty, bytes go
 # to the socket at once with one send(), and only what the kernel did not take is handed
 # to the transport. `transport.write()` alone would only buffer them and send at the next
 # reactor turn, at the price of two epoll_ctl calls per connection: a fan-out to 10,000
@@ -27,13 +27,15 @@ from twisted.python.failure import Failure
 
 from . import plugins, store
 from .items import Item, ItemType
-from .protocol import Err, Fetch, Identify, MarkRead, Mode, Send, Session, Subscribe, Unsubscribe
+from .protocol import Err, Fetch, Identify, MarkRead, Mode, Send, Session, Subscribe, Unsubscribe, sendable
 from .readmarks import ReadMarks
 
 
 @dataclass
 class Server:
     """What every connection shares."""
+
+    log = Logger()  # a class attribute, not a field
 
     db: object  # db.Database
     hub: object  # hub.Hub
@@ -53,6 +55,8 @@ class Server:
     type_names: frozenset[str] = frozenset()  # shared by every Session (one set, not one per client)
     type_plugins: Mapping[str, str] = field(default_factory=dict)  # item type -> its plugin (errors)
     read_marks: ReadMarks = None  # named clients' cursors on their way to the database
+    unsendable_seen: set = field(default_factory=set)  # ids of items found unsendable (logged once)
+    revocations: dict = field(default_factory=dict)  # client id -> (change id, ERR) of its latest revocation
 
     _now_tick: int = -1
     _now: datetime | None = None
@@ -80,15 +84,61 @@ class Server:
             connection.close_idle()
         return len(idle)
 
+    def unsendable(self, item: Item, problem: str | Failure) -> None:
+        """An item that cannot be sent is skipped; say so once per item, naming its plugin."""
+        if item.id in self.unsendable_seen:
+            return
+        if len(self.unsendable_seen) >= UNSENDABLE_REMEMBERED:
+            self.unsendable_seen.clear()  # bounded memory: at worst a line is logged again
+        self.unsendable_seen.add(item.id)
+        owner = self.type_plugins.get(item.type, "unknown")
+        if self.metrics is not None:
+            self.metrics.unsendable.labels(item.type).inc()
+        if isinstance(problem, Failure):
+            plugins.plugin_failed(owner, f"item type {item.type} (rendering item {item.id})", problem, traceback=True)
+        self.log.warn(
+            "item {id} ({type}, plugin {plugin}) cannot be sent and is skipped: {problem}",
+            id=item.id, type=item.type, plugin=owner,
+            problem=problem if isinstance(problem, str) else "its plugin failed to render it",
+        )
+
+    def revoke(self, change) -> None:
+        """A client was removed or its token rotated (store.changes): close the connections it concerns."""
+        reason = Err.CLIENT_REMOVED if change.kind == store.CLIENT_REMOVED else Err.TOKEN_CHANGED
+        # A hello checked before the change whose answer is still on its way is caught
+        # when that answer arrives (Connection._identified).
+        self.revocations[change.subject] = (change.id, reason)
+        closed = [c for c in self.connections if c.session.client_id == change.subject and c.as_of_change < change.id]
+        for connection in closed:
+            connection.close_with(reason)
+        if closed:
+            self.log.info("closed {n} connection(s) of client {id}: {kind}", n=len(closed), id=change.subject,
+                          kind=change.kind)
+
+    def refuse_anonymous(self) -> int:
+        """Anonymous clients are no longer served (SIGHUP): close their connections; returns how many."""
+        self.anonymous = False
+        closed = 0
+        for connection in list(self.connections):
+            session = connection.session
+            session.anonymous = False  # a hello being checked now must succeed to go on
+            if session.client_id is None and session.mode is not Mode.WAITING and session.mode is not Mode.HELLO:
+                connection.close_with(Err.ANONYMOUS_REFUSED)
+                closed += 1
+        return closed
+
     def now(self) -> datetime:
         # To the hundredth of a second: recent windows are hours or days, and a busy
-        # daemon asks for the time on every query (issue 6).
+        # daemon asks for the time on every query.
         seconds = self.clock.seconds()
         tick = int(seconds * 100)
         if tick != self._now_tick:
             self._now_tick = tick
             self._now = datetime.fromtimestamp(seconds, timezone.utc).replace(tzinfo=None)
         return self._now
+
+
+UNSENDABLE_REMEMBERED = 10_000  # ids of unsendable items remembered, so that each is logged once
 
 
 # The transports whose socket the fast path may write to directly: plain TCP only. The
@@ -142,12 +192,12 @@ class Connection(Protocol):
 
     log = Logger()
 
-    # Per-connection state is in slots (issue 6: memory per idle client). Protocol itself
+    # Per-connection state is in slots: memory per idle client. Protocol itself
     # has no __slots__, so Twisted's own attributes (transport, connected) still live in
     # the instance __dict__.
     __slots__ = (
         "server", "session", "on_close", "last_heard", "_reading", "_write_blocked", "_presence", "_socket",
-        "address",
+        "address", "as_of_change",
     )
 
     def __init__(self, server: Server) -> None:
@@ -160,6 +210,7 @@ class Connection(Protocol):
         self._write_blocked = False  # the transport's buffer is full: the client is not reading
         self._presence = None  # Deferred of this connection's presence row, for a named client
         self._socket = None  # set at connect when the write fast path applies
+        self.as_of_change = 0  # a named client: the newest change (store.changes) when its hello was checked
 
     def connectionMade(self) -> None:
         # As a streaming producer we hear when the client stops reading (our write buffer
@@ -224,8 +275,7 @@ class Connection(Protocol):
         return now - self.last_heard
 
     def close_idle(self) -> None:
-        self._send(Err.IDLE.data)
-        self.transport.loseConnection()
+        self.close_with(Err.IDLE)
 
     # --- carrying out actions ---------------------------------------------------------------
 
@@ -260,7 +310,7 @@ class Connection(Protocol):
         hub = self.server.hub
         now = self.server.now()
         # Most answers are in the hub's memory, when it is up to date with the store: no
-        # database round trip (issue 6). The database answers the rest.
+        # database round trip. The database answers the rest.
         known, item = hub.unread(type_name, after, item_type.pick, now)
         if known:
             return self._answer_with(item, item_type)
@@ -273,20 +323,35 @@ class Connection(Protocol):
             self._carry_out(self._answer_with(item, item_type))
 
     def _answer_with(self, item: Item | None, item_type: ItemType) -> list:
+        if item is None:
+            return self.session.fetched(self._fresh(item_type), None)
         try:
-            if item is not None:
-                line, item_id = item_type.render(item), item.id
-            elif item_type.fresh is not None:
-                line, item_id = item_type.fresh(), None
-            else:
-                line, item_id = "", None
+            line = item_type.render(item)
             if not isinstance(line, str):
                 raise TypeError(f"rendered a {type(line).__name__}, not a str")
+            problem = None if sendable(line) else "its text is not one line (a newline or a control character)"
+        except Exception:
+            line, problem = None, Failure()
+        if problem is None:
+            return self.session.fetched(line, item.id)
+        # Skipped, not answered with an error: every later query would find it again, and
+        # the items behind it would never reach anyone.
+        self.server.unsendable(item, problem)
+        return self.session.skipped(item.id)
+
+    def _fresh(self, item_type: ItemType) -> str | None:
+        """The line for nothing unread: a fresh value, or the empty line; None if the plugin failed."""
+        if item_type.fresh is None:
+            return ""
+        try:
+            line = item_type.fresh()
+            if not isinstance(line, str) or not sendable(line):
+                raise TypeError(f"drew {line!r}, not one line of text")
+            return line
         except Exception:
             owner = self.server.type_plugins.get(item_type.name, "unknown")
             plugins.plugin_failed(owner, f"item type {item_type.name}", Failure(), traceback=True)
-            line, item_id = None, None
-        return self.session.fetched(line, item_id)
+            return None
 
     def _identify(self, name: str, token: str) -> None:
         limiter, address = self.server.hello_limiter, self.address
@@ -296,7 +361,7 @@ class Connection(Protocol):
         d = self.server.db.run(store.identify, name, token)
         d.addCallbacks(self._identified, self._db_failed)
 
-    def _identified(self, found: tuple[int, dict[str, int]] | None) -> None:
+    def _identified(self, found: store.Identity | None) -> None:
         if not self.connected:
             return
         if found is None:
@@ -305,13 +370,25 @@ class Connection(Protocol):
             self.log.info("failed hello from {address}", address=self.address)
             self._carry_out(self.session.identified(None, {}))
             return
-        client_id, cursors = found
+        # Revoked after the check and before this answer (the hub read the change first).
+        revocation = self.server.revocations.get(found.client_id)
+        if revocation is not None and revocation[0] > found.as_of_change:
+            self.close_with(revocation[1])
+            return
+        self.as_of_change = found.as_of_change
+        cursors = dict(found.cursors)
         # Marks of this client's earlier connections may still be on their way to the database.
-        for type_name, item_id in self.server.read_marks.cursors_of(client_id).items():
+        for type_name, item_id in self.server.read_marks.cursors_of(found.client_id).items():
             if item_id > cursors.get(type_name, 0):
                 cursors[type_name] = item_id
-        self._presence = self.server.db.run(store.client_connected, client_id, self.server.node)
-        self._carry_out(self.session.identified(client_id, cursors))
+        self._presence = self.server.db.run(store.client_connected, found.client_id, self.server.node)
+        self._carry_out(self.session.identified(found.client_id, cursors))
+
+    def close_with(self, error: Send) -> None:
+        """Say why in one line, then close (what was written before it is still delivered)."""
+        self._send(error.data)
+        self.server.hub.unsubscribe(self)
+        self.transport.loseConnection()
 
     def _db_failed(self, failure) -> None:
         self._answer(self.session.failed())  # the database logged it, once per outage

@@ -7,9 +7,8 @@ import sys
 import pytest
 from twisted.logger import globalLogPublisher
 
-from notifd import cli
+from notifd import cli, plugins
 from notifd import db as dbmod
-from notifd import plugins
 from tests.pg import pg_url  # noqa: F401  (a fixture: a fresh PostgreSQL database)
 
 
@@ -59,9 +58,15 @@ class Result:
 
 @pytest.fixture
 def notifctl(db_path, monkeypatch, capsys):
-    """Run notifctl through its real entry point; --db is the test database unless db=False."""
+    """Run notifctl through its real entry point; --db is the test database unless db=False.
 
-    def run(*args, stdin: bytes = b"", db=True) -> Result:
+    The database is created at head first (notifctl itself refuses to create one), unless
+    create=False.
+    """
+
+    def run(*args, stdin: bytes = b"", db=True, create=True) -> Result:
+        if db and create and not db_path.exists():
+            dbmod.open_engine(dbmod.database_url(str(db_path))).dispose()
         argv = ["notifctl", *(["--db", str(db_path)] if db else []), *args]
         monkeypatch.setattr(sys, "argv", argv)
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))

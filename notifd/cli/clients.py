@@ -38,13 +38,16 @@ def client_add(ctx: click.Context, name: str) -> None:
 @click.argument("name")
 @click.pass_context
 def client_rotate(ctx: click.Context, name: str) -> None:
-    """Give a named client a new token, printed last; the old token stops working."""
+    """Give a named client a new token, printed last; the old token stops working, its connections close."""
     from .. import store
+    from ..wakeup import send_wakeup
 
-    token = store_of(ctx).call(store.rotate_token, name)
+    db = store_of(ctx)
+    token = db.call(store.rotate_token, name)
     if token is None:
         raise click.ClickException(f"no client named {name!r}")
-    click.echo(f"new token for client {name}; the old one no longer works (connections already open stay):")
+    send_wakeup(db.engine)  # the daemons close its connections opened with the old token
+    click.echo(f"new token for client {name}; the old one no longer works and its connections are closed:")
     click.echo(token)
 
 
@@ -68,11 +71,14 @@ def client_list(ctx: click.Context, as_json: bool) -> None:
 @click.argument("name")
 @click.pass_context
 def client_remove(ctx: click.Context, name: str) -> None:
-    """Delete a named client and its read state."""
+    """Delete a named client and its read state; its open connections close."""
     from .. import store
+    from ..wakeup import send_wakeup
 
-    if not store_of(ctx).call(store.remove_client, name):
+    db = store_of(ctx)
+    if not db.call(store.remove_client, name):
         raise click.ClickException(f"no client named {name!r}")
+    send_wakeup(db.engine)  # the daemons close its open connections
     click.echo(f"removed client {name}")
 
 

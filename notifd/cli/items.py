@@ -35,18 +35,19 @@ def _read_stdin_text(limit: int) -> str | None:
 )
 @click.pass_context
 def add(ctx: click.Context, type_name: str | None, text: str | None, key: str | None, batch: str | None) -> None:
-    """Post an item; prints its id. TEXT defaults to stdin (a fresh value for `random`).
+    """Post an item; prints its id once it is on disk. TEXT defaults to stdin (a fresh value for `random`).
 
     With --batch, every line is checked before anything is stored, and the ids are
     printed one per line.
     """
-    # Imports stay inside: `notifctl add` pays only for what it uses (issue 6).
+    from ..posting import KEY_MAX, Post  # no SQLAlchemy: `notifctl add` stays fast
+
     db = store_of(ctx)
     max_line = db.config.max_line_length
     if batch is not None:
         if text is not None or key is not None:
             raise click.UsageError("--batch takes no TEXT and no --id", ctx)
-        rows = _read_batch(batch, type_name, db.types, max_line)
+        posts = _read_batch(batch, type_name, db.types, max_line)
     else:
         if type_name is None:
             raise click.UsageError("Missing argument 'TYPE'.", ctx)
@@ -59,24 +60,11 @@ def add(ctx: click.Context, type_name: str | None, text: str | None, key: str | 
             text = item_type.fresh()
         if key is not None and not key.strip():
             raise click.ClickException("--id must not be empty")
-        if key is not None:
-            from ..store import KEY_MAX  # --id goes through store.py anyway
-
-            if len(key) > KEY_MAX:
-                raise click.ClickException(f"--id is {len(key)} characters, over the limit of {KEY_MAX}")
-        rows = [(type_name, _checked(item_type, text, max_line))]
-    ids, created = _post(db, rows, key)
-    click.echo("\n".join(map(str, ids)))
-    if created:
-        path = _sqlite_file(db)
-        if path is not None:  # without SQLAlchemy, as the post itself
-            from ..wakeup import send_datagrams
-
-            send_datagrams(path)
-        else:
-            from ..wakeup import send_wakeup
-
-            send_wakeup(db.engine)
+        if key is not None and len(key) > KEY_MAX:
+            raise click.ClickException(f"--id is {len(key)} characters, over the limit of {KEY_MAX}")
+        posts = [Post(type_name, _checked(item_type, text, max_line), key)]
+    stored = _post(db, posts)
+    click.echo("\n".join(str(posted.item.id) for posted in stored))
 
 
 def _item_type(types, type_name: str, where: str = ""):
@@ -101,8 +89,10 @@ def _checked(item_type, text: str | None, max_line: int, where: str = "") -> str
         ) from None
 
 
-def _read_batch(source: str, type_name: str | None, types, max_line: int) -> list[tuple[str, str]]:
-    """Every line of a batch, checked: (type, text) rows, or one error naming the first bad line."""
+def _read_batch(source: str, type_name: str | None, types, max_line: int) -> list:
+    """Every line of a batch, checked: Posts, or one error naming the first bad line."""
+    from ..posting import Post
+
     if source == "-":
         data = sys.stdin.buffer.read()
     else:
@@ -117,7 +107,7 @@ def _read_batch(source: str, type_name: str | None, types, max_line: int) -> lis
     if not lines:
         raise click.ClickException("the batch is empty")
     fixed = _item_type(types, type_name) if type_name is not None else None
-    rows = []
+    posts = []
     for number, raw in enumerate(lines, 1):
         where = f"line {number}: "
         try:
@@ -133,44 +123,75 @@ def _read_batch(source: str, type_name: str | None, types, max_line: int) -> lis
             item_type = _item_type(types, name, where)
         if not text and item_type.fresh is not None:
             text = item_type.fresh()
-        rows.append((item_type.name, _checked(item_type, text, max_line, where)))
-    return rows
+        posts.append(Post(item_type.name, _checked(item_type, text, max_line, where)))
+    return posts
 
 
-def _sqlite_file(db: Store):
-    from ..posting import sqlite_file
+def _post(db: Store, posts: list) -> list:
+    """Store the posts in one durable transaction, then wake the daemons; returns the Posted."""
+    from datetime import datetime, timezone
 
-    return sqlite_file(db.config.db)
+    from .. import posting
 
-
-def _post(db: Store, rows: list[tuple[str, str]], key: str | None) -> tuple[list[int], bool]:
-    """Store the rows in one transaction; returns (ids, whether anything new was stored)."""
-    if key is None and (path := _sqlite_file(db)) is not None:
-        from datetime import datetime, timezone
-
-        from ..posting import insert_items
-
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    path = posting.sqlite_file(db.config.db)
+    stored = None
+    if path is not None:  # SQLite at the schema's head: without SQLAlchemy
         try:
-            ids = insert_items(path, rows, datetime.now(timezone.utc).replace(tzinfo=None))
+            stored = posting.post_to_sqlite_file(path, posts, now)
+        except posting.KeyConflict as e:
+            raise click.ClickException(f"--id {posts[0].key}: {e}") from None
         except sqlite3_error() as e:
             raise click.ClickException(f"database error: {e}") from None
-        if ids is not None:
-            return ids, True
-    from .. import store  # SQLAlchemy: another engine, a database to create or upgrade, --id
+    if stored is None:  # another engine, or a database to upgrade (or missing: Store says so)
+        from .. import store
 
-    if key is not None:
         try:
-            item_id, created = db.call(store.add_item, rows[0][0], rows[0][1], key=key)
-        except store.KeyConflict as e:
-            raise click.ClickException(f"--id {key}: {e}") from None
-        return [item_id], created
-    return db.call(store.add_items, rows), True
+            stored = db.call(store.post_items, posts, now=now)
+        except posting.KeyConflict as e:
+            raise click.ClickException(f"--id {posts[0].key}: {e}") from None
+    if any(posted.created for posted in stored):
+        if path is not None:  # without SQLAlchemy, as the post itself
+            from ..wakeup import send_datagrams
+
+            send_datagrams(path)
+        else:
+            from ..wakeup import send_wakeup
+
+            send_wakeup(db.engine)
+    return stored
 
 
 def sqlite3_error() -> type:
     import sqlite3
 
     return sqlite3.Error
+
+
+@click.command(context_settings=HELP)
+@click.argument("item_ids", metavar="ID...", nargs=-1, required=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of the removed items.")
+@click.pass_context
+def rm(ctx: click.Context, item_ids: tuple[int, ...], as_json: bool) -> None:
+    """Delete items, and their pending deliveries to durable notifiers.
+
+    All or nothing: an unknown ID removes none. Clients' read state is left as it is, and
+    running daemons forget the items at once.
+    """
+    from .. import store
+    from ..wakeup import send_wakeup
+
+    db = store_of(ctx)
+    try:
+        removed = db.call(store.remove_items, item_ids)
+    except store.NoSuchItems as e:
+        raise click.ClickException(f"{e}; nothing removed") from None
+    send_wakeup(db.engine)
+    if as_json:
+        click.echo(json.dumps([item_json(item) for item in removed], ensure_ascii=False, indent=2))
+        return
+    for item in removed:
+        click.echo(f"removed {item.id}\t{item.type}\t{item.text}")
 
 
 @click.command("list", context_settings=HELP)

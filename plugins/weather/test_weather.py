@@ -6,9 +6,9 @@ import shutil
 import tomllib
 from pathlib import Path
 
+import notifd_weather
 import pytest
 
-import notifd_weather
 from notifd import InvalidItem, Pick
 from notifd.plugins import get_plugin_manager, item_types
 from tests.dist import install

@@ -13,6 +13,7 @@ import pytest
 
 from notifd import db as dbmod
 from notifd import store
+from notifd.posting import Post
 from notifd.wakeup import send_wakeup
 from tests.integration.conftest import TIMEOUT, eventually
 from tests.integration.receiver import Receiver
@@ -122,7 +123,7 @@ def test_latency_and_throughput(daemon, config, receiver, db_path, notifctl, rep
         """Commit `count` items in one transaction and wake the daemon, as `notifctl add` does."""
         with engine.begin() as conn:
             for n in range(count):
-                store.add_item(conn, "classified", f"ad {n}")
+                store.post_items(conn, [Post("classified", f"ad {n}")])
         started = time.monotonic()
         send_wakeup(engine)
         return started

@@ -189,9 +189,23 @@ def daemon(db_path):
         process.stop()
 
 
+def ensure_database(db: Path | str) -> None:
+    """Create the database (a SQLite file or a PostgreSQL URL) at head if it has no schema,
+    as `notifctl db upgrade` would: notifctl refuses to create one by accident, and a test
+    may post before notifd ran."""
+    if isinstance(db, Path) and db.exists():
+        return
+    from notifd import db as dbmod
+
+    dbmod.open_engine(dbmod.database_url(str(db))).dispose()
+
+
 @pytest.fixture
 def notifctl(db_path):
+    """Run notifctl on the test database (created first if needed)."""
+
     def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
+        ensure_database(db_path)
         return run_notifctl(db_path, *args, **kwargs)
 
     return run
@@ -203,6 +217,7 @@ def start_notifctl(db_path):
     started = []
 
     def start(*args: str) -> subprocess.Popen:
+        ensure_database(db_path)
         proc = subprocess.Popen(
             _notifctl_command(db_path, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_ENV
         )

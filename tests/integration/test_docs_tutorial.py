@@ -10,8 +10,8 @@ import tomllib
 
 import pytest
 
-from tests.integration.conftest import TIMEOUT, DaemonProcess, _script
 from tests.dist import install
+from tests.integration.conftest import TIMEOUT, DaemonProcess, _script
 from tests.test_docs import code_blocks
 
 pytestmark = pytest.mark.integration

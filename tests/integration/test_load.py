@@ -9,6 +9,7 @@ import pytest
 from notifd import db as dbmod
 from notifd import store
 from tests.integration.conftest import TIMEOUT
+from tests.posts import add_item
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +63,7 @@ def test_posting_in_a_tight_loop_while_clients_are_served(daemon, notifctl, db_p
         try:
             for i in range(n):
                 with engine.begin() as conn:
-                    store.add_item(conn, "classified", f"ad {i}")
+                    add_item(conn, "classified", f"ad {i}")
         except Exception as e:
             errors.append(f"poster: {e!r}")
         finally:

@@ -14,6 +14,7 @@ import pytest
 
 from notifd import db as dbmod
 from notifd import store
+from tests.posts import add_item
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +47,7 @@ def test_nodes_claiming_together_never_claim_one_delivery_twice(databases):
     now = store.utcnow()
     first.call(store.add_marks, ["hook"])
     for n in range(200):
-        first.call(store.add_item, "classified", f"ad {n}")
+        first.call(add_item, "classified", f"ad {n}")
     first.call(store.enqueue_new_items, ["hook"], now=now)
     lease = {"hook": now + timedelta(minutes=5)}
     claimed: list[int] = []
@@ -64,7 +65,7 @@ def test_nodes_enqueueing_together_enqueue_each_item_once(databases):
     first = databases[0]
     first.call(store.add_marks, ["hook", "mail"])
     for n in range(100):
-        first.call(store.add_item, "classified", f"ad {n}")
+        first.call(add_item, "classified", f"ad {n}")
     # Each node sees the notifiers in its own order: the marks are still locked in one order.
     results = at_once(databases, store.enqueue_new_items, ["mail", "hook"], now=store.utcnow())
     assert results == [False] * NODES
@@ -74,13 +75,13 @@ def test_nodes_enqueueing_together_enqueue_each_item_once(databases):
 
 
 def test_notifiers_seen_for_the_first_time_by_several_nodes_at_once(databases):
-    databases[0].call(store.add_item, "classified", "history")
+    databases[0].call(add_item, "classified", "history")
     at_once(databases, store.enqueue_new_items, ["hook"], now=store.utcnow())
     assert databases[0].call(store.list_outbox) == []  # a new notifier starts at the newest item
 
 
 def test_the_same_idempotency_key_posted_by_several_admins_at_once(databases):
-    results = at_once(databases, store.add_item, "classified", "once", key="order-1")
+    results = at_once(databases, add_item, "classified", "once", key="order-1")
     assert len({item_id for item_id, _ in results}) == 1
     assert sorted(created for _, created in results) == [False] * (NODES - 1) + [True]
     assert [item.text for item in databases[0].call(store.list_items)] == ["once"]
@@ -123,7 +124,7 @@ def test_the_same_client_name_added_by_two_admins_at_once(databases):
 def test_nodes_pruning_together_split_the_work(databases):
     old = store.utcnow() - timedelta(days=60)
     for n in range(300):
-        databases[0].call(store.add_item, "classified", f"old {n}", now=old)
+        databases[0].call(add_item, "classified", f"old {n}", now=old)
     cutoff = store.utcnow() - timedelta(days=30)
     pruned = 0
     while True:
@@ -155,7 +156,7 @@ def test_a_reader_following_the_ids_never_misses_an_item_posted_concurrently(dat
 
     def post(database):
         for n in range(per_poster):
-            database.call(store.add_item, "classified", f"ad {n}")
+            database.call(add_item, "classified", f"ad {n}")
 
     with ThreadPoolExecutor(len(databases)) as pool:
         following = pool.submit(follow)

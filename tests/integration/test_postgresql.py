@@ -14,8 +14,15 @@ import time
 
 import pytest
 
+from notifd import store
 from tests import pg
-from tests.integration.conftest import TIMEOUT, DaemonProcess, eventually, run_notifctl
+from tests.integration.conftest import (
+    TIMEOUT,
+    DaemonProcess,
+    ensure_database,
+    eventually,
+    run_notifctl,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -168,11 +175,12 @@ def test_notifctl_on_postgresql(notifctl):
     assert too_long.stderr == "notifctl: --id is 201 characters, over the limit of 200\n"
     assert [item["text"] for item in json.loads(notifctl("list", "--json").stdout)] == ["once"]
     check = notifctl("db", "check")
-    assert "schema 0003 (expected 0003)" in check.stdout
+    assert f"schema {store.SCHEMA_HEAD} (expected {store.SCHEMA_HEAD})" in check.stdout
 
 
 def test_db_copy_moves_a_sqlite_database_to_postgresql(tmp_path, pg_url, nodes):
     sqlite = tmp_path / "old.db"
+    ensure_database(sqlite)
     token = run_notifctl(sqlite, "client", "add", "kiosk").stdout.splitlines()[-1]
     for text in ("first ad", "second ad"):
         run_notifctl(sqlite, "add", "classified", text)
@@ -208,7 +216,7 @@ def test_nodes_starting_together_on_an_empty_database_migrate_it_once(pg_url):
     finally:
         for process in processes:
             process.stop()
-    assert pg.execute(pg_url, "SELECT version_num FROM alembic_version") == [("0003",)]
+    assert pg.execute(pg_url, "SELECT version_num FROM alembic_version") == [(store.SCHEMA_HEAD,)]
 
 
 def _start_all(processes: list[DaemonProcess]) -> None:

@@ -19,6 +19,7 @@ from notifd import db as dbmod
 from notifd import store
 from tests import transcript
 from tests.integration.conftest import TIMEOUT, LineClient
+from tests.posts import add_item
 
 pytestmark = pytest.mark.integration
 
@@ -122,11 +123,12 @@ def test_status_while_running_and_after(daemon, notifctl):
 @pytest.fixture
 def certificate(tmp_path):
     """A self-signed certificate for localhost and 127.0.0.1, made in the test."""
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    import ipaddress
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
@@ -232,7 +234,7 @@ def test_a_backup_during_a_burst_of_posts_restores_to_a_consistent_database(daem
             i = 0
             while not done.is_set() or i < 200:
                 with engine.begin() as conn:
-                    store.add_item(conn, "classified", f"ad {i}")
+                    add_item(conn, "classified", f"ad {i}")
                 i += 1
         except Exception as e:
             errors.append(repr(e))
@@ -291,10 +293,10 @@ def test_the_daemon_prunes_expired_items_at_start(daemon, notifctl, db_path, tmp
     old = store.utcnow() - datetime.timedelta(days=40)
     with engine.begin() as conn:
         for i in range(3):
-            store.add_item(conn, "classified", f"old {i}", now=old)
+            add_item(conn, "classified", f"old {i}", now=old)
         client_id = store.list_clients(conn)[0].id
         store.mark_read(conn, [(client_id, "classified", 2)])
-        store.add_item(conn, "classified", "fresh")
+        add_item(conn, "classified", "fresh")
     engine.dispose()
     config = tmp_path / "notifd.toml"
     config.write_text('[recent]\nmax_age = 0\n[retention]\nmax_age = "30d"\nbatch = 2\n')

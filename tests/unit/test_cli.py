@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from notifd import store
+from tests.posts import add_item
 
 
 def items(notifctl):
@@ -112,7 +113,7 @@ def test_named_clients(notifctl):
 
 
 def test_db_upgrade(notifctl, db_path):
-    assert notifctl("db", "upgrade").out == "created the database at the current schema\n"
+    assert notifctl("db", "upgrade", create=False).out == "created the database at the current schema\n"
     assert notifctl("db", "upgrade").out == "the schema is up to date\n"
     assert db_path.stat().st_mode & 0o777 == 0o600
 
@@ -260,9 +261,9 @@ def test_settings_for_a_plugin_that_is_not_loaded_are_refused(notifctl, tmp_path
 
 
 def test_outbox_lists_deliveries_and_retry_requeues_one(notifctl, database):
-    item_id, _ = database.call(store.add_item, "classified", "ad")
+    item_id, _ = database.call(add_item, "classified", "ad")
     database.call(store.enqueue_new_items, ["webhook"], now=store.utcnow())  # the mark starts here
-    item_id, _ = database.call(store.add_item, "classified", "undeliverable")
+    item_id, _ = database.call(add_item, "classified", "undeliverable")
     database.call(store.enqueue_new_items, ["webhook"], now=store.utcnow())
     [pending] = database.call(store.list_outbox)
     database.call(store.delivery_failed, pending.id, "HTTP 500 Internal Server Error", None)

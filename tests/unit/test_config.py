@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 
 from notifd import ItemType, Notifier, Retry, Window
+from notifd import db as dbmod
 from notifd.config import Config, ConfigError, build, parse_duration, read_file
 
 
@@ -105,6 +106,8 @@ def test_settings_for_a_type_nobody_declares_are_refused():
 
 def test_precedence_flag_over_env_over_file(notifctl, tmp_path, monkeypatch):
     from_file, from_env, from_flag = (tmp_path / f"{name}.db" for name in ("file", "env", "flag"))
+    for path in (from_file, from_env, from_flag):  # notifctl posts into a database, never creates one
+        dbmod.open_engine(dbmod.database_url(str(path))).dispose()
     config = write(tmp_path, f'db = "{from_file}"\n')
     monkeypatch.setenv("NOTIFD_CONFIG", str(config))
     assert notifctl("add", "classified", "to file", db=False).code == 0

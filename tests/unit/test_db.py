@@ -7,6 +7,7 @@ import pytest
 
 from notifd import store
 from notifd.db import SQLITE_BUSY_TIMEOUT_MS, transaction
+from tests.posts import add_item
 
 
 def messages(events, text):
@@ -38,20 +39,20 @@ def test_a_bug_in_a_query_is_logged_every_time_with_its_traceback(database, logg
 
 
 def test_readers_are_served_while_another_process_holds_the_write_lock(database, db_path, engine):
-    database.call(store.add_item, "classified", "ad")
+    database.call(add_item, "classified", "ad")
     other = sqlite3.connect(db_path, isolation_level=None, timeout=0)
     other.execute("BEGIN IMMEDIATE")  # another writer, holding the lock
     try:
         assert database.call(store.max_item_id) == 1  # at once, not after the busy timeout
         with pytest.raises(Exception, match="database is locked"):
             with transaction(engine, write=True, busy_ms=50) as conn:  # a short wait: the test's
-                store.add_item(conn, "classified", "blocked")
+                add_item(conn, "classified", "blocked")
     finally:
         other.execute("ROLLBACK")
         other.close()
     assert SQLITE_BUSY_TIMEOUT_MS >= 1000  # writers normally wait a while before giving up
     with transaction(engine, write=True) as conn:
-        store.add_item(conn, "classified", "after")
+        add_item(conn, "classified", "after")
     assert [i.text for i in database.call(store.list_items)] == ["after", "ad"]
 
 
@@ -71,7 +72,7 @@ def test_a_write_in_a_read_transaction_is_refused(database):
     from notifd.db import UnmarkedWrite
 
     def sneaky(conn):  # writes, but is not marked @store.writes
-        store.add_item(conn, "classified", "x")
+        add_item(conn, "classified", "x")
 
     with pytest.raises(UnmarkedWrite, match="mark the query @store.writes"):
         database.call(sneaky)

@@ -10,6 +10,7 @@ from twisted.logger import formatEvent
 from notifd import Notifier, Window, store
 from notifd.hub import Hub
 from notifd.plugins import errors
+from tests.posts import add_item
 from tests.unit.test_wire import HeldDatabase, Rig
 
 
@@ -30,14 +31,14 @@ def make_hub(db, windows=None):
 
 
 def test_starts_from_where_the_store_stands(database):
-    database.call(store.add_item, "classified", "before")
+    database.call(add_item, "classified", "before")
     hub, clock = make_hub(database)
     seen = []
     hub.notifiers = [("test", Notifier("record", seen.append))]
     hub.start()
     hub.wake()
     assert seen == []  # items before the start are unread state, not news
-    item_id, _ = database.call(store.add_item, "classified", "after")
+    item_id, _ = database.call(add_item, "classified", "after")
     hub.wake()
     assert [item.id for item in seen] == [item_id]
     assert hub.high_water == item_id
@@ -48,7 +49,7 @@ def test_the_safety_poll_finds_items_without_a_wakeup(database):
     seen = []
     hub.notifiers = [("test", Notifier("record", seen.append))]
     hub.start()
-    database.call(store.add_item, "classified", "quiet")
+    database.call(add_item, "classified", "quiet")
     assert seen == []
     clock.advance(1.0)
     assert [item.text for item in seen] == ["quiet"]
@@ -63,7 +64,7 @@ def test_wakeups_during_a_check_are_coalesced_into_one_more_check(database):
     for _ in range(5):
         hub.wake()
     assert len(held.held) == 1  # one query in flight, the other wake-ups remembered
-    database.call(store.add_item, "classified", "x")
+    database.call(add_item, "classified", "x")
     held.release()
     assert len(held.held) == 0  # the follow-up check ran and found the item
     assert hub.high_water == 1
@@ -81,7 +82,7 @@ def test_memory_answers_unless_a_wakeup_is_not_yet_followed_by_a_check(database)
     clock.advance(1.0)  # the safety poll's check is in flight: it announces nothing
     assert len(held.held) == 1
     assert hub.unread("classified", 0, Pick.OLDEST, now) == (True, None)
-    item_id, _ = database.call(store.add_item, "classified", "ad")
+    item_id, _ = database.call(add_item, "classified", "ad")
     hub.wake()  # a wake-up during that check: the hub is behind until a check begun after it ends
     assert hub.unread("classified", 0, Pick.OLDEST, now) == (False, None)
     held.release_one()  # the poll's check (it may or may not have seen the item)
@@ -108,7 +109,7 @@ def test_a_failing_notifier_does_not_stop_the_others(database):
         ("good", Notifier("record", seen.append)),
     ]
     hub.start()
-    database.call(store.add_item, "classified", "x")
+    database.call(add_item, "classified", "x")
     hub.wake()
     assert len(seen) == 1
     failed_later.errback(RuntimeError("late"))  # logged, not raised
@@ -128,8 +129,8 @@ def pushing_hub(database):
 def test_push_once_per_type_per_batch_and_at_once(database):
     hub, clock, listener = pushing_hub(database)
     for text in ("a", "b", "c"):
-        database.call(store.add_item, "classified", text)
-    database.call(store.add_item, "random", "4")
+        database.call(add_item, "classified", text)
+    database.call(add_item, "random", "4")
     hub.wake()
     # Pushed in the same turn as the batch is read, without waiting for the reactor.
     assert listener.heard == ["classified", "random"]
@@ -138,12 +139,12 @@ def test_push_once_per_type_per_batch_and_at_once(database):
     sample = hub.metrics.registry.get_sample_value
     assert sample("notifd_notifications_sent_total", {"type": "classified"}) == 1
     assert sample("notifd_items_total", {"type": "classified"}) == 3
-    database.call(store.add_item, "classified", "d")
+    database.call(add_item, "classified", "d")
     hub.wake()
     assert listener.heard == ["classified", "random", "classified"]  # a new batch pushes again
     clock.advance(0)
     hub.unsubscribe(listener)
-    database.call(store.add_item, "classified", "e")
+    database.call(add_item, "classified", "e")
     hub.wake()
     clock.advance(0)
     assert listener.heard == ["classified", "random", "classified"]
@@ -153,16 +154,16 @@ def test_a_type_is_pushed_once_per_batch_even_across_many_items(database):
     hub, clock, listener = pushing_hub(database)
     with database.engine.begin() as conn:
         for i in range(50):
-            store.add_item(conn, "classified", f"ad {i}")
+            add_item(conn, "classified", f"ad {i}")
     hub.wake()
     assert listener.heard == ["classified"]
 
 
 def test_subscribe_returns_the_newest_recent_item_of_each_type(database):
     old = store.utcnow() - timedelta(days=30)
-    database.call(store.add_item, "random", "1", now=old)
-    ad, _ = database.call(store.add_item, "classified", "ad")
-    database.call(store.add_item, "weather", "sunny")  # a type no plugin serves now
+    database.call(add_item, "random", "1", now=old)
+    ad, _ = database.call(add_item, "classified", "ad")
+    database.call(add_item, "weather", "sunny")  # a type no plugin serves now
     hub, clock = make_hub(database, {"classified": Window(), "random": Window(max_age=timedelta(days=7))})
     hub.start()
     assert hub.subscribe(Listener()) == {"classified": ad}
@@ -180,7 +181,7 @@ def test_a_database_outage_is_retried_by_the_poll(database, engine):
     assert database.failing[False]  # reads fail: logged once by the database, retried by the poll
     with engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE items_gone RENAME TO items")
-    database.call(store.add_item, "classified", "back")
+    database.call(add_item, "classified", "back")
     clock.advance(1.0)
     assert not database.failing[False] and [i.text for i in seen] == ["back"]
 

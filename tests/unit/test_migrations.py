@@ -8,6 +8,7 @@ from alembic.script import ScriptDirectory
 
 from notifd import db as dbmod
 from notifd import store
+from tests.posts import add_item
 
 
 def test_schema_head_constant_is_the_alembic_head():
@@ -55,7 +56,7 @@ def test_sqlite_is_in_wal_mode_with_a_busy_timeout(engine):
 
 
 def test_backup_is_a_consistent_copy(engine, database, db_path, tmp_path):
-    database.call(store.add_item, "classified", "kept")
+    database.call(add_item, "classified", "kept")
     copy = tmp_path / "copy.db"
     dbmod.backup_sqlite(db_path, copy)
     other = dbmod.Database.synchronous(dbmod.open_engine(dbmod.database_url(str(copy))))

@@ -13,6 +13,7 @@ from twisted.internet import defer, task
 from notifd import Notifier, Retry, store
 from notifd.outbox import Outbox
 from notifd.plugins import errors
+from tests.posts import add_item
 from tests.unit.test_wire import HeldDatabase
 
 RETRY = Retry(max_attempts=3, first_delay=10.0, max_delay=15.0)
@@ -55,7 +56,7 @@ def make_outbox(database, clock, endpoint, name="hook", node="node-a", timeout=5
 
 
 def post(database, text):
-    return database.call(store.add_item, "classified", text)[0]
+    return database.call(add_item, "classified", text)[0]
 
 
 def rows(database):

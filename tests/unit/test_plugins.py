@@ -12,7 +12,13 @@ from twisted.logger import formatEvent
 from notifd import ConfigError, InvalidItem, ItemType, Notifier, hookimpl
 from notifd.default_plugins import random_number
 from notifd.plugins import (
-    PluginError, call_plugin, describe, errors, get_plugin_manager, item_types, notifiers,
+    PluginError,
+    call_plugin,
+    describe,
+    errors,
+    get_plugin_manager,
+    item_types,
+    notifiers,
 )
 from tests.dist import install
 

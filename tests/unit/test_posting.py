@@ -1,4 +1,4 @@
-"""notifctl add's SQLite path without SQLAlchemy (notifd.posting) against the real store."""
+"""The one posting function (notifd.posting) under its two callers: sqlite3 for `notifctl add`, SQLAlchemy for the rest."""
 from __future__ import annotations
 
 import sqlite3
@@ -10,9 +10,15 @@ import pytest
 
 from notifd import db as dbmod
 from notifd import posting, store
+from notifd.posting import Post
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678901)
-ROWS = [("classified", "Nice appart in the 11e."), ("random", "42"), ("classified", "Vélo à vendre")]
+POSTS = [
+    Post("classified", "Nice appart in the 11e."),
+    Post("random", "42"),
+    Post("classified", "Vélo à vendre", key="order-7"),
+    Post("classified", "Vélo à vendre", key="order-7"),  # a retry within the batch: one item
+]
 
 
 def dump(path):
@@ -34,31 +40,50 @@ def migrated(path):
     return path
 
 
-def test_writes_exactly_what_the_store_writes(tmp_path):
-    # If store.add_items starts writing anything else (a column, an outbox row), this fails.
+def summary(stored):
+    return [(p.item.id, p.item.type, p.item.text, p.item.created_at, p.created) for p in stored]
+
+
+def test_the_sqlite_path_writes_exactly_what_the_store_writes(tmp_path):
+    # The same function under both; if the SQLAlchemy path starts writing anything else (a
+    # column, an outbox row), this fails.
     by_store = migrated(tmp_path / "store.db")
     engine = dbmod.open_engine(dbmod.database_url(str(by_store)))
-    with engine.begin() as conn:
-        store_ids = store.add_items(conn, ROWS, now=NOW)
+    store_posted = dbmod.Database(engine).call(store.post_items, POSTS, now=NOW)
     engine.dispose()
     by_posting = migrated(tmp_path / "posting.db")
-    assert posting.insert_items(by_posting, ROWS, NOW) == store_ids == [1, 2, 3]
+    posted = posting.post_to_sqlite_file(by_posting, POSTS, NOW)
+    assert summary(posted) == summary(store_posted)
+    assert [p.item.id for p in posted] == [1, 2, 3, 3] and [p.created for p in posted] == [True, True, True, False]
     assert dump(by_posting) == dump(by_store)
     # And the store reads them back as it reads its own.
     engine = dbmod.open_engine(dbmod.database_url(str(by_posting)))
     with engine.begin() as conn:
-        assert [(i.type, i.text, i.created_at) for i in store.list_items(conn)] == [(t, x, NOW) for t, x in reversed(ROWS)]
+        assert [(i.type, i.text, i.created_at) for i in store.list_items(conn)] == [
+            (p.type, p.text, NOW) for p in reversed(POSTS[:3])
+        ]
     engine.dispose()
+
+
+def test_postgresql_stores_what_sqlite_stores(tmp_path, pg_url):
+    engine = dbmod.open_engine(dbmod.database_url(pg_url))
+    try:
+        on_postgresql = dbmod.Database(engine).call(store.post_items, POSTS, now=NOW)
+    finally:
+        engine.dispose()
+    on_sqlite = posting.post_to_sqlite_file(migrated(tmp_path / "x.db"), POSTS, NOW)
+    assert summary(on_postgresql) == summary(on_sqlite)
 
 
 def test_constants_follow_the_store_and_the_engine():
     assert posting.SCHEMA_HEAD == store.SCHEMA_HEAD
     assert posting.SQLITE_BUSY_TIMEOUT_MS == dbmod.SQLITE_BUSY_TIMEOUT_MS
+    assert posting.KEY_MAX == store.items.c.key.type.length
 
 
 def test_declines_a_missing_database_and_creates_nothing(tmp_path):
     path = tmp_path / "none.db"
-    assert posting.insert_items(path, ROWS, NOW) is None
+    assert posting.post_to_sqlite_file(path, POSTS, NOW) is None
     assert not path.exists()
 
 
@@ -68,15 +93,23 @@ def test_declines_another_schema_and_stores_nothing(tmp_path):
     conn.execute("UPDATE alembic_version SET version_num = '9999'")
     conn.commit()
     conn.close()
-    assert posting.insert_items(path, ROWS, NOW) is None
+    assert posting.post_to_sqlite_file(path, POSTS, NOW) is None
     assert dump(path)["items"] == []
 
 
 def test_a_failure_midway_stores_nothing(tmp_path):
     path = migrated(tmp_path / "x.db")
     with pytest.raises(sqlite3.IntegrityError):
-        posting.insert_items(path, [("classified", "fine"), ("classified", None)], NOW)  # text is NOT NULL
+        posting.post_to_sqlite_file(path, [Post("classified", "fine"), Post("classified", None)], NOW)  # NOT NULL
     assert dump(path)["items"] == []
+
+
+def test_a_key_conflict_in_a_batch_stores_nothing(tmp_path):
+    path = migrated(tmp_path / "x.db")
+    posting.post_to_sqlite_file(path, [Post("classified", "first", key="k")], NOW)
+    with pytest.raises(posting.KeyConflict, match="key already used by item 1"):
+        posting.post_to_sqlite_file(path, [Post("classified", "fine"), Post("random", "first", key="k")], NOW)
+    assert [row[2] for row in dump(path)["items"]] == ["first"]
 
 
 @pytest.mark.parametrize("value", [None, "relative.db", "~/notifd-test.db"])

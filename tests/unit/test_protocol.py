@@ -13,6 +13,7 @@ from notifd.protocol import (
     Session,
     Subscribe,
     Unsubscribe,
+    sendable,
 )
 
 TYPES = ("classified", "random", "weather")
@@ -121,12 +122,32 @@ def test_database_failure_is_an_err_and_the_session_goes_on(session):
     assert session.failed() == [Err.UNAVAILABLE, Fetch("random", 0)]
 
 
-def test_an_item_that_cannot_be_rendered(session):
+def test_an_item_that_cannot_be_sent_is_skipped_and_the_same_request_looks_again(session):
     session.receive(b"classified?\n")
-    assert session.fetched("two\nlines", 3) == [Err.BAD_ITEM]
-    assert "classified" not in session.cursors
+    assert session.skipped(3) == [Fetch("classified", 3)]
+    assert session.cursors["classified"] == 3 and session.waiting
+    assert session.fetched("next ad", 4) == [Send(b"next ad\r\n")]
+    assert session.cursors["classified"] == 4 and not session.waiting
+
+
+def test_a_named_client_skipping_an_item_stores_its_cursor_past_it(session):
+    session.receive(b"hello kiosk t\n")
+    session.identified(7, {"classified": 2})
     session.receive(b"classified?\n")
-    assert session.fetched(None, 3) == [Err.BAD_ITEM]
+    assert session.skipped(3) == [MarkRead(7, "classified", 3), Fetch("classified", 3)]
+    assert session.fetched("", None) == [Send(b"\r\n")]
+
+
+def test_no_fresh_value_is_an_error_and_moves_nothing(session):
+    session.receive(b"random?\n")
+    assert session.fetched(None, None) == [Err.BAD_VALUE]
+    assert "random" not in session.cursors and not session.waiting
+
+
+@pytest.mark.parametrize("line", ["two\nlines", "cr\r", "tab\t", "esc\x1b", "del\x7f", "c1\x85", "ls\u2028", "ps\u2029", "\ud800"])
+def test_what_cannot_be_sent_as_one_line(line):
+    assert not sendable(line)
+    assert sendable("Vélo à vendre, 3 € ✓")
 
 
 # --- notification mode ----------------------------------------------------------------------

@@ -11,7 +11,15 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from notifd.protocol import Fetch, Identify, MarkRead, Send, Session, Subscribe, Unsubscribe
+from notifd.protocol import (
+    Fetch,
+    Identify,
+    MarkRead,
+    Send,
+    Session,
+    Subscribe,
+    Unsubscribe,
+)
 
 TYPES = ("classified", "random", "weather")
 MAX_LINE = 24

@@ -16,6 +16,7 @@ from sqlalchemy import create_engine
 from notifd import store
 from notifd.items import Item, Pick, Window
 from notifd.recent import RecentItems, cap_for
+from tests.posts import add_item
 
 T0 = datetime(2026, 11, 26, 12, 0, 0)
 SETTINGS = settings(derandomize=True, max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -47,7 +48,7 @@ def test_memory_answers_as_the_store_does_or_not_at_all(window, cap, steps):
     with engine.begin() as conn:
         for step in steps:
             if step[0] == "post":
-                item_id, _ = store.add_item(conn, step[1], "x", now=now)
+                item_id, _ = add_item(conn, step[1], "x", now=now)
                 if step[1] == "classified":  # memory holds one type; the other only takes ids
                     memory.add(Item(item_id, "classified", "x", now))
             elif step[0] == "wait":

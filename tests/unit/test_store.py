@@ -1,12 +1,15 @@
 """The store's queries against a real temporary SQLite database, and a real PostgreSQL one."""
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 
 import pytest
 
 from notifd import store
 from notifd.items import Pick, Window
+from notifd.posting import KeyConflict
+from tests.posts import add_item
 
 NOW = datetime(2026, 11, 26, 12, 0, 0)
 
@@ -15,7 +18,7 @@ engine = pytest.fixture(lambda any_engine: any_engine)
 
 
 def add(database, type_name, text, age=timedelta(0), key=None):
-    return database.call(store.add_item, type_name, text, key=key, now=NOW - age)[0]
+    return database.call(add_item, type_name, text, key=key, now=NOW - age)[0]
 
 
 def unread(database, type_name, after, pick=Pick.OLDEST, window=Window(max_age=None, max_count=None)):
@@ -55,11 +58,11 @@ def test_window_by_count(database):
 
 
 def test_idempotency_key(database):
-    first = database.call(store.add_item, "classified", "ad", key="k1")
-    again = database.call(store.add_item, "classified", "ad", key="k1")
+    first = database.call(add_item, "classified", "ad", key="k1")
+    again = database.call(add_item, "classified", "ad", key="k1")
     assert first[1] is True and again == (first[0], False)
-    with pytest.raises(store.KeyConflict) as caught:
-        database.call(store.add_item, "classified", "another ad", key="k1")
+    with pytest.raises(KeyConflict) as caught:
+        database.call(add_item, "classified", "another ad", key="k1")
     assert caught.value.item_id == first[0]
     assert len(database.call(store.list_items)) == 1
 
@@ -90,10 +93,11 @@ def test_client_tokens_are_stored_hashed_and_checked(database, engine):
     with engine.connect() as conn:
         stored = conn.execute(store.clients.select()).one().token_hash
     assert token not in stored
+    assert stored == hashlib.sha256(token.encode()).hexdigest()  # hashed, not merely not in clear
     assert database.call(store.identify, "kiosk", "wrong") is None
     assert database.call(store.identify, "nobody", token) is None
-    client_id, cursors = database.call(store.identify, "kiosk", token)
-    assert cursors == {}
+    found = database.call(store.identify, "kiosk", token)
+    assert found.cursors == {} and found.client_id == database.call(store.list_clients)[0].id
     with pytest.raises(store.ClientExists):
         database.call(store.add_client, "kiosk")
 
@@ -137,7 +141,7 @@ def test_removing_a_client_removes_its_state(database):
 def test_a_failed_transaction_leaves_nothing(database):
     @store.writes
     def half_written(conn):
-        store.add_item(conn, "classified", "half")
+        add_item(conn, "classified", "half")
         raise RuntimeError("crash in the middle")
 
     with pytest.raises(RuntimeError):
@@ -148,7 +152,7 @@ def test_a_failed_transaction_leaves_nothing(database):
 def test_a_query_not_marked_as_writing_cannot_write_on_postgresql(database, engine):
     # Reads run in read-only transactions there: a missing @store.writes shows at once.
     def sneaky(conn):
-        store.add_item(conn, "classified", "unmarked")
+        add_item(conn, "classified", "unmarked")
 
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite has no read-only transactions")

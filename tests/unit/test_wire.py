@@ -9,11 +9,11 @@ from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from notifd import ItemType, Window, store
+from notifd import ItemType, Window, store, wire
 from notifd.hub import Hub
-from notifd import wire
 from notifd.wire import ConnectionFactory, Server
 from tests import transcript
+from tests.posts import add_item
 
 
 class HeldDatabase:
@@ -62,7 +62,7 @@ class Rig:
         return proto, transport
 
     def post(self, type_name, text):
-        item_id, _ = self.database.call(store.add_item, type_name, text)
+        item_id, _ = self.database.call(add_item, type_name, text)
         self.hub.wake()
         if isinstance(self.db, HeldDatabase):
             self.db.release()
@@ -110,7 +110,7 @@ def test_every_client_in_notification_mode_hears_once_per_batch(rig):
     for proto, _ in clients[:2]:
         proto.dataReceived(b"notif\n")
     for _ in range(5):
-        rig.database.call(store.add_item, "classified", "ad")
+        rig.database.call(add_item, "classified", "ad")
     rig.hub.wake()
     rig.clock.advance(0)
     for _, transport in clients[:2]:
@@ -213,26 +213,123 @@ def test_database_failure_answers_err_and_keeps_serving(rig, engine):
     assert said(transport) == b"\r\n"
 
 
-def test_a_plugin_that_fails_to_render_is_logged_counted_and_isolated(database, item_types, logged):
+def _bad_render(item):
+    if item.text == "bad":
+        raise RuntimeError("boom")
+    return item.text
+
+
+def _unsendable_rig(database, item_types, pick):
+    from notifd import Pick
+
+    fresh = (lambda: "fresh") if pick is Pick.NEWEST else None
+    types = dict(item_types, flaky=ItemType(name="flaky", render=_bad_render, pick=pick, fresh=fresh))
+    rig = Rig(database, types)
+    rig.server.type_plugins = {"flaky": "flaky-plugin"}
+    from notifd.metrics import Metrics
+
+    rig.server.metrics = Metrics()
+    return rig
+
+
+def _session(rig, named):
+    proto, transport = rig.connect()
+    if named:
+        token = rig.database.call(store.add_client, f"kiosk{len(rig.server.connections)}")
+        proto.dataReceived(f"hello kiosk{len(rig.server.connections)} {token}\n".encode())
+        assert said(transport) == b"OK\r\n"
+    return proto, transport
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["anonymous", "named"])
+def test_an_item_that_cannot_be_rendered_is_skipped_oldest_first(database, item_types, logged, named):
     from twisted.logger import formatEvent
 
+    from notifd import Pick
+
+    rig = _unsendable_rig(database, item_types, Pick.OLDEST)
+    first, bad, last = (rig.post("flaky", text) for text in ("first", "bad", "last"))
+    proto, transport = _session(rig, named)
+    proto.dataReceived(b"flaky?\nflaky?\nflaky?\n")
+    # The same answer that met the bad item carries the next one; nothing blocks behind it.
+    assert said(transport) == b"first\r\nlast\r\n\r\n"
+    assert proto.session.cursors["flaky"] == last
+    if named:
+        rig.clock.advance(1)  # the read marks' group write
+        assert rig.database.call(store.client_cursors, proto.session.client_id) == {"flaky": last}
+    # A second client meets it too, and skips it, but it is logged and counted once.
+    other, other_transport = _session(rig, named)
+    other.dataReceived(b"flaky?\nflaky?\n")
+    assert said(other_transport) == b"first\r\nlast\r\n"
+    lines = [formatEvent(e) for e in logged if "cannot be sent" in formatEvent(e)]
+    assert lines == [f"item {bad} (flaky, plugin flaky-plugin) cannot be sent and is skipped: "
+                     "its plugin failed to render it"]
+    assert [formatEvent(e) for e in logged if e.get("plugin") == "flaky-plugin" and "failed in" in formatEvent(e)] == [
+        f"plugin flaky-plugin failed in item type flaky (rendering item {bad}): RuntimeError: boom"
+    ]
+    assert rig.server.metrics.registry.get_sample_value("notifd_items_unsendable_total", {"type": "flaky"}) == 1
+    assert first < bad < last
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["anonymous", "named"])
+def test_an_item_that_cannot_be_rendered_is_skipped_newest_first(database, item_types, named):
+    from notifd import Pick
+
+    rig = _unsendable_rig(database, item_types, Pick.NEWEST)
+    rig.post("flaky", "older")
+    bad = rig.post("flaky", "bad")
+    proto, transport = _session(rig, named)
+    proto.dataReceived(b"flaky?\n")
+    # Newest first: reading past the newest reads every older one, so a fresh value follows.
+    assert said(transport) == b"fresh\r\n"
+    assert proto.session.cursors["flaky"] == bad
+    rig.post("flaky", "newer")
+    proto.dataReceived(b"flaky?\n")
+    assert said(transport) == b"newer\r\n"
+
+
+@pytest.mark.parametrize("text", ["two\nlines", "carriage\rreturn", "escape \x1b[2J", "nul\x00", "sep\u2028"])
+def test_a_row_written_by_another_tool_that_is_not_one_line_is_skipped(database, item_types, logged, text):
+    from twisted.logger import formatEvent
+
+    rig = Rig(database, item_types)
+    rig.server.type_plugins = {"classified": "classified"}
+    first = rig.post("classified", "first")
+    with database.engine.begin() as conn:  # another tool: no check_line on this path
+        conn.exec_driver_sql("INSERT INTO items (type, text, created_at) VALUES ('classified', ?, ?)",
+                             (text, store.utcnow().strftime("%Y-%m-%d %H:%M:%S.%f")))
+    rig.hub.wake()
+    last = rig.post("classified", "last")
+    proto, transport = rig.connect()
+    proto.dataReceived(b"classified?\nclassified?\nclassified?\n")
+    assert said(transport) == b"first\r\nlast\r\n\r\n"
+    assert proto.session.cursors["classified"] == last > first
+    assert [formatEvent(e) for e in logged if "cannot be sent" in formatEvent(e)] == [
+        f"item {first + 1} (classified, plugin classified) cannot be sent and is skipped: "
+        "its text is not one line (a newline or a control character)"
+    ]
+
+
+def test_a_fresh_value_that_fails_is_an_error_and_the_connection_goes_on(database, item_types, logged):
+    from twisted.logger import formatEvent
+
+    from notifd import Pick
     from notifd.plugins import errors
 
-    def broken(item):
-        raise RuntimeError("boom")
+    def broken():
+        raise RuntimeError("no entropy")
 
-    types = dict(item_types, broken=ItemType(name="broken", render=broken))
+    types = dict(item_types, dice=ItemType(name="dice", pick=Pick.NEWEST, fresh=broken))
     rig = Rig(database, types)
-    rig.server.type_plugins = {"broken": "broken-plugin"}
-    rig.post("broken", "x")
+    rig.server.type_plugins = {"dice": "dice-plugin"}
     proto, transport = rig.connect()
-    before = errors["broken-plugin"]
-    proto.dataReceived(b"broken?\nrandom?\n")
+    before = errors["dice-plugin"]
+    proto.dataReceived(b"dice?\nrandom?\n")
     lines = said(transport).split(b"\r\n")
-    assert lines[0] == b"ERR item cannot be sent" and lines[1].isdigit()
-    assert errors["broken-plugin"] == before + 1
-    assert [formatEvent(e) for e in logged if e.get("plugin") == "broken-plugin"] == [
-        "plugin broken-plugin failed in item type broken: RuntimeError: boom"
+    assert lines[0] == b"ERR value cannot be sent" and lines[1].isdigit()
+    assert errors["dice-plugin"] == before + 1
+    assert [formatEvent(e) for e in logged if e.get("plugin") == "dice-plugin"] == [
+        "plugin dice-plugin failed in item type dice: RuntimeError: no entropy"
     ]
 
 
@@ -442,14 +539,14 @@ def test_random_asks_the_database_while_the_hub_may_be_behind(database, item_typ
     held = HeldDatabase(database)
     rig = Rig(database, item_types, db=held)
     proto, transport = rig.connect()
-    rig.database.call(store.add_item, "random", "7")
+    rig.database.call(add_item, "random", "7")
     rig.hub.wake()  # a check in flight: the hub does not know yet
     proto.dataReceived(b"random?\n")
     assert len(held.held) == 2 and said(transport) == b""
     held.release()
     assert said(transport) == b"7\r\n"
     # A wake-up not read yet counts as well.
-    rig.database.call(store.add_item, "random", "8")
+    rig.database.call(add_item, "random", "8")
     rig.hub.wakeup_pending = lambda: True
     proto.dataReceived(b"random?\n")
     assert said(transport) == b"" and len(held.held) == 1
