@@ -46,6 +46,9 @@ def watch(reactor, endpoints: list[str], name: str | None, token: str | None, ty
     ended = defer.Deferred()
 
     def on_connect(client):
+        # The failover reconnects however a connection ends; unconsumed, a lost one would be
+        # printed as an unhandled error (at Ctrl-C, or when the daemon restarts).
+        client.closed.addErrback(lambda failure: None)
         d = client.hello(name, token) if name else defer.succeed(None)
         d.addCallback(lambda _: enter(client, types, echo))
 
