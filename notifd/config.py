@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from . import strictmodes
 from .items import ItemType, Notifier, Window
 
 SYSTEM_CONFIG = Path("/etc/notifd/notifd.toml")  # read when no --config or NOTIFD_CONFIG is given
@@ -262,9 +263,13 @@ def read_file(path: str | Path) -> dict[str, Any]:
     """Read and check a config file; returns {Config field: parsed value} for what it sets."""
     try:
         with open(path, "rb") as f:
+            # It names the database and the plugins to run: only root or we may be able to change it.
+            strictmodes.check_path(path)
             raw = tomllib.load(f)
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except strictmodes.Untrusted as e:
+        raise ConfigError(f"config file {path}: refused: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path}: {e}") from None
     try:

@@ -2,6 +2,8 @@
 run time (validation, a notifier) leaves the daemon and its clients unaffected."""
 from __future__ import annotations
 
+import os
+import pwd
 import re
 import subprocess
 import textwrap
@@ -78,3 +80,82 @@ def test_a_plugin_that_cannot_load_stops_the_start_with_one_line(plugins_dir, db
         f"cannot start: plugin fragile ({plugins_dir / 'fragile.py'}): cannot import: "
         "ModuleNotFoundError: No module named 'weather_station_driver'"
     )
+
+
+# --- only files that no one else could have written are read ----------------------------------
+
+NOBODY = pwd.getpwnam("nobody").pw_uid
+
+
+def tamper_dir(directory, plugin):
+    directory.chmod(0o777)
+    return directory, "is writable by its group and others (mode 0777)"
+
+
+def tamper_file(directory, plugin):
+    plugin.chmod(0o664)
+    return plugin, "is writable by its group (mode 0664)"
+
+
+def tamper_owner(directory, plugin):
+    os.chown(plugin, NOBODY, -1)
+    return plugin, f"is owned by nobody (uid {NOBODY}), not by root"
+
+
+def tamper_parent(directory, plugin):
+    directory.parent.chmod(0o770)
+    return directory.parent, "is writable by its group (mode 0770)"
+
+
+def run_program(program, config, *args):
+    return subprocess.run(
+        [*_script(program), "--config", str(config), *args], capture_output=True, text=True, timeout=TIMEOUT,
+        env={**os.environ, "NOTIFD_CONFIG": ""},
+    )
+
+
+@pytest.mark.parametrize("program, args", [("notifctl", ["plugins"]), ("notifd", ["--check-config"])])
+@pytest.mark.parametrize("tamper", [tamper_dir, tamper_file, tamper_owner, tamper_parent])
+def test_a_plugin_someone_else_could_write_is_refused_and_never_runs(tmp_path, program, args, tamper):
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to give a file to another user")
+    base = tmp_path / "etc"
+    base.mkdir(mode=0o755)
+    directory = base / "plugins"
+    directory.mkdir(mode=0o755)
+    marker = tmp_path / "ran"
+    plugin = directory / "planted.py"
+    plugin.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    plugin.chmod(0o644)
+    config = tmp_path / "notifd.toml"
+    config.write_text(f'db = "{tmp_path / "notifd.db"}"\nplugins_dirs = ["{directory}"]\n')
+    config.chmod(0o600)
+    assert run_program(program, config, *args).returncode == 0 and marker.exists()  # trusted, it runs
+    marker.unlink()
+
+    culprit, problem = tamper(directory, plugin)
+    result = run_program(program, config, *args)
+    assert result.returncode == 1 and result.stdout == ""
+    what = f"plugin planted ({plugin})" if culprit == plugin else f"plugins directory {directory}"
+    assert result.stderr == f"{program}: {what}: refused: {culprit} {problem}; fix: " + (
+        f"chown root {culprit}\n" if tamper is tamper_owner else f"chmod go-w {culprit}\n"
+    )
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("program, args", [("notifctl", ["status"]), ("notifd", ["--check-config"])])
+@pytest.mark.parametrize("mode, owner, problem", [
+    (0o620, 0, "is writable by its group (mode 0620)"),
+    (0o600, NOBODY, f"is owned by nobody (uid {NOBODY}), not by root"),
+], ids=["group-writable", "owned-by-nobody"])
+def test_a_config_file_someone_else_could_write_is_refused(tmp_path, program, args, mode, owner, problem):
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to give a file to another user")
+    config = tmp_path / "notifd.toml"
+    config.write_text(f'db = "{tmp_path / "notifd.db"}"\n')
+    config.chmod(mode)
+    os.chown(config, owner, -1)
+    result = run_program(program, config, *args)
+    assert result.returncode == 1 and result.stdout == ""
+    fix = f"chown root {config}" if owner else f"chmod go-w {config}"
+    assert result.stderr == f"{program}: config file {config}: refused: {config} {problem}; fix: {fix}\n"
