@@ -7,6 +7,7 @@ import pwd
 import re
 import subprocess
 import textwrap
+import tomllib
 
 import pytest
 
@@ -159,3 +160,41 @@ def test_a_config_file_someone_else_could_write_is_refused(tmp_path, program, ar
     assert result.returncode == 1 and result.stdout == ""
     fix = f"chown root {config}" if owner else f"chmod go-w {config}"
     assert result.stderr == f"{program}: config file {config}: refused: {config} {problem}; fix: {fix}\n"
+
+
+def test_check_config_prints_valid_toml_with_plugin_secrets_masked_at_any_depth(tmp_path):
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "hook.py").write_text('"""Only takes settings."""\n')
+    config = tmp_path / "notifd.toml"
+    config.write_text(textwrap.dedent("""
+        db = "postgresql+psycopg://notifd:Qz9-db@db.example/notifd"
+        plugins_dirs = ["plugins"]
+
+        [plugins.hook]
+        url = "https://hooks.example/notifd?token=Qz9-query&page=2"
+        headers = { Authorization = "Bearer Qz9-header", "X-Api-Key" = "Qz9-key", Accept = "application/json" }
+        max_attempts = 3
+
+        [plugins.hook.smtp]
+        url = "smtp://alerts:Qz9-userinfo@mail.example:587"
+        servers = [{ host = "a.example", password = "Qz9-in-a-list" }]
+
+        [plugins.hook.smtp.login]
+        secret = "Qz9-deep"
+        verify = true
+    """))
+    result = run_program("notifd", config, "--check-config")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert "Qz9" not in result.stdout
+    shown = tomllib.loads(result.stdout)
+    assert shown["db"] == "postgresql+psycopg://notifd:********@db.example/notifd"
+    assert shown["plugins"] == {"hook": {
+        "url": "https://hooks.example/notifd?token=********&page=2",
+        "headers": {"Authorization": "********", "X-Api-Key": "********", "Accept": "application/json"},
+        "max_attempts": 3,
+        "smtp": {
+            "url": "smtp://alerts:********@mail.example:587",
+            "servers": [{"host": "a.example", "password": "********"}],
+            "login": {"secret": "********", "verify": True},
+        },
+    }}
