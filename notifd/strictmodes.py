@@ -40,7 +40,9 @@ def check_stat(path: Path, st: os.stat_result, itself: bool = True) -> None:
     if st.st_uid not in (0, me):
         owners = "root" if me == 0 else f"root or {_name(me)}"
         owner = f"uid {st.st_uid}" if _name(st.st_uid) == str(st.st_uid) else f"{_name(st.st_uid)} (uid {st.st_uid})"
-        raise Untrusted(f"{path} is owned by {owner}, not by {owners}; fix: chown {_name(me)} {path}")
+        # Taking a directory above away from its owner (a home directory) is no fix: move the file.
+        fix = f"chown {_name(me)} {path}" if itself else f"move it out of {path}"
+        raise Untrusted(f"{path} is owned by {owner}, not by {owners}; fix: {fix}")
     sticky_above = not itself and stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
     if st.st_mode & 0o022 and not sticky_above:
         whom = {0o020: "its group", 0o002: "others", 0o022: "its group and others"}[st.st_mode & 0o022]

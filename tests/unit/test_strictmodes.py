@@ -64,3 +64,13 @@ def test_the_running_user_may_own_its_files(tmp_path, monkeypatch):
     check_stat(tmp_path, os.stat_result((0o40755, *st[1:4], 0, *st[5:])))
     with pytest.raises(Untrusted, match=rf"owned by uid 4242, not by root or nobody; fix: chown nobody "):
         check_stat(tmp_path, os.stat_result((0o40700, *st[1:4], 4242, *st[5:])))
+
+
+def test_a_directory_above_owned_by_another_user_is_refused(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    (home / "notifd.toml").write_text("")
+    nobody = pwd.getpwnam("nobody").pw_uid
+    os.chown(home, nobody, -1)  # nobody could swap the file: root must not read it
+    with pytest.raises(Untrusted, match=rf"^{home} is owned by nobody \(uid {nobody}\), not by root; fix: move it out of {home}$"):
+        check_path(home / "notifd.toml")
