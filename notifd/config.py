@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from . import strictmodes
 from .items import ItemType, Notifier, Window
 
 SYSTEM_CONFIG = Path("/etc/notifd/notifd.toml")  # read when no --config or NOTIFD_CONFIG is given
@@ -262,9 +263,13 @@ def read_file(path: str | Path) -> dict[str, Any]:
     """Read and check a config file; returns {Config field: parsed value} for what it sets."""
     try:
         with open(path, "rb") as f:
+            # It names the database and the plugins to run: only root or we may be able to change it.
+            strictmodes.check_path(path)
             raw = tomllib.load(f)
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except strictmodes.Untrusted as e:
+        raise ConfigError(f"config file {path}: refused: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path}: {e}") from None
     try:
@@ -355,9 +360,6 @@ def build(settings: dict[str, Any], **options: Any) -> Config:
 
 # --- showing it -----------------------------------------------------------------------------------
 
-_SECRET_KEY = re.compile(r"password|secret|token|api_?key", re.IGNORECASE)
-
-
 def effective(config: Config) -> dict[str, Any]:
     """The configuration as it would be written in the file (every key, defaults included)."""
     out: dict[str, Any] = {}
@@ -402,42 +404,74 @@ def format_duration(value: timedelta | float | None) -> str | int | None:
 
 
 def to_toml(settings: dict[str, Any], mask: bool = True) -> str:
-    """Render settings as TOML; with `mask`, passwords in URLs and secret-looking keys are hidden."""
-    lines: list[str] = []
-    tables: list[tuple[str, dict]] = []
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            tables.append((key, value))
-        elif value is None:
-            lines.append(f"# {key}: not set")
-        else:
-            lines.append(f"{key} = {_toml_value(key, value, mask)}")
-    for name, table in tables:
-        nested = {k: v for k, v in table.items() if isinstance(v, dict)}
-        flat = {k: v for k, v in table.items() if not isinstance(v, dict)}
-        if flat:
-            lines += ["", f"[{name}]"] + to_toml(flat, mask).splitlines()
-        for sub, subtable in nested.items():
-            lines += ["", f"[{name}.{sub}]"] + to_toml(subtable, mask).splitlines()
-    return "\n".join(lines).strip("\n") + "\n"
+    """Render settings as a TOML file; with `mask`, secrets are hidden (see `masked`).
+
+    TOML has no null: settings that are None are named in a comment at the top.
+    """
+    import tomli_w  # only --check-config writes TOML
+
+    unset: list[str] = []
+
+    def present(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        kept = {}
+        for key, value in table.items():
+            if value is None:
+                unset.append(prefix + key)
+            else:
+                kept[key] = present(value, f"{prefix}{key}.") if isinstance(value, dict) else value
+        return kept
+
+    text = tomli_w.dumps(masked(present(settings)) if mask else present(settings))
+    return (f"# not set: {', '.join(unset)}\n\n" if unset else "") + text
 
 
-def _toml_value(key: str, value: Any, mask: bool) -> str:
-    if isinstance(value, timedelta):
-        return str(int(value.total_seconds()))
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (tuple, list)):
-        return "[" + ", ".join(_toml_value(key, v, mask) for v in value) + "]"
-    text = str(value)
-    if mask:
-        if _SECRET_KEY.search(key):
-            text = "********"
-        else:
-            text = re.sub(r"(://[^:/@]+:)[^@/]+@", r"\1********@", text)
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+MASK = "********"
+# A value is secret when its key, or a key above it, looks secret: it contains one of
+# SECRET_PARTS anywhere ("sslpassword", "refresh_token", "accessToken"), or one of its words
+# is in SECRET_WORDS, which are too short to match inside a word ("api_key" and "X-Api-Key",
+# not "monkey"). Words are split at "_", "-", ".", spaces and camelCase. So "max_attempts"
+# is not secret; a key that only seems so ("tokens_per_minute") is masked, which hides
+# nothing but a setting from --check-config.
+SECRET_PARTS = ("password", "passwd", "passphrase", "secret", "token", "authorization", "apikey", "credential", "cookie")
+SECRET_WORDS = frozenset({"key", "keys", "pass", "pwd", "signature"})
+_WORD_BREAK = re.compile(r"[\W_]+|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_URL_PASSWORD = re.compile(r"\A([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^@]*@")  # scheme://user:password@
+_URL_PARAMETER = re.compile(r"([?&;#])([^=&;#]*)=([^&;#]*)")
+
+
+def secret_key(key: str) -> bool:
+    """Whether the value of `key` is a secret (see SECRET_PARTS and SECRET_WORDS)."""
+    if any(part in key.lower() for part in SECRET_PARTS):
+        return True
+    return any(word.lower() in SECRET_WORDS for word in _WORD_BREAK.split(key))
+
+
+def masked(value: Any, secret: bool = False) -> Any:
+    """`value` with its secrets replaced by MASK, at any depth of tables and lists.
+
+    Secret: every value (but true and false) under a secret-looking key, and in any URL the
+    password of its user info and the value of each query or fragment parameter whose name
+    looks secret (`?access_token=...`).
+    """
+    if isinstance(value, dict):
+        return {key: masked(v, secret or secret_key(key)) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [masked(v, secret) for v in value]
+    if secret and not isinstance(value, bool):
+        return MASK
+    if isinstance(value, str) and "://" in value:
+        return _masked_url(value)
+    return value
+
+
+def _masked_url(text: str) -> str:
+    cut = min((i for i in (text.find("?"), text.find("#")) if i >= 0), default=len(text))
+    address, parameters = text[:cut], text[cut:]
+    address = _URL_PASSWORD.sub(rf"\1:{MASK}@", address)
+    parameters = _URL_PARAMETER.sub(
+        lambda m: f"{m[1]}{m[2]}={MASK}" if secret_key(m[2]) else m[0], parameters
+    )
+    return address + parameters
 
 
 def changed(old: Config, new: Config) -> list[str]:

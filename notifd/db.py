@@ -43,7 +43,7 @@ def _first_line(error: BaseException) -> str:
 
 
 class UnusableDatabase(Exception):
-    """The database cannot be used: newer than this notifd, or cannot be created; the message says why."""
+    """The database cannot be used: newer than this notifd, cannot be created or copied; the message says why."""
 
 
 def database_url(value: str | None) -> URL:
@@ -431,14 +431,20 @@ def _build_sqlite(path: Path, tmp: Path) -> None:
 
 
 def backup_sqlite(source: Path, target: Path) -> None:
-    """A consistent copy of a live SQLite database, through SQLite's online backup API."""
-    src = sqlite3.connect(source)
+    """A consistent copy of a live SQLite database, through SQLite's online backup API.
+
+    The copy is written aside and renamed into place, so that TARGET is never half a
+    backup. Raises UnusableDatabase, one line, when it cannot be made.
+    """
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
-        dst = sqlite3.connect(target)
-        try:
+        # Owner-only from the start: the copy holds token hashes.
+        os.close(os.open(partial, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))
+        with contextlib.closing(sqlite3.connect(source)) as src, contextlib.closing(sqlite3.connect(partial)) as dst:
             src.backup(dst)
-        finally:
-            dst.close()
+        os.replace(partial, target)
+    except (OSError, sqlite3.Error) as e:
+        reason = getattr(e, "strerror", None) or _first_line(e)
+        raise UnusableDatabase(f"cannot back up {source} to {target}: {reason}") from e
     finally:
-        src.close()
-    os.chmod(target, 0o600)
+        partial.unlink(missing_ok=True)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import pluggy
 
-from . import hookspecs
+from . import hookspecs, strictmodes
 from .config import ConfigError
 from .items import ItemType, Notifier
 
@@ -85,7 +85,8 @@ def get_plugin_manager(
             origin = _entry_point_origin(entry_point)
             pm.add(_load(entry_point.name, origin, entry_point.load), entry_point.name, origin)
     for directory in dirs:
-        for path in _plugin_files(Path(directory).expanduser().resolve()):
+        for path in _plugin_files(Path(directory).expanduser()):
+            _trust(path, f"plugin {path.stem} ({path})")
             pm.add(_load(path.stem, str(path), lambda path=path: _import_file(path)), path.stem, str(path))
     for plugin in extra:
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
@@ -99,11 +100,21 @@ def _entry_point_origin(entry_point: importlib.metadata.EntryPoint) -> str:
     return f"entry point {entry_point.value} in {package}"
 
 
-def _plugin_files(directory: Path) -> list[Path]:
+def _plugin_files(given: Path) -> list[Path]:
+    directory = given.resolve()
     if not directory.is_dir():
         raise PluginError(f"plugins directory {directory}: not a directory")
+    _trust(given, f"plugins directory {directory}")
     # Files starting with "_" are helpers, not plugins.
     return sorted(p for p in directory.glob("*.py") if not p.name.startswith("_"))
+
+
+def _trust(path: Path, what: str) -> None:
+    # Code that someone else could have written would run as our user, often root.
+    try:
+        strictmodes.check_path(path)
+    except strictmodes.Untrusted as e:
+        raise PluginError(f"{what}: refused: {e}") from None
 
 
 def _load(name: str, origin: str, load: Callable[[], object]) -> object:
@@ -121,7 +132,9 @@ def _import_file(path: Path) -> object:
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
+        # Compiled from the checked source itself: the import system would also run, and
+        # write, a cached __pycache__/*.pyc, which no one checked.
+        exec(compile(path.read_bytes(), str(path), "exec", dont_inherit=True), module.__dict__)
     except BaseException:
         del sys.modules[module_name]
         raise

@@ -47,7 +47,9 @@ def watch(reactor, endpoints: list[str], name: str | None, token: str | None, ty
 
     def on_connect(client):
         # The server may close a session saying why (the client was removed, anonymous
-        # clients refused): say it; Failover then connects again, and a refused hello ends.
+        # clients refused): say it. However a connection ends, Failover reconnects, so a
+        # plain loss is not an error (unconsumed, it would be printed as unhandled at Ctrl-C
+        # or when the daemon restarts); a refused hello then ends the watch.
         client.closed.addErrback(
             lambda failure: echo(f"notifctl: the server closed the connection: {failure.value}", err=True)
             if failure.check(NotifdError) else None

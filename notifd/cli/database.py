@@ -43,7 +43,6 @@ def db_upgrade(ctx: click.Context) -> None:
 @click.pass_context
 def db_backup(ctx: click.Context, target: str) -> None:
     """Copy the SQLite database to TARGET, consistently, even while notifd runs."""
-    import os
     from pathlib import Path
 
     from ..db import backup_sqlite, sqlite_path
@@ -57,12 +56,7 @@ def db_backup(ctx: click.Context, target: str) -> None:
     target_path = Path(target)
     if target_path.exists():
         raise click.ClickException(f"{target} exists; remove it or choose another name")
-    partial = target_path.with_name(f".{target_path.name}.partial-{os.getpid()}")
-    try:
-        backup_sqlite(source, partial)
-        os.replace(partial, target_path)  # a reader of TARGET never sees half a backup
-    finally:
-        partial.unlink(missing_ok=True)
+    backup_sqlite(source, target_path)
     counts = db.call_on(f"sqlite:///{target_path.resolve()}", _counts_and_version)
     click.echo(f"backed up {source} to {target}: schema {counts[1]}, {sum(counts[0].values())} items")
 

@@ -278,6 +278,25 @@ def test_backup_refuses_to_overwrite(notifctl, tmp_path):
     assert target.read_text() == "precious"
 
 
+def test_a_backup_that_cannot_be_written_is_one_line(notifctl, db_path, tmp_path):
+    notifctl("db", "upgrade")
+    target = tmp_path / "no-such-dir" / "backup.db"
+    result = notifctl("db", "backup", str(target), check=False)
+    assert result.returncode == 1
+    assert result.stderr == f"notifctl: cannot back up {db_path} to {target}: No such file or directory\n"
+
+
+def test_a_backup_that_sqlite_refuses_is_one_line_and_leaves_nothing(notifctl, db_path, tmp_path):
+    db_path.write_bytes(b"not a database, whatever its name says" * 200)
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    target = backups / "backup.db"
+    result = notifctl("db", "backup", str(target), check=False)
+    assert result.returncode == 1
+    assert result.stderr == f"notifctl: cannot back up {db_path} to {target}: file is not a database\n"
+    assert list(backups.iterdir()) == []  # no half backup, under its name or aside
+
+
 def test_db_check_reports_corruption(notifctl, db_path):
     notifctl("add", "classified", "ad")
     with open(db_path, "r+b") as f:  # scribble over the items table's page

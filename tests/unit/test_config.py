@@ -1,13 +1,17 @@
 """The configuration file and the precedence flag > environment > file > default."""
 from __future__ import annotations
 
+import string
+import tomllib
 from datetime import timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from notifd import ItemType, Notifier, Retry, Window
 from notifd import db as dbmod
-from notifd.config import Config, ConfigError, build, parse_duration, read_file
+from notifd.config import MASK, Config, ConfigError, build, masked, parse_duration, read_file, secret_key, to_toml
 
 
 def write(tmp_path, text):
@@ -175,3 +179,103 @@ def test_a_retry_policy_that_makes_no_sense_names_the_notifier():
     config = Config(notifiers={"webhook": {"first_delay": 60.0, "max_delay": 10.0}})
     with pytest.raises(ConfigError, match=r"^notifiers.webhook: Retry needs "):
         config.notifier(Notifier("webhook", print))
+
+
+# --- --check-config's output: valid TOML, every secret masked, at any depth --------------------
+
+
+@pytest.mark.parametrize("key", [
+    "token", "password", "passwd", "secret", "Authorization", "Proxy-Authorization", "api_key", "X-Api-Key",
+    "APIKey", "apikey", "api_keys", "private_key", "smtp_pass", "client_secret", "accessToken", "refresh_token",
+    "sslpassword", "db.password", "Cookie", "credentials",
+])
+def test_secret_looking_keys(key):
+    assert secret_key(key)
+
+
+@pytest.mark.parametrize("key", [
+    "max_attempts", "first_delay", "monkey", "keyboard", "hotkeys", "passage", "bypass", "author", "keep_alive",
+    "url", "urls", "types", "Accept", "Content-Type", "anonymous",
+])
+def test_keys_that_are_not_secret(key):
+    assert not secret_key(key)
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://notifd:hunter2@db.example/notifd", f"postgresql://notifd:{MASK}@db.example/notifd"),
+    ("https://u:p:w/x@h.example/a", f"https://u:{MASK}@h.example/a"),  # the password runs to the first @
+    ("https://h.example/hook?token=t0k&page=2", f"https://h.example/hook?token={MASK}&page=2"),
+    ("https://h.example/a#access_token=t&state=s", f"https://h.example/a#access_token={MASK}&state=s"),
+    ("https://h.example/a?x=1;apiKey=k", f"https://h.example/a?x=1;apiKey={MASK}"),
+    ("https://user@h.example/@a?page=2", "https://user@h.example/@a?page=2"),
+    ("tcp:8789:interface=127.0.0.1", "tcp:8789:interface=127.0.0.1"),
+])
+def test_passwords_and_secret_parameters_of_urls_are_masked(url, shown):
+    assert masked({"url": url}) == {"url": shown}
+
+
+MARK = "Qz9"  # in every secret the strategies make, and in nothing else
+_secret_text = st.text(string.ascii_letters + string.digits + "-._~!$'()*+,%", max_size=8).map(MARK.__add__)
+_plain_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=10).filter(
+    lambda text: MARK not in text and "://" not in text
+)
+_plain_keys = st.sampled_from(["url", "max_attempts", "monkey", "keyboard", "Content-Type", "with space", "a.b", "ünï", ""])
+_secret_keys = st.sampled_from(["token", "password", "X-Api-Key", "Authorization", "client_secret", "accessToken", "db.pass"])
+_host = st.sampled_from(["h.example", "h.example:8080", "[::1]"])
+
+
+def _same(strategy):
+    return strategy.map(lambda value: (value, value))
+
+
+def _leaf(secret: bool):
+    """(a value, how --check-config must show it)."""
+    if secret:
+        return st.one_of(
+            _secret_text.map(lambda text: (text, MASK)),
+            st.integers(-(2**63), 2**63 - 1).map(lambda n: (n, MASK)),
+            _same(st.booleans()),  # true and false are never secret
+        )
+    return st.one_of(
+        _same(_plain_text), _same(st.integers(-(2**63), 2**63 - 1)), _same(st.booleans()),
+        st.tuples(st.sampled_from(["https", "postgresql+psycopg"]), _host, _secret_text).map(
+            lambda t: (f"{t[0]}://user:{t[2]}@{t[1]}/x", f"{t[0]}://user:{MASK}@{t[1]}/x")
+        ),
+        st.tuples(_host, _secret_keys, _secret_text).map(
+            lambda t: (f"https://{t[0]}/x?page=2&{t[1]}={t[2]}#top", f"https://{t[0]}/x?page=2&{t[1]}={MASK}#top")
+        ),
+        _same(st.tuples(_host, _plain_keys.filter(lambda key: key.isalpha())).map(lambda t: f"https://{t[0]}/x?{t[1]}=2")),
+    )
+
+
+@st.composite
+def _table(draw, secret: bool = False, depth: int = 0):
+    """(a table of settings, how --check-config must show it), secrets at any depth."""
+    keys = draw(st.lists(st.one_of(_plain_keys.map(lambda k: (k, False)), _secret_keys.map(lambda k: (k, True))),
+                         max_size=4, unique_by=lambda pair: pair[0]))
+    given, shown = {}, {}
+    for key, secret_here in keys:
+        inside = secret or secret_here
+        kind = draw(st.sampled_from(["leaf", "list", "table"] if depth < 3 else ["leaf", "list"]))
+        if kind == "table":
+            value = draw(_table(inside, depth + 1))
+        elif kind == "list":
+            items = draw(st.lists(_leaf(inside) if depth >= 2 else st.one_of(_leaf(inside), _table(inside, 3)),
+                                  max_size=3))
+            value = ([v for v, _ in items], [s for _, s in items])
+        else:
+            value = draw(_leaf(inside))
+        given[key], shown[key] = value
+    return given, shown
+
+
+@settings(derandomize=True, max_examples=500, deadline=None)
+@given(_table())
+def test_to_toml_is_toml_with_every_secret_masked_at_any_depth(pair):
+    given_settings, shown = pair
+    out = to_toml({"plugins": {"webhook": given_settings}})
+    assert MARK not in out
+    assert tomllib.loads(out) == {"plugins": {"webhook": shown}}
+    assert tomllib.loads(to_toml({"plugins": {"webhook": given_settings}}, mask=False)) == {
+        "plugins": {"webhook": given_settings}
+    }

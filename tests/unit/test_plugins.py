@@ -1,6 +1,9 @@
 """Plugins through the public hooks: registration, attribution of errors, isolation."""
 from __future__ import annotations
 
+import importlib.util
+import os
+import py_compile
 import re
 import textwrap
 import types
@@ -125,6 +128,17 @@ def test_plugins_dirs_are_loaded_file_by_file(tmp_path):
     assert list(item_types(pm)) == ["classified", "random", "weather", "jobs"]
     assert pm.origins["weather"] == str(tmp_path / "a" / "weather.py")
     assert pm.origins["classified"] == "built-in"
+
+
+def test_a_plugin_file_runs_from_its_checked_source_never_from_a_cached_pyc(tmp_path):
+    # A __pycache__ that no one checked could hold other code, for the same size and mtime.
+    plugin = tmp_path / "weather.py"
+    plugin.write_text(textwrap.dedent(WEATHER.replace('"weather"', '"tornado"')))
+    py_compile.compile(str(plugin), cfile=importlib.util.cache_from_source(str(plugin)))
+    mtime = plugin.stat().st_mtime_ns
+    plugin.write_text(textwrap.dedent(WEATHER))
+    os.utime(plugin, ns=(mtime, mtime))
+    assert list(item_types(get_plugin_manager(dirs=[tmp_path]))) == ["classified", "random", "weather"]
 
 
 @pytest.mark.parametrize(

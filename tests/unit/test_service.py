@@ -1,12 +1,13 @@
 """The daemon's assembly: what SIGHUP reloads, --check-config's output."""
 from __future__ import annotations
 
+import tomllib
 from datetime import timedelta
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
 
-from notifd.config import Config, ConfigError, build, read_file
+from notifd.config import Config, ConfigError, build, effective, read_file
 from notifd.service import Daemon, check
 
 
@@ -41,17 +42,31 @@ def test_check_config_prints_the_effective_configuration_with_secrets_masked(tmp
         '[retention]\nmax_age = "90d"\n'
         '[types.classified]\nrecent_max_age = "2d"\n'
     )
-    out = check(build(read_file(path), log_level="debug"))
-    assert 'db = "postgresql+psycopg://notifd:********@db.example/notifd"' in out
+    config = build(read_file(path), log_level="debug")
+    out = check(config)
     assert "hunter2" not in out
-    assert 'listen = ["tcp:8789", "tcp6:8789"]' in out
-    assert 'level = "debug"' in out
-    assert '[retention]\nmax_age = "90d"' in out
-    assert '[types.classified]\nrecent_max_age = "2d"' in out
-    # What it prints is a configuration file notifd accepts, meaning the same.
+    # What it prints is the effective configuration, as a file notifd accepts, meaning the same.
+    expected = effective(config)
+    expected["db"] = "postgresql+psycopg://notifd:********@db.example/notifd"
+    unset = [key for key, value in expected.items() if value is None]
+    unset += [f"recent.{key}" for key, value in expected["recent"].items() if value is None]
+    assert out.startswith(f"# not set: {', '.join(unset)}\n")
+    shown = tomllib.loads(out)
+    assert shown == _as_toml_data(expected)
+    assert shown["listen"] == ["tcp:8789", "tcp6:8789"] and shown["log"]["level"] == "debug"
+    assert shown["retention"]["max_age"] == "90d" and shown["types"] == {"classified": {"recent_max_age": "2d"}}
     again = tmp_path / "again.toml"
     again.write_text(out)
     assert build(read_file(again)).retention == timedelta(days=90)
+
+
+def _as_toml_data(value):
+    # What tomllib reads back: no None (TOML has no null), lists for tuples.
+    if isinstance(value, dict):
+        return {key: _as_toml_data(v) for key, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_as_toml_data(v) for v in value]
+    return value
 
 
 def test_check_config_refuses_a_bad_endpoint():
