@@ -29,6 +29,8 @@ RUNS = [
     (("add",), ["classified", "Nice appart in the 11e."], 0),
     (("add",), ["--batch", "{tmp}/batch.txt"], 0),
     (("list",), ["--json"], 0),
+    (("rm",), ["1"], 0),  # the ad posted above
+    (("rm",), ["1"], 1),  # gone: one line, nothing removed
     (("client", "add"), ["kiosk"], 0),
     (("client", "rotate"), ["kiosk"], 0),
     (("client", "list"), [], 0),
