@@ -289,19 +289,23 @@ class Connection(Protocol):
         return self.session.fetched(line, item_id)
 
     def _identify(self, name: str, token: str) -> None:
-        limiter, address = self.server.hello_limiter, self.address
-        if limiter is not None and limiter.blocked(address):
-            self._carry_out(self.session.throttled())
-            return
+        limiter, ticket = self.server.hello_limiter, None
+        if limiter is not None:
+            # Counted as a failure while it is checked: hellos sent in parallel cannot
+            # all be checked before the first wrong one is counted.
+            ticket = limiter.attempt(self.address)
+            if ticket is None:
+                self._carry_out(self.session.throttled())
+                return
         d = self.server.db.run(store.identify, name, token)
-        d.addCallbacks(self._identified, self._db_failed)
+        d.addCallbacks(self._identified, self._hello_not_checked, callbackArgs=(ticket,), errbackArgs=(ticket,))
 
-    def _identified(self, found: tuple[int, dict[str, int]] | None) -> None:
+    def _identified(self, found: tuple[int, dict[str, int]] | None, ticket: float | None) -> None:
+        if found is not None and ticket is not None:
+            self.server.hello_limiter.forgive(self.address, ticket)
         if not self.connected:
             return
         if found is None:
-            if self.server.hello_limiter is not None:
-                self.server.hello_limiter.failed(self.address)
             self.log.info("failed hello from {address}", address=self.address)
             self._carry_out(self.session.identified(None, {}))
             return
@@ -312,6 +316,11 @@ class Connection(Protocol):
                 cursors[type_name] = item_id
         self._presence = self.server.db.run(store.client_connected, client_id, self.server.node)
         self._carry_out(self.session.identified(client_id, cursors))
+
+    def _hello_not_checked(self, failure, ticket: float | None) -> None:
+        if ticket is not None:  # the database failed: not the client's failure
+            self.server.hello_limiter.forgive(self.address, ticket)
+        self._db_failed(failure)
 
     def _db_failed(self, failure) -> None:
         self._answer(self.session.failed())  # the database logged it, once per outage

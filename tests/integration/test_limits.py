@@ -82,3 +82,14 @@ def test_a_client_that_does_not_read_its_replies_is_dropped(limited):
     assert dropped, f"sent {sent} bytes without reading a reply, and the daemon did not drop the client"
     server.wait_for_log(re.compile(r"dropping a client that does not read \(\d+ bytes unsent\)"))
     assert server.connect().ask("random?").isdigit()  # the others are served
+
+
+def test_parallel_wrong_hellos_cannot_get_past_the_failed_hello_limit(limited, notifctl):
+    notifctl("client", "add", "kiosk")
+    server = limited("[limits]\nhello_failures = 5\n")
+    clients = [server.connect() for _ in range(300)]
+    for client in clients:  # all at once: most arrive while the first ones are being checked
+        client.send("hello kiosk guess")
+    replies = [client.read_line() for client in clients]
+    assert replies.count(b"ERR unknown client or wrong token\r\n") == 5
+    assert replies.count(b"ERR too many failed hellos; try again later\r\n") == 295

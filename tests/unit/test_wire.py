@@ -602,3 +602,36 @@ def test_idle_connections_in_normal_mode_are_closed_not_in_notification_mode(rig
     assert rig.server.close_idle() == 1  # the talker, silent for an hour now
     rig.clock.advance(61)
     assert rig.server.close_idle() == 1 and waiting_transport.disconnecting
+
+
+def test_parallel_wrong_hellos_are_checked_at_most_the_limit(database, item_types):
+    from notifd.limits import FailureLimiter
+
+    held = HeldDatabase(database)
+    rig = Rig(database, item_types, db=held)
+    rig.server.hello_limiter = FailureLimiter(rig.clock, allowed=5, window=60)
+    database.call(store.add_client, "kiosk")
+    clients = [rig.connect() for _ in range(50)]
+    for proto, _ in clients:  # every hello arrives before the first answer comes back
+        proto.dataReceived(b"hello kiosk guess\n")
+    assert sum(f is store.identify for f, *_ in held.held) == 5
+    held.release()
+    replies = sorted(said(transport) for _, transport in clients)
+    assert replies.count(b"ERR unknown client or wrong token\r\n") == 5
+    assert replies.count(b"ERR too many failed hellos; try again later\r\n") == 45
+
+
+def test_a_successful_hello_is_not_counted_as_a_failure(database, item_types):
+    from notifd.limits import FailureLimiter
+
+    held = HeldDatabase(database)
+    rig = Rig(database, item_types, db=held)
+    rig.server.hello_limiter = FailureLimiter(rig.clock, allowed=1, window=60)
+    token = database.call(store.add_client, "kiosk")
+    (right, right_transport), (wrong, wrong_transport) = rig.connect(), rig.connect()
+    right.dataReceived(f"hello kiosk {token}\n".encode())
+    held.release()
+    wrong.dataReceived(b"hello kiosk guess\n")
+    held.release()
+    assert said(right_transport) == b"OK\r\n"
+    assert said(wrong_transport) == b"ERR unknown client or wrong token\r\n"  # checked: the one allowed failure
