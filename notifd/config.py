@@ -22,6 +22,10 @@ from .items import ItemType, Notifier, Window
 
 SYSTEM_CONFIG = Path("/etc/notifd/notifd.toml")  # read when no --config or NOTIFD_CONFIG is given
 DEFAULT_LISTEN = ("tcp:8789:interface=127.0.0.1",)
+# Connections the kernel queues for a listening socket until notifd accepts them (it caps
+# this at net.core.somaxconn). Twisted's default, 50, makes the clients of a reconnect
+# storm after a restart wait for their SYN to be retried, a second or more.
+LISTEN_BACKLOG = 1024
 DEFAULT_MAX_LINE = 4096
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
@@ -116,6 +120,25 @@ def _choice(*choices: str) -> Callable[[str, Any], str]:
         return value
 
     return parse
+
+
+# Where each kind of listen entry that has a backlog takes it as a positional argument
+# (tcp:PORT:INTERFACE:BACKLOG), counting the kind.
+_BACKLOG_POSITION = {"tcp": 3, "tcp6": 2, "ssl": 6}
+
+
+def with_backlog(description: str) -> str:
+    """A listen entry with LISTEN_BACKLOG added, when it is tcp:, tcp6: or ssl: and sets no backlog itself."""
+    from twisted.internet.endpoints import _parse  # Twisted's own grammar, escaped colons included
+
+    try:
+        args, kwargs = _parse(description)
+    except Exception:
+        return description  # serverFromString will say what is wrong with it
+    position = _BACKLOG_POSITION.get(str(args[0]).lower()) if args else None
+    if position is None or "backlog" in kwargs or len(args) > position:
+        return description
+    return f"{description}:backlog={LISTEN_BACKLOG}"
 
 
 # --- the settings ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from . import __version__, store, systemd
 from . import db as dbmod
 from . import plugins
-from .config import Config, ConfigError, changed
+from .config import Config, ConfigError, changed, with_backlog
 from .hub import Hub
 from .limits import FailureLimiter
 from .logs import Logging
@@ -182,7 +182,7 @@ class Daemon:
 
     def _listen(self, description: str, factory):
         try:
-            endpoint = serverFromString(self.reactor, description)
+            endpoint = serverFromString(self.reactor, with_backlog(description))
         except Exception as e:
             return defer.fail(StartError(f"cannot listen on {description!r}: {e}"))
         d = endpoint.listen(factory)

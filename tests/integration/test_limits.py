@@ -1,10 +1,13 @@
 """Bounded resources against a real notifd: connection limits, idle timeout, a client that
-does not read its replies."""
+does not read its replies, the listen backlog."""
 from __future__ import annotations
 
 import re
 import select
+import shutil
 import socket
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +35,13 @@ def closed(sock: socket.socket) -> bool:
     except (ConnectionResetError, BrokenPipeError):
         pass
     return True
+
+
+needs_ss = pytest.mark.skipif(not shutil.which("ss"), reason="needs ss (iproute2) to read socket state")
+
+
+def ss(*args: str) -> list[str]:
+    return subprocess.run(["ss", "-H", *args], capture_output=True, text=True, check=True).stdout.splitlines()
 
 
 def test_one_address_cannot_take_every_connection(limited):
@@ -93,3 +103,16 @@ def test_parallel_wrong_hellos_cannot_get_past_the_failed_hello_limit(limited, n
     replies = [client.read_line() for client in clients]
     assert replies.count(b"ERR unknown client or wrong token\r\n") == 5
     assert replies.count(b"ERR too many failed hellos; try again later\r\n") == 295
+
+
+@needs_ss
+def test_the_listen_backlog_is_raised_unless_the_entry_sets_one(daemon):
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+
+    def backlogs(port):  # for a listening socket, ss shows the backlog as Send-Q
+        return [int(line.split()[2]) for line in ss("-ltn", f"( sport = :{port} )")]
+
+    assert backlogs(daemon("--node", "a").port) == [min(1024, somaxconn)]
+    assert backlogs(daemon("--node", "b", listen="tcp:0:interface=127.0.0.1:backlog=7").port) == [7]
+    workers = daemon("--node", "c", "--workers", "2")
+    assert eventually(lambda: len(found := backlogs(workers.port)) == 2 and found) == [min(1024, somaxconn)] * 2

@@ -172,3 +172,28 @@ def test_a_retry_policy_that_makes_no_sense_names_the_notifier():
     config = Config(notifiers={"webhook": {"first_delay": 60.0, "max_delay": 10.0}})
     with pytest.raises(ConfigError, match=r"^notifiers.webhook: Retry needs "):
         config.notifier(Notifier("webhook", print))
+
+
+@pytest.mark.parametrize(
+    "given, used",
+    [
+        ("tcp:8789:interface=127.0.0.1", "tcp:8789:interface=127.0.0.1:backlog=1024"),
+        (r"tcp6:8789:interface=\:\:1", r"tcp6:8789:interface=\:\:1:backlog=1024"),
+        ("ssl:8790:privateKey=k.pem:certKey=c.pem", "ssl:8790:privateKey=k.pem:certKey=c.pem:backlog=1024"),
+        ("tcp:8789:backlog=10", "tcp:8789:backlog=10"),  # an explicit backlog wins
+        ("tcp:8789:127.0.0.1:10", "tcp:8789:127.0.0.1:10"),  # also given by position
+        ("tcp6:8789:10", "tcp6:8789:10"),
+        ("unix:/run/notifd.sock", "unix:/run/notifd.sock"),  # kinds without a backlog, or not ours
+        ("systemd:domain=INET:name=notifd", "systemd:domain=INET:name=notifd"),
+    ],
+)
+def test_listen_entries_get_a_larger_backlog_unless_they_set_one(given, used):
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    from notifd.config import with_backlog
+
+    assert with_backlog(given) == used
+    if given.startswith("tcp"):  # what Twisted makes of it (ssl: would need the key files)
+        endpoint = serverFromString(reactor, used)
+        assert endpoint._backlog == (1024 if used != given else 10)
