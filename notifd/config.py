@@ -70,6 +70,14 @@ def _seconds_or_none(key: str, value: Any) -> float | None:
     return None if duration is None else duration.total_seconds()
 
 
+def _keepalive(key: str, value: Any) -> float | None:
+    """Seconds of silence before TCP keep-alive probes (the kernel's range); 0: the kernel's default."""
+    seconds = _seconds_or_none(key, value)
+    if seconds is not None and not 1 <= seconds <= 32767:
+        raise ConfigError(f"{key}: expected 1s to 32767s, or 0 for the system's default, got {value!r}")
+    return seconds
+
+
 def _count(key: str, value: Any) -> int | None:
     """A count; 0 means no limit."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -162,8 +170,13 @@ class Config:
     hello_window: float = 60.0  # ... in this many seconds
     max_connections: int | None = 20_000  # None: no limit
     max_connections_per_address: int | None = 1_000
+    # When anonymous clients are refused: connections from one address before their hello,
+    # and seconds from connect to a successful hello. None: no limit.
+    max_unidentified_per_address: int | None = 32
+    hello_timeout: float | None = 10.0
     idle_timeout: float | None = 600.0  # seconds of silence in normal mode; None: never
     max_unsent_bytes: int | None = 1 << 20  # unread bytes before a client is dropped
+    keepalive: float | None = 60.0  # seconds of silence before TCP keep-alive probes; None: the kernel's
     recent_max_age: timedelta | None = None  # None here: the item type's own default
     recent_max_count: int | None = None
     retention: timedelta | None = timedelta(days=30)  # None: keep items forever
@@ -242,8 +255,11 @@ KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "limits.hello_window": ("hello_window", _interval),
     "limits.max_connections": ("max_connections", _count),
     "limits.max_connections_per_address": ("max_connections_per_address", _count),
+    "limits.max_unidentified_per_address": ("max_unidentified_per_address", _count),
+    "limits.hello_timeout": ("hello_timeout", _seconds_or_none),
     "limits.idle_timeout": ("idle_timeout", _seconds_or_none),
     "limits.max_unsent_bytes": ("max_unsent_bytes", _count),
+    "limits.keepalive": ("keepalive", _keepalive),
     "auth.anonymous": ("anonymous", _bool),
     "poll_interval": ("poll_interval", _interval),
     "metrics": ("metrics", _string),
@@ -388,7 +404,7 @@ def effective(config: Config) -> dict[str, Any]:
         value = getattr(config, name)
         if value is None and (name in config.given or name == "retention"):
             value = 0  # explicitly unlimited, which the file writes as 0
-        elif _ in (parse_duration, _interval, _seconds_or_none):
+        elif _ in (parse_duration, _interval, _seconds_or_none, _keepalive):
             value = format_duration(value)
         elif value == ():
             value = None  # an empty list: not set

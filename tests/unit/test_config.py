@@ -87,6 +87,8 @@ def test_an_item_past_its_retention_is_not_recent(tmp_path):
         ("listen = [1]", "listen[0]: expected a non-empty string, got 1"),
         ("[recent]\nmax_count = -1", "recent.max_count: expected a whole number >= 0, got -1"),
         ("db = ", "Invalid value"),
+        ("[limits]\nkeepalive = '10h'", "limits.keepalive: expected 1s to 32767s, or 0 for the system's default"),
+        ("[limits]\nhello_timeout = -1", "limits.hello_timeout: must not be negative"),
     ],
 )
 def test_bad_files_name_the_key(tmp_path, text, message):
@@ -172,6 +174,13 @@ def test_a_retry_policy_that_makes_no_sense_names_the_notifier():
     config = Config(notifiers={"webhook": {"first_delay": 60.0, "max_delay": 10.0}})
     with pytest.raises(ConfigError, match=r"^notifiers.webhook: Retry needs "):
         config.notifier(Notifier("webhook", print))
+
+
+def test_limits_for_connections_waiting_for_hello_and_keep_alives(tmp_path):
+    assert (Config().max_unidentified_per_address, Config().hello_timeout, Config().keepalive) == (32, 10.0, 60.0)
+    path = write(tmp_path, '[limits]\nmax_unidentified_per_address = 0\nhello_timeout = "30s"\nkeepalive = 0\n')
+    config = build(read_file(path))
+    assert (config.max_unidentified_per_address, config.hello_timeout, config.keepalive) == (None, 30.0, None)
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,9 @@
-"""Per-address limits: failed hellos."""
+"""Per-address limits: failed hellos, and the log of refused connections."""
 from __future__ import annotations
 
 from twisted.internet import task
 
-from notifd.limits import FailureLimiter
+from notifd.limits import FailureLimiter, RefusalLog
 
 
 def test_failures_per_address_in_a_window():
@@ -46,3 +46,31 @@ def test_memory_stays_bounded():
         clock.advance(0.1)  # a slow scan: older entries expire as it goes
     assert len(limiter._failures) <= 101
 
+
+def test_refusals_are_reported_at_most_once_a_minute_per_key_with_their_count():
+    clock = task.Clock()
+    log = RefusalLog(clock, every=60)
+    assert log.refused("a") == 1  # the first is reported at once
+    assert [log.refused("a") for _ in range(10)] == [0] * 10
+    assert log.refused("b") == 1  # another key has its own minute
+    clock.advance(30)
+    assert log.due() == []
+    clock.advance(30)
+    assert log.refused("a") == 11  # the ten held back, and this one
+    clock.advance(60)
+    assert log.due() == []  # nothing held back: "a" and "b" are forgotten
+    assert log._keys == {}
+
+
+def test_refusals_of_a_key_that_went_quiet_are_reported_by_due():
+    clock = task.Clock()
+    log = RefusalLog(clock, every=60)
+    log.refused("a")
+    for _ in range(5):
+        log.refused("a")
+    clock.advance(61)
+    assert log.due() == [("a", 5)]
+    assert log.due() == []
+    clock.advance(60)
+    log.due()
+    assert log._keys == {}
