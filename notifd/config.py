@@ -23,6 +23,10 @@ from .items import ItemType, Notifier, Window
 
 SYSTEM_CONFIG = Path("/etc/notifd/notifd.toml")  # read when no --config or NOTIFD_CONFIG is given
 DEFAULT_LISTEN = ("tcp:8789:interface=127.0.0.1",)
+# Connections the kernel queues for a listening socket until notifd accepts them (it caps
+# this at net.core.somaxconn). Twisted's default, 50, makes the clients of a reconnect
+# storm after a restart wait for their SYN to be retried, a second or more.
+LISTEN_BACKLOG = 1024
 DEFAULT_MAX_LINE = 4096
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
@@ -65,6 +69,14 @@ def _seconds_or_none(key: str, value: Any) -> float | None:
     """A duration in seconds; 0 means never."""
     duration = parse_duration(key, value)
     return None if duration is None else duration.total_seconds()
+
+
+def _keepalive(key: str, value: Any) -> float | None:
+    """Seconds of silence before TCP keep-alive probes (the kernel's range); 0: the kernel's default."""
+    seconds = _seconds_or_none(key, value)
+    if seconds is not None and not 1 <= seconds <= 32767:
+        raise ConfigError(f"{key}: expected 1s to 32767s, or 0 for the system's default, got {value!r}")
+    return seconds
 
 
 def _count(key: str, value: Any) -> int | None:
@@ -119,6 +131,25 @@ def _choice(*choices: str) -> Callable[[str, Any], str]:
     return parse
 
 
+# Where each kind of listen entry that has a backlog takes it as a positional argument
+# (tcp:PORT:INTERFACE:BACKLOG), counting the kind.
+_BACKLOG_POSITION = {"tcp": 3, "tcp6": 2, "ssl": 6}
+
+
+def with_backlog(description: str) -> str:
+    """A listen entry with LISTEN_BACKLOG added, when it is tcp:, tcp6: or ssl: and sets no backlog itself."""
+    from twisted.internet.endpoints import _parse  # Twisted's own grammar, escaped colons included
+
+    try:
+        args, kwargs = _parse(description)
+    except Exception:
+        return description  # serverFromString will say what is wrong with it
+    position = _BACKLOG_POSITION.get(str(args[0]).lower()) if args else None
+    if position is None or "backlog" in kwargs or len(args) > position:
+        return description
+    return f"{description}:backlog={LISTEN_BACKLOG}"
+
+
 # --- the settings ---------------------------------------------------------------------------
 
 
@@ -140,8 +171,13 @@ class Config:
     hello_window: float = 60.0  # ... in this many seconds
     max_connections: int | None = 20_000  # None: no limit
     max_connections_per_address: int | None = 1_000
+    # When anonymous clients are refused: connections from one address before their hello,
+    # and seconds from connect to a successful hello. None: no limit.
+    max_unidentified_per_address: int | None = 32
+    hello_timeout: float | None = 10.0
     idle_timeout: float | None = 600.0  # seconds of silence in normal mode; None: never
     max_unsent_bytes: int | None = 1 << 20  # unread bytes before a client is dropped
+    keepalive: float | None = 60.0  # seconds of silence before TCP keep-alive probes; None: the kernel's
     recent_max_age: timedelta | None = None  # None here: the item type's own default
     recent_max_count: int | None = None
     retention: timedelta | None = timedelta(days=30)  # None: keep items forever
@@ -220,8 +256,11 @@ KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "limits.hello_window": ("hello_window", _interval),
     "limits.max_connections": ("max_connections", _count),
     "limits.max_connections_per_address": ("max_connections_per_address", _count),
+    "limits.max_unidentified_per_address": ("max_unidentified_per_address", _count),
+    "limits.hello_timeout": ("hello_timeout", _seconds_or_none),
     "limits.idle_timeout": ("idle_timeout", _seconds_or_none),
     "limits.max_unsent_bytes": ("max_unsent_bytes", _count),
+    "limits.keepalive": ("keepalive", _keepalive),
     "auth.anonymous": ("anonymous", _bool),
     "poll_interval": ("poll_interval", _interval),
     "metrics": ("metrics", _string),
@@ -367,7 +406,7 @@ def effective(config: Config) -> dict[str, Any]:
         value = getattr(config, name)
         if value is None and (name in config.given or name == "retention"):
             value = 0  # explicitly unlimited, which the file writes as 0
-        elif _ in (parse_duration, _interval, _seconds_or_none):
+        elif _ in (parse_duration, _interval, _seconds_or_none, _keepalive):
             value = format_duration(value)
         elif value == ():
             value = None  # an empty list: not set

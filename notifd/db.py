@@ -197,21 +197,26 @@ class Database:
         reactor: Any = None,
         pools: dict[bool, Any] | None = None,
         observe: Callable[[float], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
         self.engine = engine
         self._reactor = reactor
         self._pools = pools  # writes? -> ThreadPool of one thread
         self._observe = observe  # called with each call's seconds, queue wait included
+        self._on_error = on_error  # called with "reads" or "writes" for each failed call
         self.failing = {False: False, True: False}  # writes? -> in an outage (reactor side, for the log)
         self._blocked = {False: False, True: False}  # the same, database-thread side
 
     @classmethod
-    def threaded(cls, engine: Engine, reactor: Any, observe: Callable[[float], None] | None = None) -> "Database":
+    def threaded(
+        cls, engine: Engine, reactor: Any, observe: Callable[[float], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
+    ) -> "Database":
         from twisted.python.threadpool import ThreadPool
 
         pools = {write: ThreadPool(minthreads=1, maxthreads=1, name=f"notifd-db-{'write' if write else 'read'}")
                  for write in (False, True)}
-        return cls(engine, reactor, pools, observe)
+        return cls(engine, reactor, pools, observe, on_error)
 
     @classmethod
     def synchronous(cls, engine: Engine) -> "Database":
@@ -254,6 +259,8 @@ class Database:
     def _failed(self, failure, f, write: bool):
         from sqlalchemy.exc import DBAPIError
 
+        if self._on_error is not None:
+            self._on_error(_KIND[write])
         if not failure.check(DBAPIError):
             _log().failure("database call {query} failed", failure, query=f.__name__)
         elif not self.failing[write]:

@@ -51,6 +51,31 @@ class Metrics:
             registry=registry,
         )
         self.pruned = Counter("notifd_items_pruned", "Items removed by retention", registry=registry)
+        # What an operator watches during an incident. Every label value exists from the
+        # start (at 0), so that rate() and alerts see the first event.
+        self.refused = _children(
+            Counter("notifd_connections_refused", "Connections refused at connect, by the limit they hit",
+                    ["limit"], registry=registry),
+            REFUSED,
+        )
+        self.closed = _children(
+            Counter("notifd_connections_closed", "Connections closed by the daemon, by the limit they hit",
+                    ["limit"], registry=registry),
+            CLOSED,
+        )
+        self.hellos = _children(
+            Counter("notifd_hellos", "hello commands, by result (throttled: not checked, too many failures)",
+                    ["result"], registry=registry),
+            HELLO_RESULTS,
+        )
+        self.database_errors = _children(
+            Counter("notifd_database_errors", "Database calls that failed, by kind", ["kind"], registry=registry),
+            ("reads", "writes"),
+        )
+        self.outbox = Gauge(
+            "notifd_outbox_deliveries", "Deliveries in the outbox, by notifier and state (counted every few seconds)",
+            ["notifier", "state"], registry=registry,
+        )
 
     def follow(self, subscribers: Callable[[], Any], connections: Callable[[], int]) -> None:
         """Read the current state from the daemon at each scrape."""
@@ -60,6 +85,16 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# The label values of the counters above.
+REFUSED = ("max_connections", "max_connections_per_address", "max_unidentified_per_address")
+CLOSED = ("idle_timeout", "hello_timeout", "max_unsent_bytes")
+HELLO_RESULTS = ("accepted", "refused", "throttled")
+
+
+def _children(counter: Counter, values: tuple[str, ...]) -> dict[str, Any]:
+    return {value: counter.labels(value) for value in values}
 
 
 class _PluginErrors:

@@ -24,6 +24,7 @@ from .plugins import call_plugin
 
 CONCURRENCY = 8  # deliveries in flight per notifier
 LEASE_MARGIN = 60.0  # seconds a claim outlives the notifier's timeout, for a daemon that died
+COUNT_INTERVAL = 10.0  # seconds between counts of the outbox for the metrics (a count reads every row)
 
 
 class Outbox:
@@ -39,6 +40,7 @@ class Outbox:
         node: str,
         poll_interval: float = 1.0,
         concurrency: int = CONCURRENCY,
+        metrics=None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -53,6 +55,9 @@ class Outbox:
         self._poll = task.LoopingCall(self.wake)
         self._poll.clock = clock
         self._poll_interval = poll_interval
+        self.metrics = metrics  # metrics.Metrics: the outbox gauges, updated by rounds
+        self._counted_at: float | None = None
+        self._shown: set[tuple[str, str]] = set()  # (notifier, state) gauges set so far
 
     def start(self):
         """Resume deliveries interrupted by a restart of this node, then follow the outbox.
@@ -92,19 +97,37 @@ class Outbox:
             name: now + timedelta(seconds=notifier.timeout + LEASE_MARGIN)
             for name, (_, notifier) in self.notifiers.items()
         }
-        d = self.db.run(_round, list(self.notifiers), limits, self.node, now, leases)
+        # Counted by a round now and then, on the database thread: a scrape never waits
+        # for the database, and a busy outbox is not counted at every round.
+        count = self.metrics is not None and (
+            self._counted_at is None or self.clock.seconds() - self._counted_at >= COUNT_INTERVAL
+        )
+        if count:
+            self._counted_at = self.clock.seconds()
+        d = self.db.run(_round, list(self.notifiers), limits, self.node, now, leases, count)
         d.addCallbacks(self._claimed, self._round_failed, callbackArgs=(limits,))
         d.addBoth(self._round_done)
 
-    def _claimed(self, result: tuple[bool, list[store.Delivery]], limits: dict[str, int]) -> None:
+    def _claimed(self, result: tuple[bool, list[store.Delivery], dict | None], limits: dict[str, int]) -> None:
         if self._stopped:
             return  # stopped while the round ran: these claims are released at the next start
-        more, deliveries = result
+        more, deliveries, counts = result
+        if counts is not None:
+            self._show(counts)
         self._again = self._again or more
         claimed = Counter(delivery.notifier for delivery in deliveries)
         self._full = any(claimed[name] >= limit for name, limit in limits.items())
         for delivery in deliveries:
             self._deliver(delivery)
+
+    def _show(self, counts: dict[tuple[str, str], int]) -> None:
+        # Every configured notifier shows both states (0 included), and a gauge once set
+        # goes back to 0 rather than keep a stale count.
+        configured = {(name, state) for name in self.notifiers for state in (store.PENDING, store.DEAD)}
+        shown = self._shown | configured | set(counts)
+        for notifier, state in shown:
+            self.metrics.outbox.labels(notifier, state).set(counts.get((notifier, state), 0))
+        self._shown = shown
 
     def _round_failed(self, failure) -> None:
         if not failure.check(DBAPIError):  # an outage is logged by the database, once
@@ -159,6 +182,7 @@ def _start(conn, node, notifiers, now) -> None:
 
 
 @store.writes
-def _round(conn, notifiers, limits, node, now, leases) -> tuple[bool, list[store.Delivery]]:
+def _round(conn, notifiers, limits, node, now, leases, count=False) -> tuple[bool, list[store.Delivery], dict | None]:
     more = store.enqueue_new_items(conn, notifiers, now=now)
-    return more, store.claim_deliveries(conn, limits, node=node, now=now, lease_until=leases)
+    claimed = store.claim_deliveries(conn, limits, node=node, now=now, lease_until=leases)
+    return more, claimed, store.count_outbox(conn) if count else None

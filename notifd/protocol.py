@@ -119,6 +119,8 @@ class Err:
     # Sent by wire.py as it closes a connection (limits, docs/security.md).
     TOO_MANY_CONNECTIONS = Send(_line("ERR too many connections"))
     TOO_MANY_FROM_ADDRESS = Send(_line("ERR too many connections from your address"))
+    TOO_MANY_WAITING_FOR_HELLO = Send(_line("ERR too many connections waiting for hello from your address"))
+    NO_HELLO_IN_TIME = Send(_line("ERR no hello in time"))
     IDLE = Send(_line("ERR idle for too long"))
     # Sent by wire.py as it closes a connection whose right to be served was revoked.
     CLIENT_REMOVED = Send(_line("ERR client removed"))

@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from . import __version__, store, systemd
 from . import db as dbmod
 from . import plugins
-from .config import Config, ConfigError, changed
+from .config import Config, ConfigError, changed, with_backlog
 from .hub import Hub
 from .limits import FailureLimiter
 from .logs import Logging
@@ -35,7 +35,8 @@ IDLE_SWEEP_SECONDS = 15.0  # how often, at most, idle connections are looked for
 RELOADABLE = frozenset(
     {"log_level", "recent_max_age", "recent_max_count", "types", "retention", "prune_interval",
      "prune_batch", "max_line_length", "anonymous", "hello_failures", "hello_window", "max_connections",
-     "max_connections_per_address", "idle_timeout", "max_unsent_bytes"}
+     "max_connections_per_address", "idle_timeout", "max_unsent_bytes", "max_unidentified_per_address",
+     "hello_timeout", "keepalive"}
 )
 
 
@@ -59,7 +60,10 @@ class Daemon:
         self.metrics = Metrics()
         url = dbmod.database_url(config.db)
         self.engine = engine if engine is not None else dbmod.open_engine(url, f"notifd {config.node}")
-        self.db = dbmod.Database.threaded(self.engine, reactor, observe=self.metrics.database_seconds.observe)
+        self.db = dbmod.Database.threaded(
+            self.engine, reactor, observe=self.metrics.database_seconds.observe,
+            on_error=lambda kind: self.metrics.database_errors[kind].inc(),
+        )
         pm = plugin_manager if plugin_manager is not None else plugins.get_plugin_manager(dirs=config.plugins_dirs)
         config.check_plugins(pm.origins)
         self.types = plugins.item_types(pm, config.plugins)
@@ -73,7 +77,10 @@ class Daemon:
         # Live notifiers are called by the hub; durable ones through the outbox.
         self.hub.notifiers = [(plugin, n) for plugin, n in found if not n.durable]
         durable = [(plugin, n) for plugin, n in found if n.durable]
-        self.outbox = Outbox(self.db, reactor, durable, config.node, config.poll_interval) if durable else None
+        self.outbox = (
+            Outbox(self.db, reactor, durable, config.node, config.poll_interval, metrics=self.metrics)
+            if durable else None
+        )
         self.server = Server(
             db=self.db,
             hub=self.hub,
@@ -101,7 +108,7 @@ class Daemon:
         self._heartbeat.clock = reactor
         self._watchdog = task.LoopingCall(systemd.notify, "WATCHDOG=1")
         self._watchdog.clock = reactor
-        self._idle_sweep = task.LoopingCall(self.server.close_idle)
+        self._idle_sweep = task.LoopingCall(self.server.sweep)
         self._idle_sweep.clock = reactor
 
     def _apply_limits(self, config: Config) -> None:
@@ -112,8 +119,11 @@ class Daemon:
         server.hello_limiter.window = config.hello_window
         server.max_connections = config.max_connections
         server.max_per_address = config.max_connections_per_address
+        server.max_unidentified_per_address = config.max_unidentified_per_address
+        server.hello_timeout = config.hello_timeout
         server.idle_timeout = config.idle_timeout
         server.max_unsent = config.max_unsent_bytes
+        server.keepalive = config.keepalive
 
     def _windows(self, config: Config) -> dict:
         return {name: config.window(item_type) for name, item_type in self.types.items()}
@@ -183,7 +193,7 @@ class Daemon:
 
     def _listen(self, description: str, factory):
         try:
-            endpoint = serverFromString(self.reactor, description)
+            endpoint = serverFromString(self.reactor, with_backlog(description))
         except Exception as e:
             return defer.fail(StartError(f"cannot listen on {description!r}: {e}"))
         d = endpoint.listen(factory)

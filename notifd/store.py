@@ -752,6 +752,14 @@ def list_outbox(conn: Connection, limit: int | None = None) -> list[Delivery]:
     return [_delivery(row) for row in conn.execute(query)]
 
 
+def count_outbox(conn: Connection) -> dict[tuple[str, str], int]:
+    """How many deliveries the outbox holds, by (notifier, state)."""
+    rows = conn.execute(
+        select(outbox.c.notifier, outbox.c.state, func.count()).group_by(outbox.c.notifier, outbox.c.state)
+    )
+    return {(notifier, state): count for notifier, state, count in rows}
+
+
 @writes
 def retry_delivery(conn: Connection, delivery_id: int, *, now: datetime | None = None) -> bool:
     """Re-queue a delivery (dead or waiting for its back-off) to be tried now, from a fresh count."""

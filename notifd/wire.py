@@ -16,6 +16,7 @@
 # Twisted's. See docs/architecture.md, "The write fast path".
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Mapping
@@ -27,6 +28,8 @@ from twisted.python.failure import Failure
 
 from . import plugins, store
 from .items import Item, ItemType
+from .limits import RefusalLog
+from .metrics import Metrics
 from .protocol import Err, Fetch, Identify, MarkRead, Mode, Send, Session, Subscribe, Unsubscribe, sendable
 from .readmarks import ReadMarks
 
@@ -35,7 +38,7 @@ from .readmarks import ReadMarks
 class Server:
     """What every connection shares."""
 
-    log = Logger()  # a class attribute, not a field
+    log = Logger()  # not a field: no annotation
 
     db: object  # db.Database
     hub: object  # hub.Hub
@@ -49,9 +52,16 @@ class Server:
     connections: set = field(default_factory=set)  # every open Connection
     max_connections: int | None = None  # in total; None: no limit
     max_per_address: int | None = None  # from one source address; None: no limit
+    # When anonymous clients are refused: connections from one address that have not said
+    # a successful hello yet, and how long from connect they have to say it. None: no limit.
+    max_unidentified_per_address: int | None = None
+    hello_timeout: float | None = None
     idle_timeout: float | None = None  # seconds a normal-mode connection may stay silent
     max_unsent: int | None = None  # bytes a client may leave unread before it is dropped
+    keepalive: float | None = None  # seconds of silence before TCP keep-alive probes; None: the kernel's
     per_address: dict = field(default_factory=dict)  # source address -> open connections
+    unidentified: dict = field(default_factory=dict)  # source address -> connections waiting for hello
+    refusals: RefusalLog = None  # which refused connections to log
     type_names: frozenset[str] = frozenset()  # shared by every Session (one set, not one per client)
     type_plugins: Mapping[str, str] = field(default_factory=dict)  # item type -> its plugin (errors)
     read_marks: ReadMarks = None  # named clients' cursors on their way to the database
@@ -65,14 +75,64 @@ class Server:
         self.type_names = frozenset(self.types)
         if self.read_marks is None:
             self.read_marks = ReadMarks(self.db, self.clock)
+        if self.metrics is None:
+            self.metrics = Metrics()
+        if self.refusals is None:
+            self.refusals = RefusalLog(self.clock)
 
-    def left(self, address: str) -> None:
-        """A connection from `address` closed."""
-        count = self.per_address.get(address, 0) - 1
+    def admit(self, address: str) -> bytes | None:
+        """Count a new connection from `address`; or, over a limit, the line to refuse it with.
+
+        When anonymous clients are refused, the connection counts as waiting for its hello
+        (`Connection` reads `anonymous` too, in the same turn).
+        """
+        if self.max_connections is not None and len(self.connections) >= self.max_connections:
+            return self._refused(address, "max_connections", Err.TOO_MANY_CONNECTIONS)
+        if self.max_per_address is not None and self.per_address.get(address, 0) >= self.max_per_address:
+            return self._refused(address, "max_connections_per_address", Err.TOO_MANY_FROM_ADDRESS)
+        if not self.anonymous:
+            waiting = self.unidentified.get(address, 0)
+            limit = self.max_unidentified_per_address
+            if limit is not None and waiting >= limit:
+                return self._refused(address, "max_unidentified_per_address", Err.TOO_MANY_WAITING_FOR_HELLO)
+            self.unidentified[address] = waiting + 1
+        self.per_address[address] = self.per_address.get(address, 0) + 1
+        return None
+
+    def _refused(self, address: str, limit: str, line) -> bytes:
+        self.metrics.refused[limit].inc()
+        # A flood makes one line per address and limit a minute, not one per connection;
+        # the total limit is one key whatever the address (many addresses reach it at once).
+        key = (limit, None if limit == "max_connections" else address)
+        count = self.refusals.refused(key)
+        if count:
+            self._log_refused(key, count)
+        return line.data
+
+    def _log_refused(self, key: tuple[str, str | None], count: int) -> None:
+        limit, address = key
+        self.log.warn(
+            "refused {refused}{source}{since}: limits.{limit} = {value} reached",
+            refused="a connection" if count == 1 else f"{count} connections",
+            source="" if address is None else f" from {address}",
+            since="" if count == 1 else " since the last report",
+            count=count, address=address, limit=limit, value=getattr(self, _LIMIT_FIELDS[limit]),
+        )
+
+    def left(self, address: str, counts: dict | None = None) -> None:
+        """A connection from `address` closed (or, with `counts`, left that count)."""
+        counts = self.per_address if counts is None else counts
+        count = counts.get(address, 0) - 1
         if count > 0:
-            self.per_address[address] = count
+            counts[address] = count
         else:
-            self.per_address.pop(address, None)
+            counts.pop(address, None)
+
+    def sweep(self) -> None:
+        """Run now and then: close idle connections, log the refusals held back."""
+        self.close_idle()
+        for key, count in self.refusals.due():
+            self._log_refused(key, count)
 
     def close_idle(self) -> int:
         """Close the normal-mode connections silent for longer than idle_timeout; returns how many."""
@@ -92,8 +152,7 @@ class Server:
             self.unsendable_seen.clear()  # bounded memory: at worst a line is logged again
         self.unsendable_seen.add(item.id)
         owner = self.type_plugins.get(item.type, "unknown")
-        if self.metrics is not None:
-            self.metrics.unsendable.labels(item.type).inc()
+        self.metrics.unsendable.labels(item.type).inc()
         if isinstance(problem, Failure):
             plugins.plugin_failed(owner, f"item type {item.type} (rendering item {item.id})", problem, traceback=True)
         self.log.warn(
@@ -139,6 +198,37 @@ class Server:
 
 
 UNSENDABLE_REMEMBERED = 10_000  # ids of unsendable items remembered, so that each is logged once
+
+# Each limit's setting, as `Server` names it.
+_LIMIT_FIELDS = {
+    "max_connections": "max_connections",
+    "max_connections_per_address": "max_per_address",
+    "max_unidentified_per_address": "max_unidentified_per_address",
+}
+
+# TCP keep-alive, once `Server.keepalive` seconds of silence have passed: a probe every
+# KEEPALIVE_INTERVAL seconds, and the peer is declared dead after KEEPALIVE_PROBES
+# unanswered ones (so a vanished peer goes after keepalive + 60 s, not the kernel's 2 h 11 min).
+KEEPALIVE_INTERVAL = 10
+KEEPALIVE_PROBES = 6
+
+
+def tune_keepalive(sock, idle: float) -> None:
+    """Make the kernel's keep-alive find a dead peer after `idle` seconds of silence plus a minute.
+
+    TCP_USER_TIMEOUT bounds the same wait when data is outstanding (a `notif:` sent to a
+    peer that vanished is retransmitted, and keep-alive does not probe meanwhile: ~15 min).
+    The options are Linux's; other systems keep their defaults.
+    """
+    idle = max(1, int(idle))
+    for name, value in (
+        ("TCP_KEEPIDLE", idle),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+        ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+        ("TCP_USER_TIMEOUT", (idle + KEEPALIVE_INTERVAL * KEEPALIVE_PROBES) * 1000),
+    ):
+        if hasattr(socket, name):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
 # The transports whose socket the fast path may write to directly: plain TCP only. The
@@ -197,7 +287,7 @@ class Connection(Protocol):
     # the instance __dict__.
     __slots__ = (
         "server", "session", "on_close", "last_heard", "_reading", "_write_blocked", "_presence", "_socket",
-        "address", "as_of_change",
+        "address", "as_of_change", "_unidentified", "_hello_timer",
     )
 
     def __init__(self, server: Server) -> None:
@@ -211,6 +301,9 @@ class Connection(Protocol):
         self._presence = None  # Deferred of this connection's presence row, for a named client
         self._socket = None  # set at connect when the write fast path applies
         self.as_of_change = 0  # a named client: the newest change (store.changes) when its hello was checked
+        # Counted in server.unidentified until a successful hello (Server.admit counted it).
+        self._unidentified = not server.anonymous
+        self._hello_timer = None  # closes the connection at limits.hello_timeout
 
     def connectionMade(self) -> None:
         # As a streaming producer we hear when the client stops reading (our write buffer
@@ -227,6 +320,13 @@ class Connection(Protocol):
             set_option = getattr(self.transport, option, None)
             if set_option is not None:
                 set_option(True)
+        sock = getattr(self.transport, "socket", None)  # TLS wrappers pass it on
+        if self.server.keepalive is not None and getattr(sock, "family", None) in (socket.AF_INET, socket.AF_INET6):
+            tune_keepalive(sock, self.server.keepalive)
+        if self._unidentified and self.server.hello_timeout is not None:
+            # From connect, whatever the client sends meanwhile: a byte at a time does not
+            # hold the connection open.
+            self._hello_timer = self.server.clock.callLater(self.server.hello_timeout, self._no_hello_in_time)
 
     def dataReceived(self, data: bytes) -> None:
         self.last_heard = self.server.clock.seconds()
@@ -238,6 +338,7 @@ class Connection(Protocol):
         if self in self.server.connections:
             self.server.connections.discard(self)
             self.server.left(self.address)
+        self._identified_or_gone()
         self.server.hub.unsubscribe(self)
         if self._presence is not None:
             self._presence.addCallback(lambda presence_id: self.server.db.run(store.client_disconnected, presence_id))
@@ -265,6 +366,7 @@ class Connection(Protocol):
         cap = self.server.max_unsent
         if cap is not None and unsent(self.transport) > cap:
             self.log.info("dropping a client that does not read ({bytes} bytes unsent)", bytes=unsent(self.transport))
+            self.server.metrics.closed["max_unsent_bytes"].inc()
             self.connected = 0
             self.transport.abortConnection()
 
@@ -275,7 +377,31 @@ class Connection(Protocol):
         return now - self.last_heard
 
     def close_idle(self) -> None:
-        self.close_with(Err.IDLE)
+        self.close_with(Err.IDLE, "idle_timeout")
+
+    def _no_hello_in_time(self) -> None:
+        self._hello_timer = None
+        self.close_with(Err.NO_HELLO_IN_TIME, "hello_timeout")
+
+    def close_with(self, error: Send, limit: str | None = None) -> None:
+        """Say why in one line, then close; nothing is sent after it (a hello or a query still
+        with the database is answered to no one). `limit`: the setting that closes it, counted."""
+        if limit is not None:
+            self.server.metrics.closed[limit].inc()
+        self._send(error.data)
+        self.server.hub.unsubscribe(self)
+        self.transport.loseConnection()
+        self.connected = 0
+
+    def _identified_or_gone(self) -> None:
+        """No longer waiting for a hello: a successful one came, or the connection closed."""
+        if self._unidentified:
+            self._unidentified = False
+            self.server.left(self.address, self.server.unidentified)
+        if self._hello_timer is not None:
+            if self._hello_timer.active():
+                self._hello_timer.cancel()
+            self._hello_timer = None
 
     # --- carrying out actions ---------------------------------------------------------------
 
@@ -354,19 +480,25 @@ class Connection(Protocol):
             return None
 
     def _identify(self, name: str, token: str) -> None:
-        limiter, address = self.server.hello_limiter, self.address
-        if limiter is not None and limiter.blocked(address):
-            self._carry_out(self.session.throttled())
-            return
+        limiter, ticket = self.server.hello_limiter, None
+        if limiter is not None:
+            # Counted as a failure while it is checked: hellos sent in parallel cannot
+            # all be checked before the first wrong one is counted.
+            ticket = limiter.attempt(self.address)
+            if ticket is None:
+                self.server.metrics.hellos["throttled"].inc()
+                self._carry_out(self.session.throttled())
+                return
         d = self.server.db.run(store.identify, name, token)
-        d.addCallbacks(self._identified, self._db_failed)
+        d.addCallbacks(self._identified, self._hello_not_checked, callbackArgs=(ticket,), errbackArgs=(ticket,))
 
-    def _identified(self, found: store.Identity | None) -> None:
+    def _identified(self, found: store.Identity | None, ticket: float | None) -> None:
+        if found is not None and ticket is not None:
+            self.server.hello_limiter.forgive(self.address, ticket)
+        self.server.metrics.hellos["refused" if found is None else "accepted"].inc()
         if not self.connected:
             return
         if found is None:
-            if self.server.hello_limiter is not None:
-                self.server.hello_limiter.failed(self.address)
             self.log.info("failed hello from {address}", address=self.address)
             self._carry_out(self.session.identified(None, {}))
             return
@@ -382,13 +514,13 @@ class Connection(Protocol):
             if item_id > cursors.get(type_name, 0):
                 cursors[type_name] = item_id
         self._presence = self.server.db.run(store.client_connected, found.client_id, self.server.node)
+        self._identified_or_gone()
         self._carry_out(self.session.identified(found.client_id, cursors))
 
-    def close_with(self, error: Send) -> None:
-        """Say why in one line, then close (what was written before it is still delivered)."""
-        self._send(error.data)
-        self.server.hub.unsubscribe(self)
-        self.transport.loseConnection()
+    def _hello_not_checked(self, failure, ticket: float | None) -> None:
+        if ticket is not None:  # the database failed: not the client's failure
+            self.server.hello_limiter.forgive(self.address, ticket)
+        self._db_failed(failure)
 
     def _db_failed(self, failure) -> None:
         self._answer(self.session.failed())  # the database logged it, once per outage
@@ -432,7 +564,6 @@ class _Refused(Protocol):
 
 class ConnectionFactory(Factory):
     noisy = False  # one log line per connection is not worth it
-    log = Logger()
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -440,13 +571,9 @@ class ConnectionFactory(Factory):
     def buildProtocol(self, addr) -> Protocol:
         server = self.server
         address = getattr(addr, "host", "local")
-        if server.max_connections is not None and len(server.connections) >= server.max_connections:
-            self.log.warn("refused a connection from {address}: {limit} connections open", address=address,
-                          limit=server.max_connections)
-            return _Refused(Err.TOO_MANY_CONNECTIONS.data)
-        if server.max_per_address is not None and server.per_address.get(address, 0) >= server.max_per_address:
-            return _Refused(Err.TOO_MANY_FROM_ADDRESS.data)
-        server.per_address[address] = server.per_address.get(address, 0) + 1
+        refusal = server.admit(address)
+        if refusal is not None:
+            return _Refused(refusal)
         connection = Connection(server)
         connection.address = address
         return connection

@@ -27,7 +27,7 @@ from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, T
 from twisted.logger import Logger
 
 from . import systemd
-from .config import Config, ConfigError
+from .config import Config, ConfigError, with_backlog
 
 WORKER_ENV = "NOTIFD_WORKER"  # "<n>": this process is worker n (1..N)
 PORTS_ENV = "NOTIFD_WORKER_PORTS"  # each listen entry's port, resolved by the parent, comma-separated
@@ -63,7 +63,7 @@ class SharedPort:
 def shared_port(reactor, description: str) -> SharedPort:
     """Parse a `listen` entry for workers; raises ConfigError for kinds that cannot be shared."""
     try:
-        endpoint = serverFromString(reactor, description)
+        endpoint = serverFromString(reactor, with_backlog(description))
     except Exception as e:
         raise ConfigError(f"listen: bad endpoint {description!r}: {e}") from None
     # Twisted's endpoints keep their address in private attributes; this module is the

@@ -130,8 +130,11 @@ class DaemonProcess:
 class LineClient:
     """A protocol client on a plain socket, with timeouts; lines are bytes with their ending."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    def __init__(self, port: int, source: str | None = None) -> None:
+        # `source`: another loopback address (127.0.0.2...) to connect from, as another host would.
+        self.sock = socket.create_connection(
+            ("127.0.0.1", port), timeout=TIMEOUT, source_address=(source, 0) if source else None
+        )
         self.buffer = b""
 
     def send(self, line: str | bytes) -> None:

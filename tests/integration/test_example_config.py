@@ -4,7 +4,6 @@ programs. The commands are found in the click groups, so a new one cannot be for
 it runs with no arguments, or the test says which arguments to give it."""
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess

@@ -92,6 +92,8 @@ def test_an_item_past_its_retention_is_not_recent(tmp_path):
         ("listen = [1]", "listen[0]: expected a non-empty string, got 1"),
         ("[recent]\nmax_count = -1", "recent.max_count: expected a whole number >= 0, got -1"),
         ("db = ", "Invalid value"),
+        ("[limits]\nkeepalive = '10h'", "limits.keepalive: expected 1s to 32767s, or 0 for the system's default"),
+        ("[limits]\nhello_timeout = -1", "limits.hello_timeout: must not be negative"),
     ],
 )
 def test_bad_files_name_the_key(tmp_path, text, message):
@@ -279,3 +281,35 @@ def test_to_toml_is_toml_with_every_secret_masked_at_any_depth(pair):
     assert tomllib.loads(to_toml({"plugins": {"webhook": given_settings}}, mask=False)) == {
         "plugins": {"webhook": given_settings}
     }
+
+
+def test_limits_for_connections_waiting_for_hello_and_keep_alives(tmp_path):
+    assert (Config().max_unidentified_per_address, Config().hello_timeout, Config().keepalive) == (32, 10.0, 60.0)
+    path = write(tmp_path, '[limits]\nmax_unidentified_per_address = 0\nhello_timeout = "30s"\nkeepalive = 0\n')
+    config = build(read_file(path))
+    assert (config.max_unidentified_per_address, config.hello_timeout, config.keepalive) == (None, 30.0, None)
+
+
+@pytest.mark.parametrize(
+    "given, used",
+    [
+        ("tcp:8789:interface=127.0.0.1", "tcp:8789:interface=127.0.0.1:backlog=1024"),
+        (r"tcp6:8789:interface=\:\:1", r"tcp6:8789:interface=\:\:1:backlog=1024"),
+        ("ssl:8790:privateKey=k.pem:certKey=c.pem", "ssl:8790:privateKey=k.pem:certKey=c.pem:backlog=1024"),
+        ("tcp:8789:backlog=10", "tcp:8789:backlog=10"),  # an explicit backlog wins
+        ("tcp:8789:127.0.0.1:10", "tcp:8789:127.0.0.1:10"),  # also given by position
+        ("tcp6:8789:10", "tcp6:8789:10"),
+        ("unix:/run/notifd.sock", "unix:/run/notifd.sock"),  # kinds without a backlog, or not ours
+        ("systemd:domain=INET:name=notifd", "systemd:domain=INET:name=notifd"),
+    ],
+)
+def test_listen_entries_get_a_larger_backlog_unless_they_set_one(given, used):
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    from notifd.config import with_backlog
+
+    assert with_backlog(given) == used
+    if given.startswith("tcp"):  # what Twisted makes of it (ssl: would need the key files)
+        endpoint = serverFromString(reactor, used)
+        assert endpoint._backlog == (1024 if used != given else 10)

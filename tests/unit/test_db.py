@@ -29,6 +29,20 @@ def test_an_outage_is_logged_once_and_its_end_too(database, engine, logged):
     assert len(messages(logged, "the database answers {kind} again")) == 1
 
 
+def test_every_failed_call_is_counted_by_kind(engine):
+    from notifd.db import Database
+
+    counted = []
+    database = Database(engine, on_error=counted.append)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE items RENAME TO items_gone")
+    for _ in range(3):  # logged once, counted each time: the metric shows how many clients it hit
+        database.run(store.max_item_id).addErrback(lambda f: None)
+    database.run(add_item, "classified", "x").addErrback(lambda f: None)
+    database.run(store.list_clients)  # a read that works is not counted
+    assert counted == ["reads"] * 3 + ["writes"]
+
+
 def test_a_bug_in_a_query_is_logged_every_time_with_its_traceback(database, logged):
     def broken(conn):
         raise KeyError("bug")

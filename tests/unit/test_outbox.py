@@ -204,3 +204,31 @@ def test_a_round_answered_after_stop_starts_no_delivery(database, clock):
     # The next start of this node delivers it.
     make_outbox(database, clock, endpoint)
     assert endpoint.calls == ["late"]
+
+
+def test_the_outbox_gauges_follow_its_rounds(database, clock):
+    from notifd.metrics import Metrics
+
+    metrics = Metrics()
+    notifier = Notifier("hook", Endpoint("raise").notify, durable=True, timeout=5.0, retry=RETRY)
+    outbox = Outbox(database, clock, [("test-plugin", notifier)], "node-a", poll_interval=1.0, metrics=metrics)
+
+    def gauges():
+        sample = metrics.registry.get_sample_value
+        return {state: sample("notifd_outbox_deliveries", {"notifier": "hook", "state": state})
+                for state in ("pending", "dead")}
+
+    outbox.start()  # its first round counts
+    assert gauges() == {"pending": 0, "dead": 0}
+    post(database, "x")
+    post(database, "y")
+    outbox.wake()  # both tried and failed: retried in 10 s
+    assert gauges() == {"pending": 0, "dead": 0}  # counted every 10 s only
+    clock.advance(10)
+    assert gauges() == {"pending": 2, "dead": 0}
+    for _ in range(20):  # the third attempts (at 25 s) failed: dead
+        clock.advance(1)
+    assert gauges() == {"pending": 0, "dead": 2}
+    database.call(store.retry_delivery, database.call(store.list_outbox)[0].id, now=store.utcnow())
+    clock.advance(10)
+    assert gauges() == {"pending": 1, "dead": 1}

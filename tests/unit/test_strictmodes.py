@@ -62,7 +62,7 @@ def test_the_running_user_may_own_its_files(tmp_path, monkeypatch):
     st = os.stat(tmp_path)
     check_stat(tmp_path, os.stat_result((0o40700, *st[1:4], me, *st[5:])))
     check_stat(tmp_path, os.stat_result((0o40755, *st[1:4], 0, *st[5:])))
-    with pytest.raises(Untrusted, match=rf"owned by uid 4242, not by root or nobody; fix: chown nobody "):
+    with pytest.raises(Untrusted, match=r"owned by uid 4242, not by root or nobody; fix: chown nobody "):
         check_stat(tmp_path, os.stat_result((0o40700, *st[1:4], 4242, *st[5:])))
 
 

@@ -435,6 +435,30 @@ def test_client_connections_have_keep_alives_and_no_nagle(rig):
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
+def test_keep_alives_find_a_vanished_peer_within_a_minute_of_the_setting(rig):
+    import socket
+
+    pytest.importorskip("OpenSSL")
+    from twisted.internet.ssl import CertificateOptions
+    from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+
+    def options(sock):
+        return [sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, name))
+                for name in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT")]
+
+    rig.server.keepalive = 60
+    tls = TLSMemoryBIOProtocol(TLSMemoryBIOFactory(CertificateOptions(), False, rig.factory),
+                               rig.factory.buildProtocol(None))
+    for protocol in (rig.factory.buildProtocol(None), tls):  # plain TCP, and TLS over it
+        with TcpPair(protocol) as pair:
+            assert options(pair.transport.socket) == [60, 10, 6, 120_000]
+    rig.server.keepalive = None  # `limits.keepalive = 0`: the system's settings
+    with TcpPair(rig.factory.buildProtocol(None)) as pair:
+        fresh = socket.socket()
+        assert options(pair.transport.socket) == options(fresh)
+        fresh.close()
+
+
 def test_twisted_keeps_the_buffer_attributes_the_fast_path_reads(rig):
     # If a Twisted release renames them, direct_socket() turns the fast path off; this
     # test says so loudly instead of letting notifd quietly slow down.
@@ -652,6 +676,7 @@ def test_a_client_that_lets_replies_pile_up_is_dropped(rig):
             if pair.transport._aborting:
                 break
         assert pair.transport._aborting  # dropped, not flushed: it does not read anyway
+        assert counted(rig, "notifd_connections_closed_total", limit="max_unsent_bytes") == 1
         assert 64 * 1024 < wire.unsent(pair.transport) < 64 * 1024 + 2000 * 21
 
 
@@ -699,3 +724,177 @@ def test_idle_connections_in_normal_mode_are_closed_not_in_notification_mode(rig
     assert rig.server.close_idle() == 1  # the talker, silent for an hour now
     rig.clock.advance(61)
     assert rig.server.close_idle() == 1 and waiting_transport.disconnecting
+
+
+def test_parallel_wrong_hellos_are_checked_at_most_the_limit(database, item_types):
+    from notifd.limits import FailureLimiter
+
+    held = HeldDatabase(database)
+    rig = Rig(database, item_types, db=held)
+    rig.server.hello_limiter = FailureLimiter(rig.clock, allowed=5, window=60)
+    database.call(store.add_client, "kiosk")
+    clients = [rig.connect() for _ in range(50)]
+    for proto, _ in clients:  # every hello arrives before the first answer comes back
+        proto.dataReceived(b"hello kiosk guess\n")
+    assert sum(f is store.identify for f, *_ in held.held) == 5
+    held.release()
+    replies = sorted(said(transport) for _, transport in clients)
+    assert replies.count(b"ERR unknown client or wrong token\r\n") == 5
+    assert replies.count(b"ERR too many failed hellos; try again later\r\n") == 45
+
+
+def test_a_successful_hello_is_not_counted_as_a_failure(database, item_types):
+    from notifd.limits import FailureLimiter
+
+    held = HeldDatabase(database)
+    rig = Rig(database, item_types, db=held)
+    rig.server.hello_limiter = FailureLimiter(rig.clock, allowed=1, window=60)
+    token = database.call(store.add_client, "kiosk")
+    (right, right_transport), (wrong, wrong_transport) = rig.connect(), rig.connect()
+    right.dataReceived(f"hello kiosk {token}\n".encode())
+    held.release()
+    wrong.dataReceived(b"hello kiosk guess\n")
+    held.release()
+    assert said(right_transport) == b"OK\r\n"
+    assert said(wrong_transport) == b"ERR unknown client or wrong token\r\n"  # checked: the one allowed failure
+
+
+# --- connections waiting for their hello, refusals, keep-alives ----------------------------
+
+
+def counted(rig, name, **labels):
+    return rig.server.metrics.registry.get_sample_value(name, labels)
+
+
+def connect_from(rig, host):
+    from twisted.internet.address import IPv4Address
+
+    proto = rig.factory.buildProtocol(IPv4Address("TCP", host, 1234))
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    return proto, transport
+
+
+def test_connections_waiting_for_hello_are_limited_per_address(database, item_types):
+    rig = Rig(database, item_types)
+    rig.server.anonymous = False
+    rig.server.max_unidentified_per_address = 2
+    token = database.call(store.add_client, "kiosk")
+    first, second = connect_from(rig, "10.0.0.1"), connect_from(rig, "10.0.0.1")
+    _, refused = connect_from(rig, "10.0.0.1")
+    assert refused.value() == b"ERR too many connections waiting for hello from your address\r\n"
+    assert refused.disconnecting
+    _, other = connect_from(rig, "10.0.0.2")  # another address has its own count
+    assert not other.disconnecting
+    first[0].dataReceived(f"hello kiosk {token}\n".encode())
+    assert said(first[1]) == b"OK\r\n"
+    _, third = connect_from(rig, "10.0.0.1")  # identified: no longer waiting, room for one more
+    assert not third.disconnecting
+    second[0].dataReceived(b"hello kiosk wrong\n")  # a failed hello is still waiting
+    _, refused = connect_from(rig, "10.0.0.1")
+    assert refused.disconnecting
+    second[0].connectionLost(None)  # gone: room again
+    _, fourth = connect_from(rig, "10.0.0.1")
+    assert not fourth.disconnecting
+    assert rig.server.unidentified == {"10.0.0.1": 2, "10.0.0.2": 1}
+    assert counted(rig, "notifd_connections_refused_total", limit="max_unidentified_per_address") == 2
+
+
+def test_anonymous_connections_are_not_waiting_for_hello(rig):
+    rig.server.max_unidentified_per_address = 1
+    rig.server.hello_timeout = 10
+    clients = [connect_from(rig, "10.0.0.1") for _ in range(3)]
+    rig.clock.advance(60)
+    assert not any(transport.disconnecting for _, transport in clients)
+    assert rig.server.unidentified == {}
+
+
+def test_a_connection_gets_hello_timeout_from_connect_to_a_successful_hello(database, item_types):
+    held = HeldDatabase(database)
+    rig = Rig(database, item_types, db=held)
+    rig.server.anonymous = False
+    rig.server.hello_timeout = 10
+    token = database.call(store.add_client, "kiosk")
+    trickler, trickler_transport = connect_from(rig, "10.0.0.1")
+    named, named_transport = connect_from(rig, "10.0.0.1")
+    late, late_transport = connect_from(rig, "10.0.0.1")
+    rig.clock.advance(5)
+    named.dataReceived(f"hello kiosk {token}\n".encode())
+    held.release()
+    for byte in b"hello kiosk":  # bytes trickling in do not move the deadline
+        trickler.dataReceived(bytes([byte]))
+        rig.clock.advance(0.4)
+    late.dataReceived(f"hello kiosk {token}\n".encode())  # still being checked at the deadline
+    rig.clock.advance(10 - 5 - 0.4 * 11)
+    assert trickler_transport.value() == b"ERR no hello in time\r\n" and trickler_transport.disconnecting
+    assert late_transport.value() == b"ERR no hello in time\r\n" and late_transport.disconnecting
+    held.release()
+    assert late_transport.value() == b"ERR no hello in time\r\n"  # nothing after it
+    late.connectionLost(None)
+    trickler.connectionLost(None)
+    rig.clock.advance(3600)
+    assert said(named_transport) == b"OK\r\n" and not named_transport.disconnecting
+    assert rig.server.unidentified == {}
+    assert counted(rig, "notifd_connections_closed_total", limit="hello_timeout") == 2
+
+
+def test_refusals_are_logged_once_a_minute_per_address_and_counted(rig, logged):
+    from twisted.logger import formatEvent
+
+    rig.server.max_per_address = 1
+    connect_from(rig, "10.0.0.1")
+    for _ in range(100):
+        connect_from(rig, "10.0.0.1")
+    connect_from(rig, "10.0.0.2")
+    connect_from(rig, "10.0.0.2")
+
+    def lines():
+        found = [formatEvent(e) for e in logged if e.get("limit")]
+        logged.clear()
+        return found
+
+    assert lines() == [
+        "refused a connection from 10.0.0.1: limits.max_connections_per_address = 1 reached",
+        "refused a connection from 10.0.0.2: limits.max_connections_per_address = 1 reached",
+    ]
+    rig.clock.advance(30)
+    rig.server.sweep()
+    assert lines() == []
+    rig.clock.advance(30)
+    rig.server.sweep()
+    assert lines() == [
+        "refused 99 connections from 10.0.0.1 since the last report: limits.max_connections_per_address = 1 reached"
+    ]
+    assert counted(rig, "notifd_connections_refused_total", limit="max_connections_per_address") == 101
+
+
+def test_refusals_at_the_total_limit_are_one_log_key_whatever_the_address(rig, logged):
+    from twisted.logger import formatEvent
+
+    rig.server.max_connections = 1
+    connect_from(rig, "10.0.0.1")
+    for i in range(50):
+        connect_from(rig, f"10.0.1.{i}")
+    assert [formatEvent(e) for e in logged if e.get("limit")] == [
+        "refused a connection: limits.max_connections = 1 reached"
+    ]
+    assert counted(rig, "notifd_connections_refused_total", limit="max_connections") == 50
+
+
+def test_idle_closes_and_hellos_are_counted(database, item_types):
+    from notifd.limits import FailureLimiter
+
+    rig = Rig(database, item_types)
+    rig.server.idle_timeout = 60
+    token = database.call(store.add_client, "kiosk")
+    rig.server.hello_limiter = FailureLimiter(rig.clock, allowed=1, window=60)
+    proto, _ = rig.connect()
+    proto.dataReceived(f"hello kiosk {token}\nhello kiosk x\n".encode())
+    proto, _ = rig.connect()
+    proto.dataReceived(b"hello kiosk x\nhello kiosk x\n")
+    hellos = {result: counted(rig, "notifd_hellos_total", result=result)
+              for result in ("accepted", "refused", "throttled")}
+    assert hellos == {"accepted": 1, "refused": 1, "throttled": 1}  # the named one's second: `ERR already identified`
+    rig.clock.advance(61)
+    rig.server.sweep()
+    assert counted(rig, "notifd_connections_closed_total", limit="idle_timeout") == 2
