@@ -21,8 +21,14 @@ def watch(endpoints: tuple[str, ...], name: str | None, token: str | None, types
     """Print new items as they come: the tutorial's client loop, failing over between daemons."""
     if name and not token:
         raise click.ClickException("--name needs --token (or NOTIFD_TOKEN)")
-    from ..watch import run_watch
+    from ..watch import checks_no_certificate, run_watch
 
+    for endpoint in endpoints:
+        if checks_no_certificate(endpoint):
+            raise click.ClickException(
+                f"--connect {endpoint}: this endpoint would accept any certificate (Twisted's ssl: client "
+                "checks it only with hostname=); use tls:HOST:PORT"
+            )
     sys.exit(run_watch(endpoints, name, token, types, click.echo))
 
 

@@ -1,5 +1,6 @@
 """TLS against a real notifd: forward-secret ciphers by default and `tls.ciphers`, certificates
-reloaded on SIGHUP (also with --workers), and the log naming TLS ports."""
+reloaded on SIGHUP (also with --workers), the log naming TLS ports, and `notifctl watch`
+against a certificate it does not trust."""
 from __future__ import annotations
 
 import json
@@ -200,3 +201,38 @@ def test_with_workers_every_worker_serves_the_new_certificate_after_sighup(daemo
     # The kernel spreads connections over both workers' sockets: all see the new certificate.
     clients = [TLSClient(server.port, context=trust_both) for _ in range(16)]
     assert {client.certificate() for client in clients} == {der(new_cert)}
+
+
+# --- notifctl watch against a certificate it does not trust ---------------------------------------
+
+
+@pytest.mark.parametrize("endpoint", ["tls:localhost:{port}", "ssl:host=127.0.0.1:port={port}:hostname=localhost"])
+def test_watch_against_an_untrusted_certificate_is_one_line(daemon, notifctl, certificate, endpoint):
+    cert, key = certificate
+    server = daemon(listen=ssl_listen(cert, key))
+    connect = endpoint.format(port=server.port)
+    result = notifctl("watch", "--connect", connect, check=False)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"notifctl: cannot connect to {connect}: the server's TLS certificate is not trusted (certificate verify "
+        "failed; for a private CA, add :trustRoots=DIR to the endpoint)\n"
+    )
+
+
+def test_watch_against_a_certificate_for_another_host_is_one_line(daemon, notifctl, certificate):
+    cert, key = certificate
+    server = daemon(listen=ssl_listen(cert, key))
+    connect = f"ssl:host=127.0.0.1:port={server.port}:hostname=other.example:caCertsDir={cert.parent}"
+    result = notifctl("watch", "--connect", connect, check=False)
+    assert (result.returncode, result.stderr) == (
+        1, f"notifctl: cannot connect to {connect}: the server's TLS certificate is not for this host name\n"
+    )
+
+
+def test_watch_refuses_a_tls_endpoint_that_checks_no_certificate(daemon, notifctl, certificate):
+    cert, key = certificate
+    server = daemon(listen=ssl_listen(cert, key))
+    result = notifctl("watch", "--connect", f"ssl:127.0.0.1:{server.port}", check=False)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "would accept any certificate" in result.stderr
+    assert "use tls:HOST:PORT" in result.stderr
