@@ -85,3 +85,10 @@ def test_a_cipher_string_must_select_a_tls_1_2_cipher():
     for wrong in ("NO-SUCH-CIPHER", "TLS_AES_128_GCM_SHA256"):  # a TLS 1.3 suite is not a TLS 1.2 cipher
         with pytest.raises(ConfigError, match=f"tls.ciphers: '{wrong}' selects no TLS 1.2 cipher"):
             tls.check_ciphers(wrong)
+
+
+def test_the_example_config_shows_the_default_ciphers():
+    from pathlib import Path
+
+    example = (Path(__file__).parents[2] / "contrib" / "notifd.toml").read_text()
+    assert f'# ciphers = "{tls.DEFAULT_CIPHERS}"\n' in example
