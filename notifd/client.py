@@ -42,13 +42,14 @@ from typing import Any, Callable, Iterable
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer
-from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import Factory
-from twisted.python.failure import Failure
+from twisted.internet.interfaces import IHandshakeListener, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
+from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 NOTIF_PREFIX = "notif: "
@@ -226,8 +227,81 @@ class NotifClient(LineOnlyReceiver):
 
 
 def connect(reactor: Any, endpoint: str) -> defer.Deferred:
-    """Connect to a notifd; fires with a `NotifClient`. ``endpoint`` is a Twisted client string."""
-    return connectProtocol(clientFromString(reactor, endpoint), NotifClient())
+    """Connect to a notifd; fires with a `NotifClient`. ``endpoint`` is a Twisted client string.
+
+    Over TLS it fires once the handshake succeeded: a certificate that is not trusted fails
+    the Deferred (with OpenSSL's ``SSL.Error``, or service_identity's ``VerificationError``
+    when the certificate is not for that host name).
+    """
+    return Secured(clientFromString(reactor, endpoint)).connect(Factory.forProtocol(NotifClient))
+
+
+@implementer(IStreamClientEndpoint)
+class Secured:
+    """An endpoint whose connections are handed over only once TLS, if any, is established.
+
+    A TLS failure (a certificate the client does not trust) then fails the connection
+    attempt, as a refused connection does, instead of closing a connection already handed
+    over: ClientService has no transition for a connection lost while its
+    ``prepareConnection`` runs, so `Failover` needs this.
+    """
+
+    def __init__(self, endpoint: Any) -> None:
+        self.endpoint = endpoint
+
+    def connect(self, factory) -> defer.Deferred:
+        held: list[_UntilSecure] = []
+
+        def cancel(_):
+            if held and held[0].transport is not None:
+                held[0].transport.abortConnection()
+            else:
+                connecting.cancel()
+
+        ready = defer.Deferred(cancel)
+
+        class Holding(Factory):
+            def buildProtocol(self, addr):
+                protocol = factory.buildProtocol(addr)
+                if protocol is None:
+                    return None
+                held.append(_UntilSecure(protocol, ready))
+                return held[0]
+
+        connecting = self.endpoint.connect(Holding())
+        connecting.addErrback(lambda failure: None if ready.called else ready.errback(failure))
+        return ready
+
+
+@implementer(IHandshakeListener)
+class _UntilSecure(Protocol):
+    """Connects `protocol` to the transport once a TLS handshake completed (at once without TLS)."""
+
+    def __init__(self, protocol, ready: defer.Deferred) -> None:
+        self.protocol = protocol
+        self.ready = ready
+        self.handed_over = False
+
+    def connectionMade(self) -> None:
+        if not isinstance(self.transport, TLSMemoryBIOProtocol):
+            self.handshakeCompleted()
+
+    def handshakeCompleted(self) -> None:
+        if self.ready.called:  # cancelled meanwhile
+            self.transport.abortConnection()
+            return
+        self.handed_over = True
+        self.protocol.makeConnection(self.transport)
+        self.ready.callback(self.protocol)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        if self.handed_over:
+            self.protocol.connectionLost(reason)
+        elif not self.ready.called:
+            self.ready.errback(reason)
 
 
 @implementer(IStreamClientEndpoint)
@@ -268,7 +342,7 @@ class Failover:
     ) -> None:
         resolved = [clientFromString(reactor, e) if isinstance(e, str) else e for e in endpoints]
         self.service = ClientService(
-            RoundRobin(resolved),
+            RoundRobin(Secured(endpoint) for endpoint in resolved),
             Factory.forProtocol(NotifClient),
             retryPolicy=backoffPolicy(initialDelay=initial_delay, maxDelay=max_delay),
             clock=clock if clock is not None else reactor,

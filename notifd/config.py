@@ -138,7 +138,9 @@ _BACKLOG_POSITION = {"tcp": 3, "tcp6": 2, "ssl": 6}
 
 def with_backlog(description: str) -> str:
     """A listen entry with LISTEN_BACKLOG added, when it is tcp:, tcp6: or ssl: and sets no backlog itself."""
-    from twisted.internet.endpoints import _parse  # Twisted's own grammar, escaped colons included
+    from twisted.internet.endpoints import (
+        _parse,  # Twisted's own grammar, escaped colons included
+    )
 
     try:
         args, kwargs = _parse(description)
@@ -166,6 +168,7 @@ class Config:
     log_format: str = "text"
     log_level: str = "info"
     metrics: str | None = None  # endpoint serving /metrics and /healthz
+    tls_ciphers: str | None = None  # OpenSSL cipher string for TLS 1.2 on ssl: entries; None: tls.DEFAULT_CIPHERS
     anonymous: bool = True  # clients may use the protocol without `hello`
     hello_failures: int = 5  # failed hellos allowed per source address ...
     hello_window: float = 60.0  # ... in this many seconds
@@ -271,6 +274,7 @@ KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "retention.max_age": ("retention", parse_duration),
     "retention.interval": ("prune_interval", _interval),
     "retention.batch": ("prune_batch", _positive_int),
+    "tls.ciphers": ("tls_ciphers", _string),  # checked against OpenSSL by the daemon (tls.check_ciphers)
 }
 # Keys of a [types.<name>] table.
 TYPE_KEYS: dict[str, Callable[[str, Any], Any]] = {

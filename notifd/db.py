@@ -22,7 +22,9 @@ from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import URL, Connection, Engine, Result, Row, make_url
 
 from . import store
-from .posting import default_database_path  # kept there so that notifctl add needs no SQLAlchemy
+from .posting import (
+    default_database_path,  # kept there so that notifctl add needs no SQLAlchemy
+)
 
 T = TypeVar("T")
 

@@ -17,7 +17,6 @@ from . import store
 from .config import Config
 from .db import transaction
 
-
 # How long the changes daemons follow (store.changes) are kept: far longer than any
 # running daemon takes to read them; a daemon that starts reads the current state.
 CHANGES_KEPT = timedelta(days=1)

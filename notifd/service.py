@@ -15,9 +15,8 @@ from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
-from . import __version__, store, systemd
+from . import __version__, plugins, store, systemd, tls
 from . import db as dbmod
-from . import plugins
 from .config import Config, ConfigError, changed, with_backlog
 from .hub import Hub
 from .limits import FailureLimiter
@@ -36,7 +35,7 @@ RELOADABLE = frozenset(
     {"log_level", "recent_max_age", "recent_max_count", "types", "retention", "prune_interval",
      "prune_batch", "max_line_length", "anonymous", "hello_failures", "hello_window", "max_connections",
      "max_connections_per_address", "idle_timeout", "max_unsent_bytes", "max_unidentified_per_address",
-     "hello_timeout", "keepalive"}
+     "hello_timeout", "keepalive", "tls_ciphers"}
 )
 
 
@@ -68,6 +67,7 @@ class Daemon:
         config.check_plugins(pm.origins)
         self.types = plugins.item_types(pm, config.plugins)
         config.check_types(self.types)
+        tls.check_ciphers(config.tls_ciphers)
         windows = self._windows(config)
         self.hub = Hub(self.db, reactor, windows, config.poll_interval, metrics=self.metrics)
         pm.register(self.hub, name="notifd.hub")
@@ -101,6 +101,7 @@ class Daemon:
         if self.wakeups is not None:
             self.hub.wakeup_pending = self.wakeups.pending
         self.ports: list = []
+        self.tls: list[tls.ServerTLS] = []  # of the ssl: endpoints, reloaded on SIGHUP
         self.listening = ""  # the endpoints, as `notifctl status` shows them
         self.started_at = store.utcnow()
         self.metrics_port = None
@@ -149,19 +150,22 @@ class Daemon:
             yield self.outbox.start()
         if self.wakeups is not None:
             yield defer.maybeDeferred(self.wakeups.start)
+        addresses = []
         for index, description in enumerate(self.config.listen):
             if self.shared_ports is not None:
                 port = yield self._listen_shared(description, self.shared_ports[index], self.factory)
             else:
                 port = yield self._listen(description, self.factory)
             self.ports.append(port)
-            self.log.info("notifd listening on {address}", address=_describe(port.getHost()))
+            addresses.append(_describe(port.getHost(), tls.is_tls(description)))
+            self.log.info("notifd listening on {address}", address=addresses[-1])
         if self.config.metrics:
             self.metrics_port = yield self._listen(
                 self.config.metrics, site(self.metrics, self._health_check, self.reactor)
             )
-            self.log.info("metrics on http {address}", address=_describe(self.metrics_port.getHost()))
-        self.listening = " ".join(_describe(port.getHost()) for port in self.ports)
+            self.log.info("metrics on http {address}", address=_describe(
+                self.metrics_port.getHost(), tls.is_tls(self.config.metrics)))
+        self.listening = " ".join(addresses)
         self._heartbeat.start(HEARTBEAT_SECONDS, now=True)
         # Often enough that a connection is closed at most half its timeout late.
         self._idle_sweep.start(min(IDLE_SWEEP_SECONDS, (self.config.idle_timeout or IDLE_SWEEP_SECONDS) / 2), now=False)
@@ -187,13 +191,22 @@ class Daemon:
         from .workers import listen_shared, shared_port
 
         try:
-            return defer.succeed(listen_shared(self.reactor, shared_port(self.reactor, description), port, factory))
+            shared = shared_port(self.reactor, description, self.config.tls_ciphers)
+            listening = listen_shared(self.reactor, shared, port, factory)
         except (OSError, ConfigError) as e:
             return defer.fail(StartError(f"cannot listen on {description!r}: {e}"))
+        if shared.tls is not None:
+            self.tls.append(shared.tls)
+        return defer.succeed(listening)
 
     def _listen(self, description: str, factory):
         try:
-            endpoint = serverFromString(self.reactor, with_backlog(description))
+            description = with_backlog(description)
+            if tls.is_tls(description):
+                endpoint, server_tls = tls.server_endpoint(self.reactor, description, self.config.tls_ciphers)
+                self.tls.append(server_tls)
+            else:
+                endpoint = serverFromString(self.reactor, description)
         except Exception as e:
             return defer.fail(StartError(f"cannot listen on {description!r}: {e}"))
         d = endpoint.listen(factory)
@@ -274,6 +287,7 @@ class Daemon:
     def reload(self, new: Config) -> list[str]:
         """Apply what can change without a restart (SIGHUP); returns the fields that need a restart."""
         new.check_types(self.types)
+        tls.check_ciphers(new.tls_ciphers)
         differences = changed(self.config, new)
         needs_restart = [name for name in differences if name not in RELOADABLE]
         if self.logging is not None:
@@ -285,15 +299,18 @@ class Daemon:
             closed = self.server.refuse_anonymous()
             self.log.info("anonymous clients are no longer served: closed {n} connection(s)", n=closed)
         self.pruner.configure(new)
+        for server_tls in self.tls:
+            server_tls.reload(self.reactor, new.tls_ciphers)  # logs its outcome
         self.config = new
         return needs_restart
 
 
-def _describe(address) -> str:
+def _describe(address, is_tls: bool = False) -> str:
     host = getattr(address, "host", None)
     port = getattr(address, "port", None)
     if host is not None and port is not None:
-        return f"{address.type} {host}:{port}"
+        # A TLS port's address says TCP: name what a client must speak.
+        return f"{'TLS' if is_tls else address.type} {host}:{port}"
     name = getattr(address, "name", None)
     return f"unix {name.decode() if isinstance(name, bytes) else name}" if name else str(address)
 
@@ -372,6 +389,7 @@ def check(config: Config) -> str:
     config.check_plugins(pm.origins)
     types = plugins.item_types(pm, config.plugins)
     config.check_types(types)
+    tls.check_ciphers(config.tls_ciphers)
     found = plugins.notifiers(pm, config.plugins, reactor)
     config.check_notifiers(n.name for _, n in found)
     for _, notifier in found:
@@ -384,7 +402,10 @@ def check(config: Config) -> str:
     for key, description in [("listen", d) for d in config.listen] + [("metrics", config.metrics)]:
         if description and not (key == "metrics" and config.workers > 1):
             try:
-                serverFromString(reactor, description)
+                if tls.is_tls(description):
+                    tls.server_endpoint(reactor, description, config.tls_ciphers)  # reads its files
+                else:
+                    serverFromString(reactor, description)
             except Exception as e:
                 raise ConfigError(f"{key}: bad endpoint {description!r}: {e}") from None
     return to_toml(effective(config))

@@ -93,7 +93,9 @@ def send_datagrams(db_path: Path) -> int:
 
 def make_listener(reactor, engine, wake: Callable[[], None], node: str):
     """The daemon's listener for this database (with start() and stop()), or None (in-memory SQLite)."""
-    from .db import sqlite_path  # here, not at the top: notifctl add sends without SQLAlchemy
+    from .db import (
+        sqlite_path,  # here, not at the top: notifctl add sends without SQLAlchemy
+    )
 
     if engine.dialect.name == "postgresql":
         return PgListener(reactor, engine, wake, node)
@@ -269,7 +271,9 @@ class PgListener:
 
     @property
     def log(self):
-        from twisted.logger import Logger  # here: notifctl imports this module, and not Twisted
+        from twisted.logger import (
+            Logger,  # here: notifctl imports this module, and not Twisted
+        )
 
         return Logger(namespace="notifd.wakeup")
 

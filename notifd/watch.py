@@ -29,6 +29,7 @@ def run_watch(endpoints: Iterable[str], name: str | None, token: str | None, typ
             echo(f"notifctl: the server refused: {e}", err=True)
             outcome.append(1)
         except Exception as e:
+            e = getattr(e, "originalException", e)  # Twisted's UnlistableError (a bad trustRoots=) says nothing itself
             echo(f"notifctl: {e}", err=True)
             outcome.append(1)
 
@@ -37,6 +38,15 @@ def run_watch(endpoints: Iterable[str], name: str | None, token: str | None, typ
     except SystemExit:
         pass
     return outcome[0] if outcome else 1
+
+
+def checks_no_certificate(endpoint: str) -> bool:
+    """Whether a client endpoint is TLS that accepts any certificate: Twisted's `ssl:`
+    checks the server's certificate only when given hostname= (`tls:` always does)."""
+    from twisted.internet.endpoints import _parse as parse_endpoint_string
+
+    args, options = parse_endpoint_string(endpoint)
+    return args[0] == "ssl" and "hostname" not in options
 
 
 def watch(reactor, endpoints: list[str], name: str | None, token: str | None, types: tuple[str, ...], echo: Callable,
@@ -67,7 +77,14 @@ def watch(reactor, endpoints: list[str], name: str | None, token: str | None, ty
     failover = Failover(reactor, endpoints, on_connect, **failover_options)
     failover.start()
     first = failover.when_connected(fail_after_failures=len(endpoints))
-    first.addErrback(lambda failure: ended.called or ended.errback(_unreachable(failure, endpoints)))
+
+    def unreachable(failure):
+        # This runs inside the service's state machine, which stopping would re-enter.
+        error = _unreachable(failure, endpoints)
+        clock.callLater(0, lambda: ended.called or ended.errback(error))
+
+    clock = failover_options.get("clock") or reactor
+    first.addErrback(unreachable)
 
     def finished(result):
         return failover.stop().addCallback(lambda _: result)
@@ -78,7 +95,23 @@ def watch(reactor, endpoints: list[str], name: str | None, token: str | None, ty
 def _unreachable(failure, endpoints: list[str]):
     if failure.check(NotifdError):
         return failure
-    return ConnectionError(f"cannot connect to {' or '.join(map(str, endpoints))}: {failure.getErrorMessage()}")
+    return ConnectionError(f"cannot connect to {' or '.join(map(str, endpoints))}: {_why(failure)}")
+
+
+def _why(failure) -> str:
+    """Why a connection failed, in words; for TLS, what is wrong with the certificate."""
+    from OpenSSL.SSL import Error as OpenSSLError
+    from service_identity import VerificationError
+
+    if failure.check(VerificationError):
+        return "the server's TLS certificate is not for this host name"
+    if failure.check(OpenSSLError):
+        reasons = [reason for _, _, reason in failure.value.args[0]] if failure.value.args else []
+        if "certificate verify failed" in reasons:
+            return ("the server's TLS certificate is not trusted (certificate verify failed; for a private CA, "
+                    "add :trustRoots=DIR to the endpoint)")
+        return f"TLS failed ({'; '.join(reasons) or failure.getErrorMessage()})"
+    return failure.getErrorMessage()
 
 
 ERR_PAUSE = 1.0  # seconds before re-entering notification mode after an ERR answer

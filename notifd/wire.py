@@ -30,7 +30,18 @@ from . import plugins, store
 from .items import Item, ItemType
 from .limits import RefusalLog
 from .metrics import Metrics
-from .protocol import Err, Fetch, Identify, MarkRead, Mode, Send, Session, Subscribe, Unsubscribe, sendable
+from .protocol import (
+    Err,
+    Fetch,
+    Identify,
+    MarkRead,
+    Mode,
+    Send,
+    Session,
+    Subscribe,
+    Unsubscribe,
+    sendable,
+)
 from .readmarks import ReadMarks
 
 

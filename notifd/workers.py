@@ -23,10 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, protocol
-from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
+from twisted.internet.endpoints import (
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    serverFromString,
+)
 from twisted.logger import Logger
 
 from . import systemd
+from . import tls as tlsmod
 from .config import Config, ConfigError, with_backlog
 
 WORKER_ENV = "NOTIFD_WORKER"  # "<n>": this process is worker n (1..N)
@@ -43,7 +48,7 @@ class SharedPort:
     interface: str
     port: int
     backlog: int
-    tls: Any = None  # the TLS context factory of an ssl: entry
+    tls: tlsmod.ServerTLS | None = None  # of an ssl: entry
 
     def socket(self, port: int | None = None, listen: bool = False) -> socket.socket:
         sock = socket.socket(self.family, socket.SOCK_STREAM)
@@ -60,17 +65,20 @@ class SharedPort:
         return sock
 
 
-def shared_port(reactor, description: str) -> SharedPort:
-    """Parse a `listen` entry for workers; raises ConfigError for kinds that cannot be shared."""
+def shared_port(reactor, description: str, ciphers: str | None = None) -> SharedPort:
+    """Parse a `listen` entry for workers (reading an ssl: entry's files); raises ConfigError
+    for kinds that cannot be shared."""
     try:
-        endpoint = serverFromString(reactor, with_backlog(description))
+        description = with_backlog(description)
+        if tlsmod.is_tls(description):
+            entry = tlsmod.parse(description)
+            return SharedPort(description, socket.AF_INET, entry.interface, entry.port, entry.backlog,
+                              tlsmod.ServerTLS(entry, ciphers))
+        endpoint = serverFromString(reactor, description)
     except Exception as e:
         raise ConfigError(f"listen: bad endpoint {description!r}: {e}") from None
     # Twisted's endpoints keep their address in private attributes; this module is the
     # only reader, and tests/integration/test_workers.py covers each kind.
-    if isinstance(endpoint, SSL4ServerEndpoint):
-        return SharedPort(description, socket.AF_INET, endpoint._interface, endpoint._port, endpoint._backlog,
-                          endpoint._sslContextFactory)
     if isinstance(endpoint, TCP6ServerEndpoint):
         return SharedPort(description, socket.AF_INET6, endpoint._interface, endpoint._port, endpoint._backlog)
     if isinstance(endpoint, TCP4ServerEndpoint):
@@ -93,7 +101,7 @@ def check_shared(reactor, config: Config) -> list[SharedPort]:
             serverFromString(reactor, config.metrics.replace("{worker}", "1"))
         except Exception as e:
             raise ConfigError(f"metrics: bad endpoint {config.metrics!r}: {e}") from None
-    return [shared_port(reactor, description) for description in config.listen]
+    return [shared_port(reactor, description, config.tls_ciphers) for description in config.listen]
 
 
 def listen_shared(reactor, shared: SharedPort, port: int, factory):
@@ -189,7 +197,7 @@ class Supervisor:
             self.ready += 1
             if self.ready == self.config.workers:
                 self.all_ready = True
-                listening = " ".join(f"{s.description.split(':')[0].upper()} {s.interface or '*'}:{p}"
+                listening = " ".join(f"{'TLS' if s.tls else s.description.split(':')[0].upper()} {s.interface or '*'}:{p}"
                                      for s, p in zip(self.shared, self.ports))
                 self.log.info("notifd: {n} workers ready, sharing {listening}", n=self.config.workers, listening=listening)
                 systemd.notify(f"READY=1\nSTATUS={self.config.workers} workers on {listening}")

@@ -7,6 +7,7 @@ import click
 
 from .common import HELP, store_of
 
+
 @click.group("db", context_settings=HELP)
 def db_group() -> None:
     """Database maintenance."""

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .common import HELP, Store, item_json, iso, store_of
+from .common import HELP, Store, iso, item_json, store_of
 
 
 def _read_stdin_text(limit: int) -> str | None:

@@ -8,14 +8,15 @@ import click
 
 from .common import HELP, iso, store_of
 
+
 @click.command(context_settings=HELP)
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of {name, origin, item_types, notifiers}.")
 @click.pass_context
 def plugins(ctx: click.Context, as_json: bool) -> None:
     """List the loaded plugins, where each came from, and the item types and notifiers it adds."""
-    from twisted.internet import reactor  # handed to register_notifiers, never run here
-
     from dataclasses import replace
+
+    from twisted.internet import reactor  # handed to register_notifiers, never run here
 
     from ..plugins import describe
 

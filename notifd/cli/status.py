@@ -7,6 +7,7 @@ import click
 
 from .common import HELP, iso, store_of
 
+
 @click.command(context_settings=HELP)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context

@@ -7,6 +7,7 @@ import click
 
 from .common import HELP
 
+
 @click.command(context_settings=HELP)
 @click.option(
     "--connect", "endpoints", multiple=True, default=["tcp:127.0.0.1:8789"], show_default=True,
@@ -15,14 +16,47 @@ from .common import HELP
     "fails or is lost [env NOTIFD_CONNECT, space-separated].",
 )
 @click.option("--name", help="Say hello as this named client.")
-@click.option("--token", envvar="NOTIFD_TOKEN", help="The named client's token [env NOTIFD_TOKEN].")
+@click.option(
+    "--token", envvar="NOTIFD_TOKEN",
+    help="The named client's token [env NOTIFD_TOKEN]. On the command line every local user can read it "
+    "(ps): prefer --token-file or the environment.",
+)
+@click.option(
+    "--token-file", metavar="FILE",
+    help="Read the token from the first line of FILE (keep it mode 0600); wins over NOTIFD_TOKEN.",
+)
 @click.option("--type", "types", multiple=True, metavar="TYPE", help="Only these item types; repeatable.")
-def watch(endpoints: tuple[str, ...], name: str | None, token: str | None, types: tuple[str, ...]) -> None:
+@click.pass_context
+def watch(ctx: click.Context, endpoints: tuple[str, ...], name: str | None, token: str | None,
+          token_file: str | None, types: tuple[str, ...]) -> None:
     """Print new items as they come: the tutorial's client loop, failing over between daemons."""
+    if token_file is not None:
+        if token is not None and ctx.get_parameter_source("token") is click.core.ParameterSource.COMMANDLINE:
+            raise click.ClickException("give --token or --token-file, not both")
+        token = _read_token(token_file)
     if name and not token:
-        raise click.ClickException("--name needs --token (or NOTIFD_TOKEN)")
-    from ..watch import run_watch
+        raise click.ClickException("--name needs --token-file, NOTIFD_TOKEN or --token")
+    from ..watch import checks_no_certificate, run_watch
 
+    for endpoint in endpoints:
+        if checks_no_certificate(endpoint):
+            raise click.ClickException(
+                f"--connect {endpoint}: this endpoint would accept any certificate (Twisted's ssl: client "
+                "checks it only with hostname=); use tls:HOST:PORT"
+            )
     sys.exit(run_watch(endpoints, name, token, types, click.echo))
+
+
+def _read_token(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.readline().strip()
+    except OSError as e:
+        raise click.ClickException(f"--token-file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise click.ClickException(f"--token-file {path}: not a text file") from None
+    if not token:
+        raise click.ClickException(f"--token-file {path}: the first line is empty")
+    return token
 
 

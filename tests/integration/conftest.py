@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 TIMEOUT = 10.0  # seconds any single expected event may take before the test fails
-LISTENING = re.compile(r"notifd listening on TCP ([\d.]+):(\d+)")
+LISTENING = re.compile(r"notifd listening on (?:TCP|TLS) ([\d.]+):(\d+)")
 
 _measurements: list[str] = []
 

@@ -14,7 +14,7 @@ import click
 import pytest
 
 from notifd.cli import notifctl
-from tests.integration.conftest import TIMEOUT, _ENV, DaemonProcess, _script, eventually
+from tests.integration.conftest import _ENV, TIMEOUT, DaemonProcess, _script, eventually
 
 pytestmark = pytest.mark.integration
 

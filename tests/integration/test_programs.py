@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +68,41 @@ def test_notifctl_watch_without_a_daemon_fails_cleanly(tmp_path):
     )
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("notifctl: ")
+
+
+def test_notifctl_watch_reads_the_token_from_a_file(daemon, notifctl, start_notifctl, tmp_path):
+    token = notifctl("client", "add", "kiosk").stdout.splitlines()[-1]
+    notifctl("add", "classified", "for kiosks")
+    server = daemon("--config", str(_config_without_anonymous(tmp_path)))
+    token_file = tmp_path / "token"
+    token_file.write_text(f"  {token}  \nthe first line only\n")
+    watcher = start_notifctl(
+        "watch", "--connect", f"tcp:127.0.0.1:{server.port}", "--name", "kiosk", "--token-file", str(token_file)
+    )
+    assert watcher.stdout.readline() == "classified: for kiosks\n"  # said hello: anonymous clients are refused
+    assert token not in Path(f"/proc/{watcher.pid}/cmdline").read_text()  # nothing for `ps` to show
+
+    token_file.write_text("not-the-token\n")
+    refused = notifctl("watch", "--connect", f"tcp:127.0.0.1:{server.port}", "--name", "kiosk",
+                       "--token-file", str(token_file), check=False)
+    assert refused.returncode == 1 and refused.stderr.startswith("notifctl: the server refused: ")
+
+
+def _config_without_anonymous(tmp_path) -> Path:
+    config = tmp_path / "notifd.toml"
+    config.write_text("[auth]\nanonymous = false\n")
+    return config
+
+
+def test_notifctl_watch_token_file_errors_are_one_line(notifctl, tmp_path):
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    for token_file, error in [
+        (tmp_path / "missing", f"--token-file {tmp_path}/missing: No such file or directory"),
+        (tmp_path, f"--token-file {tmp_path}: Is a directory"),
+        (empty, f"--token-file {empty}: the first line is empty"),
+    ]:
+        result = notifctl("watch", "--name", "kiosk", "--token-file", str(token_file), check=False)
+        assert (result.returncode, result.stderr) == (1, f"notifctl: {error}\n")
+    both = notifctl("watch", "--name", "kiosk", "--token", "t", "--token-file", str(empty), check=False)
+    assert (both.returncode, both.stderr) == (1, "notifctl: give --token or --token-file, not both\n")

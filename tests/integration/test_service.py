@@ -1,5 +1,5 @@
-"""notifd as a system service: systemd notifications, signals, metrics, TLS, socket activation,
-backups during posting, retention, status."""
+"""notifd as a system service: systemd notifications, signals, metrics, socket activation,
+backups during posting, retention, status (TLS: test_tls.py)."""
 from __future__ import annotations
 
 import datetime
@@ -8,7 +8,6 @@ import re
 import signal
 import socket
 import sqlite3
-import ssl
 import sys
 import threading
 import urllib.request
@@ -17,8 +16,7 @@ import pytest
 
 from notifd import db as dbmod
 from notifd import store
-from tests import transcript
-from tests.integration.conftest import TIMEOUT, LineClient
+from tests.integration.conftest import TIMEOUT
 from tests.posts import add_item
 
 pytestmark = pytest.mark.integration
@@ -115,76 +113,6 @@ def test_status_while_running_and_after(daemon, notifctl):
     server.kill(signal.SIGTERM)
     after = notifctl("status", check=False)
     assert after.returncode == 3 and "not running" in after.stdout
-
-
-# --- TLS ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def certificate(tmp_path):
-    """A self-signed certificate for localhost and 127.0.0.1, made in the test."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    trust = tmp_path / "trust"
-    trust.mkdir()
-    cert_path = trust / "cert.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path = tmp_path / "key.pem"
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
-class TLSClient(LineClient):
-    def __init__(self, port: int, cafile) -> None:
-        context = ssl.create_default_context(cafile=str(cafile))
-        raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        self.sock = context.wrap_socket(raw, server_hostname="localhost")
-        self.buffer = b""
-
-
-def test_a_tls_client_completes_the_tutorial_session(daemon, notifctl, certificate, start_notifctl):
-    cert, key = certificate
-    for type_name, text in transcript.POSTS_BEFORE:
-        notifctl("add", type_name, text)
-    server = daemon(listen=f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}")
-    transcript.replay(TLSClient(server.port, cert), lambda type_name, text: notifctl("add", type_name, text))
-    # notifctl watch connects over TLS too, checking the certificate.
-    watcher = start_notifctl("watch", "--connect", f"tls:localhost:{server.port}:trustRoots={cert.parent}")
-    assert watcher.stdout.readline() == "classified: Nice appart in the 11e.\n"  # a new anonymous client
-
-
-def test_plain_text_to_the_tls_port_is_refused_and_others_go_on(daemon, certificate):
-    cert, key = certificate
-    server = daemon(listen=f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}")
-    plain = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
-    plain.sendall(b"random?\r\n")
-    assert b"random" not in plain.recv(4096)  # a TLS alert, or nothing: never a protocol answer
-    assert TLSClient(server.port, cert).ask("random?").isdigit()
 
 
 # --- socket activation ---------------------------------------------------------------------------

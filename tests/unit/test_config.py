@@ -11,7 +11,17 @@ from hypothesis import strategies as st
 
 from notifd import ItemType, Notifier, Retry, Window
 from notifd import db as dbmod
-from notifd.config import MASK, Config, ConfigError, build, masked, parse_duration, read_file, secret_key, to_toml
+from notifd.config import (
+    MASK,
+    Config,
+    ConfigError,
+    build,
+    masked,
+    parse_duration,
+    read_file,
+    secret_key,
+    to_toml,
+)
 
 
 def write(tmp_path, text):

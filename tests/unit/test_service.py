@@ -72,3 +72,18 @@ def _as_toml_data(value):
 def test_check_config_refuses_a_bad_endpoint():
     with pytest.raises(ConfigError, match="listen: bad endpoint 'tcpp:80'"):
         check(Config(listen=("tcpp:80",)))
+
+
+def test_reload_refuses_a_cipher_string_that_selects_nothing(daemon):
+    with pytest.raises(ConfigError, match="tls.ciphers: 'NO-SUCH-CIPHER' selects no TLS 1.2 cipher"):
+        daemon.reload(Config(node="test", tls_ciphers="NO-SUCH-CIPHER"))
+    assert daemon.config.tls_ciphers is None  # nothing applied
+
+
+def test_check_config_checks_tls_ciphers_and_reads_the_certificates(tmp_path):
+    with pytest.raises(ConfigError, match="tls.ciphers: 'NO-SUCH-CIPHER' selects no TLS 1.2 cipher"):
+        check(Config(tls_ciphers="NO-SUCH-CIPHER"))
+    listen = f"ssl:8790:privateKey={tmp_path}/key.pem"
+    with pytest.raises(ConfigError) as raised:
+        check(Config(listen=(listen,)))
+    assert str(raised.value) == f"listen: bad endpoint {listen!r}: cannot read {tmp_path}/key.pem: No such file or directory"
