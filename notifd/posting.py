@@ -7,7 +7,8 @@
 # tests/unit/test_posting.py compares the two on a migrated database, table by table, so
 # a schema change that this module does not follow fails the suite. Whatever it does not
 # do simply goes through store.py: another engine, a database to create or upgrade,
-# idempotency keys. Nothing here imports SQLAlchemy, Twisted or Alembic.
+# idempotency keys. Nothing here imports SQLAlchemy, Twisted or Alembic, which is also why
+# the database's own error, UnusableDatabase, and where the database lives are kept here.
 from __future__ import annotations
 
 import os
@@ -18,6 +19,24 @@ from typing import Sequence
 
 SCHEMA_HEAD = "0003"  # == store.SCHEMA_HEAD; a test keeps them equal
 SQLITE_BUSY_TIMEOUT_MS = 5000  # == db.SQLITE_BUSY_TIMEOUT_MS; a test keeps them equal
+
+
+class UnusableDatabase(Exception):
+    """The database cannot be used: newer than this notifd, cannot be created, on a read-only disk; the message says why."""
+
+
+def on_read_only_file_system(path: Path) -> bool:
+    """Whether the database file `path` lives on a file system mounted read-only."""
+    try:
+        return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def read_only_database(path: Path) -> UnusableDatabase:
+    # SQLite's own words for it ("unable to open database file", "attempt to write a
+    # readonly database") send the reader looking at permissions.
+    return UnusableDatabase(f"database {path}: the file system is read-only")
 
 
 def default_database_path() -> Path:
@@ -53,6 +72,15 @@ def insert_items(path: Path, rows: Sequence[tuple[str, str]], now: datetime) -> 
     """
     if not path.is_file():
         return None
+    try:
+        return _insert_items(path, rows, now)
+    except sqlite3.OperationalError as e:
+        if on_read_only_file_system(path):
+            raise read_only_database(path) from e
+        raise
+
+
+def _insert_items(path: Path, rows: Sequence[tuple[str, str]], now: datetime) -> list[int] | None:
     conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     try:
         # The same settings as db.make_engine; journal_mode=WAL is kept by the file.
