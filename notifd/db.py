@@ -7,7 +7,7 @@
 # reads on one reader thread (served even while a write waits for a foreign lock).
 #
 # Two engines are supported: SQLite (a file on one host, the default) and PostgreSQL
-# through psycopg 3 (several nodes on one database, issue 7). Whatever differs between
+# through psycopg 3 (several nodes on one database). Whatever differs between
 # them is decided here (`make_engine`, `transaction`, `upgrade`) or in `store.py`.
 from __future__ import annotations
 

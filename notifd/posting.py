@@ -1,6 +1,6 @@
 # `notifctl add` on SQLite without SQLAlchemy. Importing SQLAlchemy costs ~150 ms, half
 # of a `notifctl add`, for one INSERT; this module stores the same rows with the standard
-# library's sqlite3 (issue 6: `notifctl add` p50 <= 200 ms, batches >= 10,000 items/s).
+# library's sqlite3 (the targets: `notifctl add` p50 <= 200 ms, batches >= 10,000 items/s).
 #
 # Rules: store.py remains the owner of the schema. This module writes exactly the rows
 # `store.add_items` writes, on a database already at `SCHEMA_HEAD`, and

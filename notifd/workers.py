@@ -1,4 +1,4 @@
-# `notifd --workers N` (issue 7): N processes serving the same listening ports over the same
+# `notifd --workers N`: N processes serving the same listening ports over the same
 # database, to use every core of one host. The parent reserves the ports, starts the workers,
 # tells systemd once all of them are ready, forwards SIGHUP, stops them all on SIGTERM, and
 # restarts one that dies; it serves no client and opens no database connection itself.

@@ -1,4 +1,4 @@
-"""Faults of the disk under the database: full, and read-only (issue 5).
+"""Faults of the disk under the database: full, and read-only, each said in one clear line.
 
 The database lives on a small tmpfs mounted for the test, so the disk can really fill up
 and really be read-only. Mounting needs root (CAP_SYS_ADMIN): elsewhere these tests skip,
