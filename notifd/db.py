@@ -20,11 +20,12 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import URL, Connection, Engine, Result, Row, make_url
+from sqlalchemy.exc import OperationalError
 
 from . import store
-from .posting import (
-    default_database_path,  # kept there so that notifctl add needs no SQLAlchemy
-)
+
+# Kept in posting.py so that notifctl add needs no SQLAlchemy.
+from .posting import UnusableDatabase, default_database_path, on_read_only_file_system, read_only_database
 
 T = TypeVar("T")
 
@@ -42,10 +43,6 @@ def _first_line(error: BaseException) -> str:
     original = getattr(error, "orig", None) or error
     text = str(original)
     return text.splitlines()[0] if text else type(original).__name__
-
-
-class UnusableDatabase(Exception):
-    """The database cannot be used: newer than this notifd, cannot be created or copied; the message says why."""
 
 
 def database_url(value: str | None) -> URL:
@@ -268,13 +265,15 @@ class Database:
         elif not self.failing[write]:
             # An outage is logged once, not once per client: it ends with "answers ... again".
             self.failing[write] = True
-            _log().error("database unavailable for {kind}: {error}", kind=_KIND[write], error=_first_line(failure.value))
+            _log().error("database unavailable for {kind}: {error}", kind=_KIND[write], error=self.describe(failure.value))
         return failure
+
+    def describe(self, error: BaseException) -> str:
+        """One line for a failed call: a read-only file system is named as such."""
+        return str(read_only_error(self.engine.url, error) or _first_line(error))
 
     def call(self, f: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `f(conn, ...)` in a transaction here and now (on a database thread)."""
-        from sqlalchemy.exc import OperationalError
-
         write = getattr(f, "writes", False)
         # In an outage, fail fast: one call waited the whole busy timeout already, and the
         # calls queued behind it would each wait as long. The next success ends the outage.
@@ -343,10 +342,22 @@ def open_engine(url: URL, name: str = "notifd", create: bool = True) -> Engine:
             )
         if version != store.SCHEMA_HEAD:
             upgrade(engine, version)
+    except (OperationalError, sqlite3.OperationalError) as e:
+        engine.dispose()
+        # In WAL mode even a read must create the -shm file beside the database.
+        raise read_only_error(url, e) or e
     except BaseException:
         engine.dispose()
         raise
     return engine
+
+
+def read_only_error(url: URL, error: BaseException) -> UnusableDatabase | None:
+    """What to say instead of `error` when it comes from a SQLite file on a read-only file system."""
+    path = sqlite_path(url)
+    if path is not None and isinstance(error, (OperationalError, sqlite3.OperationalError)) and on_read_only_file_system(path):
+        return read_only_database(path)
+    return None
 
 
 def upgrade(engine: Engine, version: str | None = None) -> list[str]:
@@ -410,6 +421,8 @@ def _create_sqlite(path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         _build_sqlite(path, tmp)
     except OSError as e:
+        if e.errno == errno.EROFS:
+            raise read_only_database(path) from e
         raise UnusableDatabase(f"cannot create the database {path}: {e.strerror}") from e
 
 

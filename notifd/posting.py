@@ -17,7 +17,8 @@
 #         errors and guards then apply as to every other statement.
 #         store.py still owns the schema: tests/unit/test_posting.py compares what both
 #         engines hold after the same posts, so a schema change this module does not follow
-#         fails the suite.
+#         fails the suite. For the same reason the database's own error, UnusableDatabase,
+#         and where the database lives are kept here.
 from __future__ import annotations
 
 import os
@@ -126,6 +127,25 @@ def _sqlite_timestamp(when: datetime) -> str:
 # --- `notifctl add` on a SQLite file, without SQLAlchemy ----------------------------------------
 
 
+class UnusableDatabase(Exception):
+    """The database cannot be used: newer than this notifd, cannot be created or copied, on a
+    read-only disk; the message says why."""
+
+
+def on_read_only_file_system(path: Path) -> bool:
+    """Whether the database file `path` lives on a file system mounted read-only."""
+    try:
+        return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def read_only_database(path: Path) -> UnusableDatabase:
+    # SQLite's own words for it ("unable to open database file", "attempt to write a
+    # readonly database") send the reader looking at permissions.
+    return UnusableDatabase(f"database {path}: the file system is read-only")
+
+
 def default_database_path() -> Path:
     """Where the database lives when none is given: systemd's StateDirectory, else per user."""
     state_dir = os.environ.get("STATE_DIRECTORY")
@@ -154,6 +174,15 @@ def post_to_sqlite_file(path: Path, posts: Sequence[Post], now: datetime) -> lis
     """
     if not path.is_file():
         return None  # sqlite3 would create it; store.py says there is no database
+    try:
+        return _post_to_file(path, posts, now)
+    except sqlite3.OperationalError as e:
+        if on_read_only_file_system(path):
+            raise read_only_database(path) from e
+        raise
+
+
+def _post_to_file(path: Path, posts: Sequence[Post], now: datetime) -> list[Posted] | None:
     conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     try:
         # The settings of db.make_engine (journal_mode=WAL is kept by the file), but FULL:

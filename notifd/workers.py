@@ -1,7 +1,13 @@
-# `notifd --workers N` (issue 7): N processes serving the same listening ports over the same
+# `notifd --workers N`: N processes serving the same listening ports over the same
 # database, to use every core of one host. The parent reserves the ports, starts the workers,
 # tells systemd once all of them are ready, forwards SIGHUP, stops them all on SIGTERM, and
 # restarts one that dies; it serves no client and opens no database connection itself.
+#
+# Under a systemd watchdog (WatchdogSec=), the parent's pings stand for every worker: each
+# worker pings the parent (its NOTIFY_SOCKET is a socket of the parent's, one per worker, so
+# the socket says who pinged), and the parent pings systemd only while every worker has
+# pinged recently. A worker whose reactor hangs thus stops the pings, and systemd restarts
+# the whole service, as it would restart a single notifd that hangs.
 #
 # Ports are shared with SO_REUSEPORT (Linux): each worker binds a listening socket of its
 # own to the same address, and the kernel spreads new connections evenly over them. (One
@@ -37,6 +43,7 @@ from .config import Config, ConfigError, with_backlog
 WORKER_ENV = "NOTIFD_WORKER"  # "<n>": this process is worker n (1..N)
 PORTS_ENV = "NOTIFD_WORKER_PORTS"  # each listen entry's port, resolved by the parent, comma-separated
 RESTART_DELAY = 1.0  # seconds before a worker that died is started again
+_SYSTEMD_ONLY = ("WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 
 
 @dataclass(frozen=True)
@@ -152,12 +159,18 @@ class Supervisor:
         self.ports: list[int] = []
         self.workers: dict[int, _Worker] = {}
         self.transports: dict[int, Any] = {}
-        self.ready = 0
+        self.ready: set[int] = set()
         self.all_ready = False
         self.stopping = False
         self.failed = False
         self._notify_dir: str | None = None
-        self._notify_port = None
+        self._notify_ports: dict[int, Any] = {}
+        # Watchdog: systemd wants a ping every `_watchdog_period` seconds (half its WatchdogSec).
+        # Workers ping us twice as often; one that has not pinged for a whole period is late.
+        self._watchdog_period: float | None = None
+        self._watchdog = None
+        self.pinged: dict[int, float] = {}  # worker number -> when it last pinged (running workers only)
+        self.late: list[int] = []
 
     def reserve(self) -> None:
         """Bind (without listening) every shared port, resolving port 0; raises OSError."""
@@ -168,34 +181,63 @@ class Supervisor:
 
     def start(self) -> None:
         """Start the workers (in the running reactor)."""
-        # Workers say READY to us, as they would to systemd; we tell systemd once all did.
+        # Workers say READY and ping their watchdog to us, as they would to systemd: one
+        # socket per worker, so that we know who spoke.
         self._notify_dir = tempfile.mkdtemp(prefix="notifd-workers-")
-        path = str(Path(self._notify_dir) / "notify")
-        self._notify_port = self.reactor.listenUNIXDatagram(path, _Notifications(self), mode=0o600)
-        self._notify_path = path
-        watchdog = systemd.watchdog_interval()
-        if watchdog:
+        for number in range(1, self.config.workers + 1):
+            self._notify_ports[number] = self.reactor.listenUNIXDatagram(
+                self._notify_path(number), _Notifications(self, number), mode=0o600
+            )
+        self._watchdog_period = systemd.watchdog_interval(self.environ)
+        if self._watchdog_period:
             from twisted.internet import task
 
-            self._watchdog = task.LoopingCall(systemd.notify, "WATCHDOG=1")
+            self._watchdog = task.LoopingCall(self._watchdog_tick)
             self._watchdog.clock = self.reactor
-            self._watchdog.start(watchdog, now=True)
+            self._watchdog.start(self._watchdog_period / 2, now=True)
         for number in range(1, self.config.workers + 1):
             self._spawn(number)
 
+    def _notify_path(self, number: int) -> str:
+        return str(Path(self._notify_dir) / f"notify-{number}")
+
     def _spawn(self, number: int) -> None:
-        env = {k: v for k, v in self.environ.items() if k not in ("WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")}
-        env.update({WORKER_ENV: str(number), PORTS_ENV: ",".join(map(str, self.ports)), "NOTIFY_SOCKET": self._notify_path})
+        env = {k: v for k, v in self.environ.items() if k not in _SYSTEMD_ONLY}
+        env.update({WORKER_ENV: str(number), PORTS_ENV: ",".join(map(str, self.ports)),
+                    "NOTIFY_SOCKET": self._notify_path(number)})
+        if self._watchdog_period:
+            # The worker pings every half of this: twice per period of ours.
+            env["WATCHDOG_USEC"] = str(int(self._watchdog_period * 1_000_000))
+            # A worker starting gets a whole WatchdogSec for its first ping.
+            self.pinged[number] = self.reactor.seconds() + self._watchdog_period
         worker = _Worker(self, number)
         self.workers[number] = worker
         self.transports[number] = self.reactor.spawnProcess(
             worker, self.argv[0], self.argv, env=env, childFDs={0: 0, 1: 1, 2: 2}
         )
 
-    def _notified(self, message: str) -> None:
-        if "READY=1" in message.splitlines() and not self.all_ready:
-            self.ready += 1
-            if self.ready == self.config.workers:
+    def _watchdog_tick(self) -> None:
+        now = self.reactor.seconds()
+        late = sorted(n for n, at in self.pinged.items() if now - at > self._watchdog_period)
+        if not late:
+            if self.late:
+                self.log.info("every worker pings its watchdog again")
+            systemd.notify("WATCHDOG=1")
+        elif late != self.late:
+            self.log.error(
+                "worker {n} has not pinged its watchdog for {seconds:.1f}s: its event loop is stuck; "
+                "not pinging systemd's watchdog, which restarts notifd",
+                n=", ".join(map(str, late)), seconds=now - max(self.pinged[n] for n in late),
+            )
+        self.late = late
+
+    def _notified(self, number: int, message: str) -> None:
+        lines = message.splitlines()
+        if "WATCHDOG=1" in lines and number in self.pinged:
+            self.pinged[number] = self.reactor.seconds()
+        if "READY=1" in lines and not self.all_ready:
+            self.ready.add(number)
+            if len(self.ready) == self.config.workers:
                 self.all_ready = True
                 listening = " ".join(f"{'TLS' if s.tls else s.description.split(':')[0].upper()} {s.interface or '*'}:{p}"
                                      for s, p in zip(self.shared, self.ports))
@@ -204,6 +246,7 @@ class Supervisor:
 
     def _ended(self, worker: _Worker, code: int | None, sig: int | None) -> None:
         self.transports.pop(worker.number, None)
+        self.pinged.pop(worker.number, None)  # not stuck: gone, and started again below
         if self.stopping:
             if code != 0:
                 self.failed = True
@@ -231,6 +274,8 @@ class Supervisor:
         """SIGTERM every worker; fires once all have exited."""
         self.stopping = True
         systemd.notify("STOPPING=1")
+        if self._watchdog is not None and self._watchdog.running:
+            self._watchdog.stop()  # workers stop pinging as they stop; TimeoutStopSec= applies now
         waiting = []
         for number, transport in list(self.transports.items()):
             try:
@@ -242,10 +287,10 @@ class Supervisor:
         def done(_):
             for sock in self.reserved:
                 sock.close()
-            if self._notify_port is not None:
-                self._notify_port.stopListening()
+            for number, port in self._notify_ports.items():
+                port.stopListening()
+                Path(self._notify_path(number)).unlink(missing_ok=True)
             if self._notify_dir is not None:
-                Path(self._notify_path).unlink(missing_ok=True)
                 os.rmdir(self._notify_dir)
 
         return defer.DeferredList(waiting).addCallback(done)
@@ -254,11 +299,12 @@ class Supervisor:
 class _Notifications(protocol.DatagramProtocol):
     noisy = False
 
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: Supervisor, number: int) -> None:
         self.supervisor = supervisor
+        self.number = number
 
     def datagramReceived(self, datagram, addr) -> None:
-        self.supervisor._notified(datagram.decode("utf-8", "replace"))
+        self.supervisor._notified(self.number, datagram.decode("utf-8", "replace"))
 
 
 def supervise(config: Config, logging) -> int:

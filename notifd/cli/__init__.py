@@ -75,7 +75,8 @@ def _run(command: click.Command, prog: str) -> None:
 
 def _known_failure(error: Exception) -> str | None:
     """The one line for a failure we expect, or None for a bug."""
-    known = (configmod.ConfigError, _loaded_error("notifd.db", "UnusableDatabase"), _loaded_error("notifd.plugins", "PluginError"))
+    # UnusableDatabase says why in full, a read-only file system included (posting.py).
+    known = (configmod.ConfigError, _loaded_error("notifd.posting", "UnusableDatabase"), _loaded_error("notifd.plugins", "PluginError"))
     if isinstance(error, known):
         return str(error)
     if isinstance(error, _loaded_error("sqlalchemy.exc", "SQLAlchemyError")):

@@ -111,9 +111,12 @@ class Store:
 
     def call(self, f, *args, **kwargs):
         """Run a store function in one transaction."""
-        from ..db import Database
+        from ..db import Database, read_only_error
 
-        return Database(self.engine).call(f, *args, **kwargs)
+        try:
+            return Database(self.engine).call(f, *args, **kwargs)
+        except Exception as e:  # a file system turned read-only under the open database
+            raise read_only_error(self.url, e) or e
 
     @staticmethod
     def call_on(url: str, f):

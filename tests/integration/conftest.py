@@ -6,15 +6,20 @@ condition polled against a deadline.
 from __future__ import annotations
 
 import os
+import pwd
 import queue
 import re
+import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -246,3 +251,75 @@ def eventually(condition, timeout: float = TIMEOUT, every: float = 0.02):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s: {condition}")
         time.sleep(every)
+
+
+# --- a service user, as `useradd --system` makes `notifd` -----------------------------------------
+
+
+@dataclass(frozen=True)
+class ServiceUser:
+    name: str
+    uid: int
+    gid: int
+    prefix: tuple[str, ...]  # runs the command that follows as this user
+
+    def command(self, *argv: str) -> list[str]:
+        return [*self.prefix, *argv]
+
+
+# Run as root in a mount namespace of the command's own: show other users the one entry of
+# a directory they cannot enter (pyenv's Python under /root, 0700), then run the command.
+_SHOW_ENTRY = """set -e
+hidden=$1 entry=$2 view=$3
+shift 3
+mount --bind "$hidden/$entry" "$view"
+mount -t tmpfs -o mode=0755,size=1m tmpfs "$hidden"
+mkdir "$hidden/$entry"
+mount --bind "$view" "$hidden/$entry"
+exec "$@"
+"""
+
+
+def _hidden_interpreter() -> tuple[Path, str] | None:
+    """(a directory other users cannot enter, its entry holding this Python), or None."""
+    path = Path(os.path.realpath(sys.executable))
+    for parent in reversed(path.parents):
+        if parent != Path(parent.anchor) and not parent.stat().st_mode & stat.S_IXOTH:
+            return parent, path.relative_to(parent).parts[0]
+    return None
+
+
+@pytest.fixture
+def service_user(tmp_path_factory):
+    """A throw-away system user (and its group) for commands run as the service's user; removed after.
+
+    Its processes must have ended by the end of the test: userdel refuses a user still running.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("needs root: it creates a throw-away system user to run notifd and notifctl as")
+    name = f"notifd-test-{secrets.token_hex(3)}"
+    subprocess.run(
+        ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+         "--shell", "/usr/sbin/nologin", name],
+        check=True, capture_output=True,
+    )
+    try:
+        entry = pwd.getpwnam(name)
+        prefix = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--"]
+        hidden = _hidden_interpreter()
+        if hidden is not None:
+            view = tmp_path_factory.mktemp("interpreter")
+            prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _SHOW_ENTRY, "sh",
+                      str(hidden[0]), hidden[1], str(view), *prefix]
+        yield ServiceUser(name, entry.pw_uid, entry.pw_gid, tuple(prefix))
+    finally:
+        subprocess.run(["userdel", name], check=True, capture_output=True)
+
+
+@pytest.fixture
+def system_root():
+    """An empty directory every user may enter, standing for / (pytest's own are root-only)."""
+    root = Path(tempfile.mkdtemp(prefix="notifd-root-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root)

@@ -1,4 +1,4 @@
-"""Faults of the disk under the database: full, and read-only (issue 5).
+"""Faults of the disk under the database: full, and read-only, each said in one clear line.
 
 The database lives on a small tmpfs mounted for the test, so the disk can really fill up
 and really be read-only. Mounting needs root (CAP_SYS_ADMIN): elsewhere these tests skip,
@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 
 import pytest
+import sqlalchemy.exc
 
 from tests.integration.conftest import _ENV, TIMEOUT, _script, eventually
 
@@ -95,20 +96,60 @@ def test_a_full_disk_fails_posts_cleanly_the_daemon_reads_on_and_recovers(daemon
     assert "ok" in result.stdout.lower()
 
 
-def test_a_read_only_disk_fails_posts_and_the_start_cleanly(notifctl, db_path, small_disk):
+def test_a_read_only_disk_fails_posts_and_the_start_saying_so(notifctl, db_path, small_disk):
     notifctl("add", "classified", "ad")
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    read_only = f"database {db_path}: the file system is read-only"
     try:
-        result = notifctl("add", "classified", "lost", check=False)
-        # SQLite in WAL mode must create its shared-memory file beside the database.
-        assert (result.returncode, result.stdout) == (1, "")
-        assert result.stderr == "notifctl: database error: unable to open database file\n"
+        # SQLite in WAL mode must create its shared-memory file beside the database: it
+        # says "unable to open database file", which sends the reader to the permissions.
+        for command in (("add", "classified", "lost"), ("add", "--id", "k", "classified", "lost"),
+                        ("add", "--batch", "-", "classified"), ("list",), ("client", "add", "kiosk")):
+            result = notifctl(*command, check=False, stdin="lost\n")
+            assert (result.returncode, result.stdout, result.stderr) == (1, "", f"notifctl: {read_only}\n"), command
         started = subprocess.run(
             [*_script("notifd"), "--db", str(db_path), "--listen", "tcp:0:interface=127.0.0.1"],
             capture_output=True, text=True, timeout=TIMEOUT * 3, env=_ENV,
         )
         assert started.returncode == 1
-        assert "cannot start: (sqlite3.OperationalError) unable to open database file" in started.stderr
+        assert started.stderr.splitlines()[-1].endswith(f"cannot start: {read_only}")
+        # A database to create there: the same words.
+        created = notifctl("--db", str(small_disk / "new" / "notifd.db"), "db", "upgrade", check=False)
+        assert created.stderr == f"notifctl: database {small_disk / 'new' / 'notifd.db'}: the file system is read-only\n"
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
     assert items(notifctl) == ["ad"]
+
+
+def test_a_daemon_logs_a_read_only_disk_as_such(db_path, small_disk):
+    from notifd import db as dbmod
+
+    engine = dbmod.open_engine(dbmod.database_url(str(db_path)))
+    database = dbmod.Database.synchronous(engine)
+    engine.dispose()  # no file open, or the remount waits
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        # The error a daemon's write meets when the file system turns read-only under it
+        # (a remount would wait for the open database, so the error is made here).
+        error = sqlalchemy.exc.OperationalError("INSERT ...", {}, sqlite3.OperationalError("attempt to write a readonly database"))
+        assert database.describe(error) == f"database {db_path}: the file system is read-only"
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    assert database.describe(error) == "attempt to write a readonly database"
+
+
+def test_notifctl_says_read_only_when_the_disk_turns_read_only_under_an_open_database(db_path, small_disk):
+    from notifd import store
+    from notifd.cli.common import Store
+    from notifd.config import build
+    from notifd.posting import UnusableDatabase
+
+    opened = Store(build({"db": str(db_path)}))
+    opened.engine.dispose()  # opened and checked; no file held, or the remount waits
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        with pytest.raises(UnusableDatabase, match=f"^database {re.escape(str(db_path))}: the file system is read-only$"):
+            opened.call(store.add_items, [("classified", "lost")])
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    assert opened.call(store.add_items, [("classified", "kept")]) == [1]

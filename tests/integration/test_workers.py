@@ -1,11 +1,13 @@
-"""`notifd --workers N` on one SQLite file (issue 7): every worker serves, a post reaches the
-clients of all of them, SIGTERM to the parent stops them all, a dead worker is replaced."""
+"""`notifd --workers N` on one SQLite file: every worker serves, a post reaches the clients of
+all of them, SIGTERM to the parent stops them all, a dead worker is replaced, and systemd's
+watchdog hears from every worker."""
 from __future__ import annotations
 
 import json
 import os
 import re
 import signal
+import socket
 from collections import Counter
 
 import pytest
@@ -13,7 +15,7 @@ from sqlalchemy import select
 
 from notifd import db as dbmod
 from notifd import store
-from tests.integration.conftest import DaemonProcess, eventually
+from tests.integration.conftest import TIMEOUT, DaemonProcess, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -78,3 +80,44 @@ def test_workers_refuse_a_listen_entry_they_cannot_share(tmp_path):
     process = DaemonProcess(tmp_path / "n.db", "--workers", "2", listen=f"unix:{tmp_path}/sock")
     with pytest.raises(AssertionError, match="cannot be shared by --workers"):
         process.start()
+
+
+def test_the_watchdog_pings_only_while_every_worker_answers(daemon, notifctl, tmp_path):
+    # systemd's side: a NOTIFY_SOCKET and WatchdogSec=4s (workers ping the parent every
+    # second, the parent systemd every second; a worker silent for 2 s is late).
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    sock.settimeout(TIMEOUT)
+
+    def next_message() -> str:
+        return sock.recv(4096).decode()
+
+    try:
+        server = daemon("--workers", "2", "--node", "box",
+                        env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "4000000"})
+        server.wait_for_log(READY)
+        while not next_message().startswith("READY=1"):
+            pass
+        assert next_message() == "WATCHDOG=1"  # pinged while both workers answer
+        nodes = eventually(lambda: (rows := json.loads(notifctl("status", "--json").stdout)["nodes"]) and len(rows) == 2 and rows)
+        stuck = next(node["pid"] for node in nodes if node["node"] == "box/2")
+        os.kill(stuck, signal.SIGSTOP)  # its reactor stops, as if wedged
+        try:
+            server.wait_for_log(re.compile(r"worker 2 has not pinged its watchdog for [\d.]+s: .* not pinging systemd's watchdog"))
+            sock.setblocking(False)
+            while True:  # the pings sent before that
+                try:
+                    next_message()
+                except BlockingIOError:
+                    break
+            sock.settimeout(2.5)  # more than two of the parent's rounds
+            with pytest.raises(socket.timeout):
+                next_message()
+            sock.settimeout(TIMEOUT)
+        finally:
+            os.kill(stuck, signal.SIGCONT)
+        assert next_message() == "WATCHDOG=1"
+        server.wait_for_log(re.compile(r"every worker pings its watchdog again"))
+        assert server.kill(signal.SIGTERM) == 0
+    finally:
+        sock.close()
