@@ -312,6 +312,12 @@ def schema_version(conn) -> str | None:
     return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
+def missing(path: Path) -> str:
+    """What notifctl says when there is no database file where it looked."""
+    return (f"no database at {path}; check --db, NOTIFD_DB or the config file's db, "
+            "or create it with `notifctl db upgrade` (notifd also creates it when it starts)")
+
+
 class NoDatabase(UnusableDatabase):
     """`open_engine(create=False)` found no notifd database where it looked; the message says where."""
 
@@ -326,10 +332,7 @@ def open_engine(url: URL, name: str = "notifd", create: bool = True) -> Engine:
     path = sqlite_path(url)
     if path is not None and not path.exists():
         if not create:
-            raise NoDatabase(
-                f"no database at {path}; check --db, NOTIFD_DB or the config file's db, "
-                "or create it with `notifctl db upgrade` (notifd also creates it when it starts)"
-            )
+            raise NoDatabase(missing(path))
         _create_sqlite(path)
     engine = make_engine(url, name)
     try:

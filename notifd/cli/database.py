@@ -53,7 +53,9 @@ def db_backup(ctx: click.Context, target: str) -> None:
     if source is None:
         raise click.ClickException("db backup works on SQLite; for PostgreSQL use pg_dump")
     if not source.exists():
-        raise click.ClickException(f"no database at {source}")
+        from ..db import missing
+
+        raise click.ClickException(missing(source))
     target_path = Path(target)
     if target_path.exists():
         raise click.ClickException(f"{target} exists; remove it or choose another name")
@@ -114,7 +116,9 @@ def db_check(ctx: click.Context, as_json: bool) -> None:
     db = store_of(ctx)
     path = sqlite_path(db.url)
     if path is not None and not path.exists():
-        raise click.ClickException(f"no database at {path}")
+        from ..db import missing
+
+        raise click.ClickException(missing(path))
     engine = make_engine(db.url)
     problems: list[str] = []
     try:

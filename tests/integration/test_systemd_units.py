@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import _ENV, TIMEOUT, LineClient, _script
-from tests.integration.test_service import TLSClient, certificate  # noqa: F401 (a fixture)
+from tests.integration.test_tls import TLSClient, certificate  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
 

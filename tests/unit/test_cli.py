@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from notifd import db as dbmod
 from notifd import store
 from tests.posts import add_item
 
@@ -90,7 +91,12 @@ def test_idempotent_add(notifctl):
     conflict = notifctl("add", "--id", "post-42", "classified", "another ad")
     assert conflict.code == 1
     assert conflict.err == "notifctl: --id post-42: key already used by item 1 with another type or text\n"
-    assert len(items(notifctl)) == 1
+    notifctl("add", "--id", "post-43", "classified", "1")
+    other_type = notifctl("add", "--id", "post-43", "random", "1")
+    assert (other_type.code, other_type.err) == (  # the same text under another type
+        1, "notifctl: --id post-43: key already used by item 2 with another type or text\n"
+    )
+    assert len(items(notifctl)) == 2
 
 
 def test_named_clients(notifctl):
@@ -327,7 +333,80 @@ def test_a_missing_batch_file_is_one_line(notifctl, tmp_path):
     assert result.code == 1 and result.err == f"notifctl: cannot read {tmp_path / 'nope.txt'}: No such file or directory\n"
 
 
-def test_batch_goes_through_the_store_when_the_database_is_new(notifctl, db_path):
-    assert not db_path.exists()
+def test_batch_goes_through_the_store_when_the_schema_is_older(notifctl, db_path):
+    from alembic import command
+
+    engine = dbmod.open_engine(dbmod.database_url(str(db_path)))
+    config = dbmod._alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0003")
+    engine.dispose()
     assert notifctl("add", "classified", "--batch", "-", stdin=b"a\nb\n").lines == ["1", "2"]
     assert len(items(notifctl)) == 2
+    assert notifctl("db", "check").code == 0  # upgraded on the way
+
+
+# --- notifctl rm ---------------------------------------------------------------------------------
+
+
+def test_rm_deletes_items_and_their_deliveries_and_leaves_cursors(notifctl, database):
+    database.call(store.add_marks, ["webhook"])
+    ids = [int(notifctl("add", "classified", text).out) for text in ("keep", "drop", "drop too")]
+    database.call(store.enqueue_new_items, ["webhook"], now=store.utcnow())
+    notifctl("client", "add", "kiosk")
+    [client] = database.call(store.list_clients)
+    database.call(store.mark_read, [(client.id, "classified", ids[2])])
+
+    removed = notifctl("rm", str(ids[2]), str(ids[1]), "--json")
+    assert removed.code == 0
+    assert [(r["id"], r["text"]) for r in json.loads(removed.out)] == [(ids[1], "drop"), (ids[2], "drop too")]
+    assert [i["text"] for i in items(notifctl)] == ["keep"]
+    assert [d.item.id for d in database.call(store.list_outbox)] == [ids[0]]
+    assert database.call(store.client_cursors, client.id) == {"classified": ids[2]}  # not moved back
+    assert notifctl("rm", str(ids[0])).out == f"removed {ids[0]}\tclassified\tkeep\n"
+
+
+def test_rm_of_an_unknown_id_removes_nothing(notifctl):
+    notifctl("add", "classified", "kept")
+    result = notifctl("rm", "1", "7", "9")
+    assert (result.code, result.out, result.err) == (1, "", "notifctl: no item 7, 9; nothing removed\n")
+    assert [i["text"] for i in items(notifctl)] == ["kept"]
+    assert notifctl("rm").code == 2  # usage: at least one ID
+    assert notifctl("rm", "abc").code == 2
+
+
+# --- no database by accident ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    ("add", "classified", "hi"), ("add", "--id", "k", "classified", "hi"), ("list",), ("client", "add", "kiosk"),
+    ("rm", "1"), ("status",), ("prune",), ("db", "check"), ("outbox",),
+])
+def test_no_command_but_db_upgrade_creates_a_database(notifctl, tmp_path, monkeypatch, args):
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.setenv("NOTIFD_CONFIG", "")
+    result = notifctl(*args, db=False)
+    expected = home / ".local" / "share" / "notifd" / "notifd.db"
+    assert result.code == 1, result.out
+    assert len(result.err.splitlines()) == 1 and f"no database at {expected}" in result.err
+    assert "notifctl db upgrade" in result.err
+    assert not home.exists() or not list(home.rglob("*.db"))
+
+
+def test_a_database_created_by_root_belongs_to_the_owner_of_its_directory(notifctl, tmp_path):
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root: only root creates files for another user")
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, 65534, 65534)  # nobody, as /var/lib/notifd belongs to the service user
+    target = state / "notifd.db"
+    assert notifctl("--db", str(target), "db", "upgrade", db=False).code == 0
+    info = target.stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (65534, 65534, 0o600)
+
