@@ -323,3 +323,14 @@ def system_root():
     root.chmod(0o755)
     yield root
     shutil.rmtree(root)
+
+
+def read_line(stream, timeout: float = TIMEOUT) -> str:
+    """The next line of a process's pipe, or an AssertionError after `timeout` (never a hang)."""
+    result: list[str] = []
+    reader = threading.Thread(target=lambda: result.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not result:
+        raise AssertionError(f"no line within {timeout} s")
+    return result[0]

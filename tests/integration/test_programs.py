@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import TIMEOUT, _script
+from tests.integration.conftest import TIMEOUT, _script, read_line
 
 pytestmark = pytest.mark.integration
 
@@ -60,6 +60,45 @@ def test_notifctl_watch_prints_new_items(daemon, notifctl, start_notifctl):
     assert watcher.stdout.readline() == "classified: Nice appart in the 11e.\n"
     notifctl("add", "random", "89765234756")
     assert watcher.stdout.readline() == "random: 89765234756\n"
+
+
+DICE = """
+from notifd import ItemType, Pick, hookimpl
+
+
+def render(item):
+    if item.text == "bad":
+        raise RuntimeError("cannot render")
+    return item.text
+
+
+def fresh():
+    raise RuntimeError("no entropy")
+
+
+@hookimpl
+def register_item_types(register):
+    register(ItemType("dice", render=render, pick=Pick.NEWEST, fresh=fresh))
+"""
+
+
+def test_notifctl_watch_reports_an_err_answer_and_goes_on_in_the_same_session(daemon, notifctl, start_notifctl, tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "dice.py").write_text(DICE)
+    notifctl("add", "classified", "first ad")
+    server = daemon("--plugins-dir", str(plugins))
+    watcher = start_notifctl("watch", "--connect", f"tcp:127.0.0.1:{server.port}")
+    assert read_line(watcher.stdout) == "classified: first ad\n"
+    # The newest dice cannot be rendered (skipped), and no fresh value can be drawn: ERR.
+    notifctl("--plugins-dir", str(plugins), "add", "dice", "bad")
+    assert read_line(watcher.stderr) == "notifctl: dice? answered ERR value cannot be sent\n"
+    notifctl("--plugins-dir", str(plugins), "add", "dice", "6")
+    assert read_line(watcher.stdout) == "dice: 6\n"
+    notifctl("add", "classified", "second ad")
+    # The same session: a new (anonymous) one would print "first ad" again first.
+    assert read_line(watcher.stdout) == "classified: second ad\n"
+    assert watcher.poll() is None
 
 
 def test_notifctl_watch_without_a_daemon_fails_cleanly(tmp_path):

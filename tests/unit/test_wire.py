@@ -53,6 +53,7 @@ class Rig:
         if isinstance(self.db, HeldDatabase):
             self.db.release()
         self.server = Server(self.db, self.hub, item_types, self.clock, 4096, "test-node")
+        self.hub.revoked = self.server.revoke  # as the service wires them
         self.factory = ConnectionFactory(self.server)
 
     def connect(self):
@@ -150,6 +151,53 @@ def test_named_client_state_is_stored(rig):
     proto, transport = rig.connect()
     proto.dataReceived(f"hello kiosk {token}\r\nclassified?\r\nclassified?\r\n".encode())
     assert said(transport) == b"OK\r\nsecond\r\n\r\n"
+
+
+class LateAnswers:
+    """The real Database, run at once; but the answers of `slow` queries reach the reactor only
+    when the test delivers them: a check done before a change, heard of after it."""
+
+    def __init__(self, database, slow):
+        self.database, self.slow, self.late = database, slow, []
+
+    def run(self, f, *args, **kwargs):
+        d = self.database.run(f, *args, **kwargs)
+        if f not in self.slow:
+            return d
+        late = defer.Deferred()
+        self.late.append((d, late))
+        return late
+
+    def deliver(self):
+        for d, late in self.late:
+            d.chainDeferred(late)
+        self.late.clear()
+
+
+@pytest.mark.parametrize("revoke, line", [
+    (store.rotate_token, b"ERR token changed; hello again with the new one\r\n"),
+    (store.remove_client, b"ERR client removed\r\n"),
+])
+def test_a_hello_checked_before_a_revocation_and_answered_after_it_is_closed(database, item_types, revoke, line):
+    late = LateAnswers(database, {store.identify})
+    rig = Rig(database, item_types, db=late)
+    token = database.call(store.add_client, "kiosk")
+    proto, transport = rig.connect()
+    proto.dataReceived(f"hello kiosk {token}\nrandom?\n".encode())  # checked now: the token is good
+    assert late.late and said(transport) == b""
+    database.call(revoke, "kiosk")
+    rig.hub.wake()  # the hub reads the change before the hello's answer arrives
+    late.deliver()
+    assert said(transport) == line  # closed, and the pipelined query is not answered
+    assert transport.disconnecting
+    # A hello checked after the change is not caught by it.
+    if revoke is store.rotate_token:
+        token = database.call(store.rotate_token, "kiosk")
+        rig.hub.wake()
+        proto, transport = rig.connect()
+        proto.dataReceived(f"hello kiosk {token}\n".encode())
+        late.deliver()
+        assert said(transport) == b"OK\r\n" and not transport.disconnecting
 
 
 def test_wrong_token(rig):
