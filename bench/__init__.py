@@ -1,1 +1,1 @@
-# The notifd benchmark (issue 6); see bench/README.md. Not part of the test suite.
+# The notifd benchmark; see bench/README.md. Not part of the test suite.

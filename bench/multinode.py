@@ -1,4 +1,4 @@
-"""Multi-node fan-out on PostgreSQL (issue 7): 3 notifd nodes on one database, thousands of
+"""Multi-node fan-out on PostgreSQL: 3 notifd nodes on one database, thousands of
 clients in notification mode spread over them by several subscriber processes, posts
 committed one by one; for each post, the time from the commit to the first and to the last
 `notif:` received, over all clients.

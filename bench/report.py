@@ -1,5 +1,5 @@
 # bench/results/: latest.json (everything measured, by mode), latest.md (the targets of
-# issue 6 with their ratios to Redis and to the bare-Twisted anchor) and fanout.png.
+# with their ratios to Redis and to the bare-Twisted anchor) and fanout.png.
 # Each mode updates its own section of latest.json, so modes can be run one at a time.
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def markdown(results: dict) -> str:
 
 
 def _targets(results: dict) -> list[str]:
-    out = ["## Targets of issue 6", "", "| Target | Measured | vs Redis | vs bare Twisted | Goal | Verdict |",
+    out = ["## Targets", "", "| Target | Measured | vs Redis | vs bare Twisted | Goal | Verdict |",
            "| --- | --- | --- | --- | --- | --- |"]
     fan = results.get("fanout", {}).get("targets", {})
     for clients in sorted({c for rows in fan.values() for c in rows}, key=int):

@@ -71,7 +71,7 @@ def run_roundtrip(seconds: float, processes: int, log, profile: str | None = Non
             )
         finally:
             notifd.stop()
-        if notifd_workers > 1:  # `notifd --workers N` beside the single process (issue 7)
+        if notifd_workers > 1:  # `notifd --workers N` beside the single process
             several = targetmod.Notifd(config=CONFIG, workers=notifd_workers)
             several.start()
             try:

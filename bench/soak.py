@@ -1,4 +1,4 @@
-# The reliability soak (issue 5): for a bounded time, thousands of connections opened and
+# The reliability soak: for a bounded time, thousands of connections opened and
 # dropped, hostile bytes mixed with normal traffic, `notifctl add` in a loop, and the daemon
 # killed with SIGKILL and restarted again and again. It ends with a report: connections
 # served, bad inputs tried, kills survived, items posted (notifctl exited 0) against items
@@ -6,7 +6,7 @@
 #
 #   python -m bench.soak --seconds 60
 #
-# Not the sustained-load benchmark of issue 6 (`python -m bench sustained`). Not part of the
+# Not the sustained-load benchmark (`python -m bench sustained`). Not part of the
 # test suite: tests/integration/test_faults.py holds the bounded, asserted versions.
 from __future__ import annotations
 
@@ -280,7 +280,7 @@ def report(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description="notifd's reliability soak (issue 5)")
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description="notifd's reliability soak")
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to run [60]")
     parser.add_argument("--kill-every", type=float, default=5.0, help="mean seconds between SIGKILLs [5]")
     parser.add_argument("--seed", type=int, default=1, help="random seed [1]")

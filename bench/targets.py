@@ -99,7 +99,7 @@ class Notifd(Target):
         # Thousands of subscribers from one address: the per-address limit is for the network.
         self.config_text = "[limits]\nmax_connections = 0\nmax_connections_per_address = 0\n\n" + config
         if workers > 1:
-            # `notifd --workers N` (issue 7): N processes sharing the port. Server CPU and
+            # `notifd --workers N`: N processes sharing the port. Server CPU and
             # memory figures add up the parent and its workers.
             self.config_text = f"workers = {workers}\n" + self.config_text
             self.name = f"notifd --workers {workers}"

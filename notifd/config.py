@@ -162,7 +162,7 @@ class Config:
     db: str | None = None  # a SQLite path or an SQLAlchemy URL; None: the default file
     listen: tuple[str, ...] = DEFAULT_LISTEN
     node: str = field(default_factory=socket.gethostname)
-    workers: int = 1  # processes serving the same listening ports (issue 7)
+    workers: int = 1  # processes serving the same listening ports
     max_line_length: int = DEFAULT_MAX_LINE
     poll_interval: float = 1.0  # seconds between safety checks for new items
     log_format: str = "text"

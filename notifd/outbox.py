@@ -1,4 +1,4 @@
-# The outbox of durable notifiers, reactor side (issue 3): at-least-once delivery of every
+# The outbox of durable notifiers, reactor side: at-least-once delivery of every
 # item to each notifier declared with `durable=True`, with back-off retries, across
 # restarts, ending in a dead letter that `notifctl outbox retry ID` re-queues.
 #

@@ -1,4 +1,4 @@
-# Named clients' read marks, persisted in groups (issue 6: `classified?` at memory speed).
+# Named clients' read marks, persisted in groups, so that `classified?` runs at memory speed.
 #
 # Each answer a named client is sent moves its cursor; the cursor must reach the database
 # (so the client continues after a restart or on another node) but the client need not wait

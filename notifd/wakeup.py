@@ -5,7 +5,7 @@
 # - SQLite: a datagram to each daemon's Unix socket in a directory beside the database file
 #   (`<db>-wakeup/<pid>`), so that nothing but `--db` needs to be shared and several daemons
 #   on one file (`--workers`) all hear it.
-# - PostgreSQL (issue 7): `NOTIFY notifd`; each node LISTENs on a connection of its own, in a
+# - PostgreSQL: `NOTIFY notifd`; each node LISTENs on a connection of its own, in a
 #   thread of its own (the reactor never waits on it), and reconnects with back-off after
 #   the server restarts or the connection is killed. Once listening again it wakes the hub,
 #   which catches up from the items table: wake-ups missed meanwhile cost nothing.

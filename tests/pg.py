@@ -1,4 +1,4 @@
-"""PostgreSQL for the tests (issue 7): a freshly created database per test, dropped after.
+"""PostgreSQL for the tests: a freshly created database per test, dropped after.
 
 The server is the one at $NOTIFD_TEST_POSTGRESQL (a URL of a database to connect to for
 CREATE/DROP DATABASE; default: postgres@127.0.0.1:5432, database `postgres`). Tests that

@@ -79,7 +79,7 @@ def test_the_systemd_unit_is_what_the_docs_promise():
     assert "FileDescriptorName=notifd" in socket_unit
 
 
-# --- docs/plugins.md: every code block is a tested file or is run (issue 3) ------------------------
+# --- docs/plugins.md: every code block is a tested file or is run ------------------------
 
 PLUGINS_MD = ROOT / "docs" / "plugins.md"
 # Blocks that are whole files; each file is exercised by its own tests.

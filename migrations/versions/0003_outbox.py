@@ -1,4 +1,4 @@
-"""The outbox of durable notifiers and their marks over the items (issue 3).
+"""The outbox of durable notifiers and their marks over the items.
 
 Revision ID: 0003
 Revises: 0002

@@ -5,7 +5,7 @@ import re
 from notifd import InvalidItem, ItemType, Pick, hookimpl
 
 # A pseudo-random generator seeded from the OS at start: the numbers are a demo's, not
-# secrets, and SystemRandom cost a getrandom() system call per `random?` (issue 6).
+# secrets, and SystemRandom cost a getrandom() system call per `random?`.
 _draw = random.Random()
 UPPER = 10**12  # fresh draws are in [0, UPPER): as long as the tutorial's numbers
 

@@ -1,4 +1,4 @@
-"""The store under real concurrency on PostgreSQL (issue 7): several nodes' writes at the same
+"""The store under real concurrency on PostgreSQL: several nodes' writes at the same
 moment, each on its own connection and thread, released together by a barrier.
 
 SQLite needs none of this (one writer at a time); on PostgreSQL, READ COMMITTED lets two

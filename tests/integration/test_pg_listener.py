@@ -1,4 +1,4 @@
-"""The PostgreSQL wake-up listener on its own (issue 7): NOTIFY wakes it, a killed connection
+"""The PostgreSQL wake-up listener on its own: NOTIFY wakes it, a killed connection
 comes back by itself and wakes it again (the catch-up), stop() ends its thread."""
 from __future__ import annotations
 

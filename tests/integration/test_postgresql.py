@@ -1,4 +1,4 @@
-"""Several notifd nodes on one PostgreSQL database (issue 7): one source of truth, LISTEN/NOTIFY.
+"""Several notifd nodes on one PostgreSQL database: one source of truth, LISTEN/NOTIFY.
 
 Real notifd processes on tcp:0, a real PostgreSQL (a fresh database per test; skipped with
 the reason when there is none), real notifctl, plain sockets.

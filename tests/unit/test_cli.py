@@ -191,7 +191,7 @@ def test_hostile_arguments_fail_cleanly(notifctl, args, stdin, message):
     assert items(notifctl) == []
 
 
-# --- plugins and the outbox (issue 3) ----------------------------------------------------------
+# --- plugins and the outbox ----------------------------------------------------------
 
 ROOT = Path(__file__).parent.parent.parent
 WEATHER_PLUGIN = ROOT / "plugins" / "weather" / "notifd_weather.py"

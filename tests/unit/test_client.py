@@ -140,7 +140,7 @@ def test_the_watch_loop_prints_each_new_item_once(rig, pair):
     assert not [line for line in client.lines if line.startswith("ERR")]
 
 
-# --- several nodes: Failover (issue 7) ------------------------------------------------------------
+# --- several nodes: Failover ------------------------------------------------------------
 # Nodes are in-memory endpoints: each connects the client to a server of its own (its own
 # hub), all over one database, as nodes over one PostgreSQL. Time is a task.Clock.
 

@@ -135,7 +135,7 @@ def test_precedence_flag_over_env_over_file(notifctl, tmp_path, monkeypatch):
         assert f'"text": "{text}"' in listed and listed.count('"id"') == 1
 
 
-# --- plugins and notifiers (issue 3) --------------------------------------------------------------
+# --- plugins and notifiers --------------------------------------------------------------
 
 
 def test_plugin_settings_and_notifier_tables(tmp_path):

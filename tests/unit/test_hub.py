@@ -186,7 +186,7 @@ def test_a_database_outage_is_retried_by_the_poll(database, engine):
     assert not database.failing[False] and [i.text for i in seen] == ["back"]
 
 
-# --- isolation from plugins (issue 3) -----------------------------------------------------------
+# --- isolation from plugins -----------------------------------------------------------
 
 
 def rig_with(database, item_types, *plugin_notifiers):

@@ -18,7 +18,7 @@ from tests.unit.test_wire import HeldDatabase
 
 RETRY = Retry(max_attempts=3, first_delay=10.0, max_delay=15.0)
 
-# Every test here runs on SQLite, then on PostgreSQL (issue 7).
+# Every test here runs on SQLite, then on PostgreSQL.
 engine = pytest.fixture(lambda any_engine: any_engine)
 
 

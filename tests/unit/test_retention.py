@@ -16,7 +16,7 @@ from tests.unit.test_wire import HeldDatabase
 
 DAY = timedelta(days=1)
 
-# Every test here runs on SQLite, then on PostgreSQL (issue 7).
+# Every test here runs on SQLite, then on PostgreSQL.
 engine = pytest.fixture(lambda any_engine: any_engine)
 
 

@@ -13,7 +13,7 @@ from tests.posts import add_item
 
 NOW = datetime(2026, 11, 26, 12, 0, 0)
 
-# Every test here runs on SQLite, then on PostgreSQL (issue 7).
+# Every test here runs on SQLite, then on PostgreSQL.
 engine = pytest.fixture(lambda any_engine: any_engine)
 
 

@@ -431,7 +431,7 @@ def test_hostile_bytes_on_one_connection_do_not_affect_another(rig, garbage):
     other.connectionLost(None)
 
 
-# --- the write fast path (issue 6): real sockets under a real tcp.Server, no reactor running ---
+# --- the write fast path: real sockets under a real tcp.Server, no reactor running ---
 
 
 class TcpPair:
@@ -592,7 +592,7 @@ def test_a_real_tls_transport_takes_the_normal_path(rig):
     assert wire.direct_socket(tls) is None
 
 
-# --- `random?` from the hub's memory (issue 6) ---------------------------------------------
+# --- `random?` from the hub's memory ---------------------------------------------
 
 
 def test_random_is_answered_from_memory_without_the_database(database, item_types):
@@ -707,7 +707,7 @@ def test_a_read_mark_that_fails_is_not_retried_and_the_next_one_goes(database, i
     assert database.call(store.client_cursors, 1) == {"classified": named.ids[1]}
 
 
-# --- limits (issue 5) -----------------------------------------------------------------------
+# --- limits -----------------------------------------------------------------------
 
 
 def test_a_client_that_lets_replies_pile_up_is_dropped(rig):
