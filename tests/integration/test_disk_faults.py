@@ -14,7 +14,7 @@ import subprocess
 import pytest
 import sqlalchemy.exc
 
-from tests.integration.conftest import _ENV, TIMEOUT, _script, eventually
+from tests.integration.conftest import _ENV, TIMEOUT, _script, ensure_database, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -142,14 +142,16 @@ def test_notifctl_says_read_only_when_the_disk_turns_read_only_under_an_open_dat
     from notifd import store
     from notifd.cli.common import Store
     from notifd.config import build
-    from notifd.posting import UnusableDatabase
+    from notifd.posting import Post, UnusableDatabase
 
+    ensure_database(db_path)
     opened = Store(build({"db": str(db_path)}))
     opened.engine.dispose()  # opened and checked; no file held, or the remount waits
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
     try:
         with pytest.raises(UnusableDatabase, match=f"^database {re.escape(str(db_path))}: the file system is read-only$"):
-            opened.call(store.add_items, [("classified", "lost")])
+            opened.call(store.post_items, [Post("classified", "lost")])
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
-    assert opened.call(store.add_items, [("classified", "kept")]) == [1]
+    [kept] = opened.call(store.post_items, [Post("classified", "kept")])
+    assert kept.item.id == 1
