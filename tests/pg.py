@@ -14,6 +14,8 @@ import re
 
 import pytest
 
+from tests import require
+
 ADMIN_URL = os.environ.get("NOTIFD_TEST_POSTGRESQL", "postgresql://postgres@127.0.0.1:5432/postgres")
 _PREFIX = "notifd_test_"
 _counter = itertools.count(1)
@@ -101,7 +103,7 @@ def pg_url():
     """The URL of a fresh, empty PostgreSQL database (skips when there is no server)."""
     reason = unavailable()
     if reason:
-        pytest.skip(reason)
+        require.unavailable("postgresql", reason)
     url = create_database()
     yield url
     drop_database(url)

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.require import require_root
+
 TIMEOUT = 10.0  # seconds any single expected event may take before the test fails
 LISTENING = re.compile(r"notifd listening on (?:TCP|TLS) ([\d.]+):(\d+)")
 
@@ -295,8 +297,7 @@ def service_user(tmp_path_factory):
 
     Its processes must have ended by the end of the test: userdel refuses a user still running.
     """
-    if os.geteuid() != 0:
-        pytest.skip("needs root: it creates a throw-away system user to run notifd and notifctl as")
+    require_root("it creates a throw-away system user to run notifd and notifctl as")
     name = f"notifd-test-{secrets.token_hex(3)}"
     subprocess.run(
         ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",

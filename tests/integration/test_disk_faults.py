@@ -14,7 +14,14 @@ import subprocess
 import pytest
 import sqlalchemy.exc
 
-from tests.integration.conftest import _ENV, TIMEOUT, _script, ensure_database, eventually
+from tests.integration.conftest import (
+    _ENV,
+    TIMEOUT,
+    _script,
+    ensure_database,
+    eventually,
+)
+from tests.require import unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +37,7 @@ def small_disk(tmp_path):
         capture_output=True, text=True,
     )
     if mounted.returncode != 0:
-        pytest.skip(f"needs root to mount a small tmpfs for a full or read-only disk: {mounted.stderr.strip()}")
+        unavailable("root", f"needs root to mount a small tmpfs for a full or read-only disk: {mounted.stderr.strip()}")
     yield mount_point
     subprocess.run(["umount", "-l", str(mount_point)], check=True)
 

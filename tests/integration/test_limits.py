@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import select
-import shutil
 import socket
 import subprocess
 import urllib.request
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import TIMEOUT, LineClient, eventually, run_notifctl
+from tests.require import require_tool
 
 pytestmark = pytest.mark.integration
 
@@ -39,11 +39,9 @@ def scrape(server) -> dict[str, float]:
     return {name: float(value) for name, value in re.findall(r"^(notifd_\S+) (\S+)$", page, re.MULTILINE)}
 
 
-needs_ss = pytest.mark.skipif(not shutil.which("ss"), reason="needs ss (iproute2) to read socket state")
-
-
 def ss(*args: str) -> list[str]:
-    return subprocess.run(["ss", "-H", *args], capture_output=True, text=True, check=True).stdout.splitlines()
+    command = require_tool("ss", "iproute2", "to read socket state")
+    return subprocess.run([command, "-H", *args], capture_output=True, text=True, check=True).stdout.splitlines()
 
 
 def closed(sock: socket.socket) -> bool:
@@ -154,7 +152,6 @@ def test_one_address_cannot_hold_every_slot_waiting_for_hello(limited, notifctl)
     assert metrics['notifd_connections_closed_total{limit="hello_timeout"}'] == 32
 
 
-@needs_ss
 def test_connections_probe_a_silent_peer_after_limits_keepalive(limited):
     server = limited('[limits]\nkeepalive = "45s"\n')
     client = server.connect()
@@ -166,7 +163,6 @@ def test_connections_probe_a_silent_peer_after_limits_keepalive(limited):
     assert 0 < seconds <= 45  # the kernel's default would be two hours
 
 
-@needs_ss
 def test_the_listen_backlog_is_raised_unless_the_entry_sets_one(daemon):
     somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
 

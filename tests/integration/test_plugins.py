@@ -12,6 +12,7 @@ import tomllib
 import pytest
 
 from tests.integration.conftest import TIMEOUT, _script
+from tests.require import require_root
 
 pytestmark = pytest.mark.integration
 
@@ -118,8 +119,7 @@ def run_program(program, config, *args):
 @pytest.mark.parametrize("program, args", [("notifctl", ["plugins"]), ("notifd", ["--check-config"])])
 @pytest.mark.parametrize("tamper", [tamper_dir, tamper_file, tamper_owner, tamper_parent])
 def test_a_plugin_someone_else_could_write_is_refused_and_never_runs(tmp_path, program, args, tamper):
-    if os.geteuid() != 0:
-        pytest.skip("needs root, to give a file to another user")
+    require_root("to give a file to another user")
     base = tmp_path / "etc"
     base.mkdir(mode=0o755)
     directory = base / "plugins"
@@ -150,8 +150,7 @@ def test_a_plugin_someone_else_could_write_is_refused_and_never_runs(tmp_path, p
     (0o600, NOBODY, f"is owned by nobody (uid {NOBODY}), not by root"),
 ], ids=["group-writable", "owned-by-nobody"])
 def test_a_config_file_someone_else_could_write_is_refused(tmp_path, program, args, mode, owner, problem):
-    if os.geteuid() != 0:
-        pytest.skip("needs root, to give a file to another user")
+    require_root("to give a file to another user")
     config = tmp_path / "notifd.toml"
     config.write_text(f'db = "{tmp_path / "notifd.db"}"\n')
     config.chmod(mode)

@@ -19,6 +19,7 @@ import pytest
 
 from tests.integration.conftest import _ENV, TIMEOUT, LineClient, _script
 from tests.integration.test_tls import TLSClient, certificate  # noqa: F401 (a fixture)
+from tests.require import require_tool
 
 pytestmark = pytest.mark.integration
 
@@ -54,10 +55,7 @@ def documented_drop_ins() -> dict[str, str]:
 
 
 def systemd_analyze() -> str:
-    found = shutil.which("systemd-analyze")
-    if found is None:
-        pytest.skip("needs systemd-analyze (the systemd package) to check the units")
-    return found
+    return require_tool("systemd-analyze", "systemd", "to check the units")
 
 
 def installed_units(tmp_path: Path) -> Path:
@@ -159,9 +157,7 @@ def strace_counts(path: Path) -> set[str]:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_notifd_makes_no_system_call_the_unit_refuses(workers, service_user, system_root, certificate):  # noqa: F811
     analyze = systemd_analyze()
-    strace = shutil.which("strace")
-    if strace is None:
-        pytest.skip("needs strace to see which system calls notifd makes")
+    strace = require_tool("strace", "strace", "to see which system calls notifd makes")
     allowed, refused = unit_filter(analyze)
     assert {"chown", "fchown", "setuid", "setrlimit", "sched_setaffinity"} <= refused  # the sets meant
     user = service_user

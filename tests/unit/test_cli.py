@@ -10,6 +10,7 @@ import pytest
 from notifd import db as dbmod
 from notifd import store
 from tests.posts import add_item
+from tests.require import require_root
 
 
 def items(notifctl):
@@ -400,8 +401,7 @@ def test_no_command_but_db_upgrade_creates_a_database(notifctl, tmp_path, monkey
 def test_a_database_created_by_root_belongs_to_the_owner_of_its_directory(notifctl, tmp_path):
     import os
 
-    if os.geteuid() != 0:
-        pytest.skip("needs root: only root creates files for another user")
+    require_root("only root creates files for another user")
     state = tmp_path / "state"
     state.mkdir()
     os.chown(state, 65534, 65534)  # nobody, as /var/lib/notifd belongs to the service user
