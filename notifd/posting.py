@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 from .items import Item
 
-SCHEMA_HEAD = "0004"  # == store.SCHEMA_HEAD; a test keeps them equal
+SCHEMA_HEAD = "0005"  # == store.SCHEMA_HEAD; a test keeps them equal
 SQLITE_BUSY_TIMEOUT_MS = 5000  # == db.SQLITE_BUSY_TIMEOUT_MS; a test keeps them equal
 KEY_MAX = 200  # characters in an idempotency key (items.key)
 ITEMS_LOCK = 0x6E6F7470  # PostgreSQL advisory lock key: posters take turns (Rule 1)

@@ -49,7 +49,7 @@ from .posting import ITEMS_LOCK, Post, Posted, store_posts
 # The Alembic revision this code expects. tests/unit/test_migrations.py checks it is the
 # head of migrations/; kept here so that notifctl can check the schema without importing
 # Alembic on every call.
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 
 metadata = MetaData()
 
@@ -73,6 +73,20 @@ clients = Table(
     Column("token_hash", String(64), nullable=False),
     Column("created_at", DateTime, nullable=False),
     Column("last_seen", DateTime, nullable=True),
+    # The item types this client may query and be notified of, comma-separated; NULL: all.
+    Column("types", Text, nullable=True),
+)
+
+# Who may post over HTTP: a token (stored hashed, like clients') scoped to item types.
+publishers = Table(
+    "publishers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("types", Text, nullable=False),  # comma-separated item types it may post
+    Column("created_at", DateTime, nullable=False),
+    Column("last_used", DateTime, nullable=True),
 )
 
 cursors = Table(
@@ -158,6 +172,7 @@ nodes = Table(
     Column("stopped_at", DateTime, nullable=True),
     Column("connections", Integer, nullable=False),
     Column("subscribers", Integer, nullable=False),
+    Column("types", Text, nullable=True),  # the item types it serves, comma-separated
 )
 
 
@@ -519,6 +534,7 @@ class Node:
     stopped_at: datetime | None
     connections: int
     subscribers: int
+    types: str | None = None
 
 
 @writes
@@ -776,7 +792,7 @@ def retry_delivery(conn: Connection, delivery_id: int, *, now: datetime | None =
 
 # What a copy carries, parents first. `presence` and `nodes` describe the daemons running on
 # the old database: they stay behind.
-COPIED = (items, clients, cursors, outbox_marks, outbox)
+COPIED = (items, clients, publishers, cursors, outbox_marks, outbox)
 COPY_BATCH = 1000
 
 

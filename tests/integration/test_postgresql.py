@@ -191,7 +191,7 @@ def test_db_copy_moves_a_sqlite_database_to_postgresql(tmp_path, pg_url, nodes):
     assert old.kill(15) == 0  # a stop commits the read mark
 
     copied = run_notifctl(sqlite, "db", "copy", "--to", pg_url)
-    assert copied.stdout.startswith("copied 2 items, 1 clients, 1 cursors, 0 outbox_marks, 0 outbox to postgresql")
+    assert copied.stdout.startswith("copied 2 items, 1 clients, 0 publishers, 1 cursors, 0 outbox_marks, 0 outbox to postgresql")
     again = run_notifctl(sqlite, "db", "copy", "--to", pg_url, check=False)
     assert again.returncode == 1
     assert re.fullmatch(r"notifctl: \S+ already holds data \(2 items, 1 clients, 1 cursors\); copy into an empty database\n",
