@@ -201,12 +201,12 @@ class Daemon:
 
     def _listen(self, description: str, factory):
         try:
-            description = with_backlog(description)
-            if tls.is_tls(description):
-                endpoint, server_tls = tls.server_endpoint(self.reactor, description, self.config.tls_ciphers)
+            full = with_backlog(description)  # errors name the entry as the operator wrote it
+            if tls.is_tls(full):
+                endpoint, server_tls = tls.server_endpoint(self.reactor, full, self.config.tls_ciphers)
                 self.tls.append(server_tls)
             else:
-                endpoint = serverFromString(self.reactor, description)
+                endpoint = serverFromString(self.reactor, full)
         except Exception as e:
             return defer.fail(StartError(f"cannot listen on {description!r}: {e}"))
         d = endpoint.listen(factory)

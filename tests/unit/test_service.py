@@ -48,9 +48,7 @@ def test_check_config_prints_the_effective_configuration_with_secrets_masked(tmp
     # What it prints is the effective configuration, as a file notifd accepts, meaning the same.
     expected = effective(config)
     expected["db"] = "postgresql+psycopg://notifd:********@db.example/notifd"
-    unset = [key for key, value in expected.items() if value is None]
-    unset += [f"recent.{key}" for key, value in expected["recent"].items() if value is None]
-    assert out.startswith(f"# not set: {', '.join(unset)}\n")
+    assert out.startswith(f"# not set: {', '.join(_unset(expected))}\n")
     shown = tomllib.loads(out)
     assert shown == _as_toml_data(expected)
     assert shown["listen"] == ["tcp:8789", "tcp6:8789"] and shown["log"]["level"] == "debug"
@@ -58,6 +56,17 @@ def test_check_config_prints_the_effective_configuration_with_secrets_masked(tmp
     again = tmp_path / "again.toml"
     again.write_text(out)
     assert build(read_file(again)).retention == timedelta(days=90)
+
+
+def _unset(settings, prefix=""):
+    """The dotted keys whose value is None, at any depth, in order."""
+    found = []
+    for key, value in settings.items():
+        if value is None:
+            found.append(prefix + key)
+        elif isinstance(value, dict):
+            found += _unset(value, f"{prefix}{key}.")
+    return found
 
 
 def _as_toml_data(value):
