@@ -23,6 +23,7 @@ from .items import ItemType, Notifier, Window
 
 SYSTEM_CONFIG = Path("/etc/notifd/notifd.toml")  # read when no --config or NOTIFD_CONFIG is given
 DEFAULT_LISTEN = ("tcp:8789:interface=127.0.0.1",)
+DEFAULT_HTTP = ("tcp:8788:interface=127.0.0.1",)  # the HTTP API and the live page; () turns HTTP off
 # Connections the kernel queues for a listening socket until notifd accepts them (it caps
 # this at net.core.somaxconn). Twisted's default, 50, makes the clients of a reconnect
 # storm after a restart wait for their SYN to be retried, a second or more.
@@ -104,6 +105,13 @@ def _string(key: str, value: Any) -> str:
     return value
 
 
+def _strings_or_none(key: str, value: Any) -> tuple[str, ...]:
+    """A list of strings that may be empty (to turn something off)."""
+    if value == []:
+        return ()
+    return _strings(key, value)
+
+
 def _strings(key: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
@@ -168,6 +176,10 @@ class Config:
     log_format: str = "text"
     log_level: str = "info"
     metrics: str | None = None  # endpoint serving /metrics and /healthz
+    http_listen: tuple[str, ...] = DEFAULT_HTTP  # endpoints of the HTTP API; (): no HTTP
+    cors_origins: tuple[str, ...] = ()  # origins whose pages may call the HTTP API; (): none
+    http_request_timeout: float = 10.0  # seconds to receive a whole request (headers and body)
+    http_max_requests: int = 1000  # requests on one keep-alive connection before it is closed
     tls_ciphers: str | None = None  # OpenSSL cipher string for TLS 1.2 on ssl: entries; None: tls.DEFAULT_CIPHERS
     anonymous: bool = True  # clients may use the protocol without `hello`
     hello_failures: int = 5  # failed hellos allowed per source address ...
@@ -274,6 +286,10 @@ KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "retention.max_age": ("retention", parse_duration),
     "retention.interval": ("prune_interval", _interval),
     "retention.batch": ("prune_batch", _positive_int),
+    "http.listen": ("http_listen", _strings_or_none),
+    "http.cors_origins": ("cors_origins", _strings_or_none),
+    "http.request_timeout": ("http_request_timeout", _interval),
+    "http.max_requests_per_connection": ("http_max_requests", _positive_int),
     "tls.ciphers": ("tls_ciphers", _string),  # checked against OpenSSL by the daemon (tls.check_ciphers)
 }
 # Keys of a [types.<name>] table.
@@ -296,6 +312,7 @@ OPTIONS = {
     "node": "node",
     "workers": "workers",
     "metrics": "metrics",
+    "http_listen": "http",
     "log_format": "log_format",
     "log_level": "log_level",
     "plugins_dirs": "plugins_dir",
@@ -395,7 +412,7 @@ def build(settings: dict[str, Any], **options: Any) -> Config:
     for name, value in options.items():
         if value is not None and value != ():
             values[name] = value
-    for name in ("listen", "plugins_dirs"):
+    for name in ("listen", "plugins_dirs", "http_listen", "cors_origins"):
         if name in values:
             values[name] = tuple(values[name])
     return Config(**values, given=frozenset(values))

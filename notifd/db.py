@@ -249,6 +249,15 @@ class Database:
                 d.addBoth(observed)
         return d.addCallbacks(self._succeeded, self._failed, callbackArgs=(write,), errbackArgs=(f, write))
 
+    def run_blocking(self, f: Callable[..., T], *args: Any):
+        """Run `f(*args)`, no transaction, on the writer thread (file-system work the reactor
+        must not wait for, in order with the writes queued before it); returns a Deferred."""
+        from twisted.internet import defer, threads
+
+        if self._pools is None:
+            return defer.maybeDeferred(f, *args)
+        return threads.deferToThreadPool(self._reactor, self._pools[True], f, *args)
+
     def _succeeded(self, result, write: bool):
         if self.failing[write]:
             self.failing[write] = False

@@ -161,3 +161,19 @@ def check_line(text: str, max_bytes: int) -> str:
     if size > max_bytes:
         raise InvalidItem(f"text is {size} bytes, over the line limit of {max_bytes}")
     return text
+
+
+def check_post(item_type: ItemType, text: str | None, max_line: int) -> str:
+    """The text of a post as `item_type` stores it (generic checks, then the type's own).
+
+    Raises InvalidItem with the whole one-line message every posting path shows: `invalid
+    <type>: <reason>`, or `the <type> plugin failed to validate the text: ...` when the
+    plugin's `validate` raised something else (a bug in the plugin, reported as such).
+    """
+    try:
+        text = check_line(text or "", max_line)
+        return check_line(item_type.validate(text), max_line)
+    except InvalidItem as e:
+        raise InvalidItem(f"invalid {item_type.name}: {e}") from None
+    except Exception as e:
+        raise InvalidItem(f"the {item_type.name} plugin failed to validate the text: {type(e).__name__}: {e}") from None

@@ -130,7 +130,7 @@ class _MetricsPage(resource.Resource):
         return self.metrics.render()
 
 
-class _HealthPage(resource.Resource):
+class HealthPage(resource.Resource):
     """200 when the daemon can reach its database within `timeout` seconds, else 503."""
 
     isLeaf = True
@@ -164,7 +164,7 @@ class _HealthPage(resource.Resource):
 def site(metrics: Metrics, health_check: Callable[[], defer.Deferred], clock: Any) -> server.Site:
     root = resource.Resource()
     root.putChild(b"metrics", _MetricsPage(metrics))
-    root.putChild(b"healthz", _HealthPage(health_check, clock))
+    root.putChild(b"healthz", HealthPage(health_check, clock))
     factory = server.Site(root)
     factory.noisy = False
     factory.log = lambda request: None  # no access log: scrapes every few seconds are noise

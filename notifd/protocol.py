@@ -106,6 +106,7 @@ class Err:
     INVALID_UTF8 = Send(_line("ERR invalid UTF-8"))
     UNKNOWN_COMMAND = Send(_line("ERR unknown command"))
     UNKNOWN_TYPE = Send(_line("ERR unknown type"))
+    NOT_ALLOWED = Send(_line("ERR not allowed"))
     NO_ARGUMENTS = Send(_line("ERR this command takes no arguments"))
     HELLO_USAGE = Send(_line("ERR usage: hello <name> <token>"))
     HELLO_REFUSED = Send(_line("ERR unknown client or wrong token"))
@@ -171,6 +172,7 @@ class Session:
         "anonymous",
         "mode",
         "client_id",
+        "allowed",
         "cursors",
         "subscription",
         "outstanding",
@@ -186,6 +188,7 @@ class Session:
         self.anonymous = anonymous
         self.mode = Mode.NORMAL if anonymous else Mode.HELLO
         self.client_id: int | None = None  # set by a successful hello; None = anonymous
+        self.allowed: frozenset[str] | None = None  # the types a named client may read; None: all
         self.cursors: dict[str, int] = {}  # type -> id of the last item sent; 0 = none
         self.subscription: frozenset[str] = frozenset()  # types notified in NOTIF mode
         self.outstanding: str | None = None  # the notification sent and not yet OK'd
@@ -204,7 +207,7 @@ class Session:
             # and the commonest, `<type>?` and `OK`, without decoding and splitting.
             if self.mode is Mode.NORMAL:
                 type_name = _query_lines(self.types, self.max_line).get(data)
-                if type_name is not None:
+                if type_name is not None and (self.allowed is None or type_name in self.allowed):
                     self._fetch(type_name, actions)
                     return actions
             elif self.mode is Mode.NOTIF and data in _ACK_LINES and self.max_line >= 2:  # after each notif
@@ -283,6 +286,8 @@ class Session:
         type_name = verb[:-1]
         if type_name not in self.types:
             actions.append(Err.UNKNOWN_TYPE)
+        elif self.allowed is not None and type_name not in self.allowed:
+            actions.append(Err.NOT_ALLOWED)
         elif args:
             actions.append(Err.NO_ARGUMENTS)
         else:
@@ -307,8 +312,12 @@ class Session:
         if unknown:
             actions.append(Err.UNKNOWN_TYPE)
             return
+        if self.allowed is not None and not self.allowed.issuperset(args):
+            actions.append(Err.NOT_ALLOWED)
+            return
         self.mode = Mode.NOTIF
-        self.subscription = frozenset(args) if args else self.types
+        served = self.types if self.allowed is None else self.types & self.allowed
+        self.subscription = frozenset(args) if args else served
         actions.append(WILL_SEND_NOTIFS)
         actions.append(Subscribe())
 
@@ -388,13 +397,17 @@ class Session:
             if self.client_id is not None:
                 actions.append(MarkRead(self.client_id, type_name, item_id))
 
-    def identified(self, client_id: int | None, cursors: Mapping[str, int]) -> list[Action]:
-        """The answer to the last `Identify`: the client's id and stored cursors, or None if refused."""
+    def identified(
+        self, client_id: int | None, cursors: Mapping[str, int], allowed: frozenset[str] | None = None
+    ) -> list[Action]:
+        """The answer to the last `Identify`: the client's id, stored cursors and the types it
+        may read (None: all), or a client_id of None if refused."""
         assert self.mode is Mode.WAITING
         if client_id is None:
             actions: list[Action] = [Err.HELLO_REFUSED]
         else:
             self.client_id = client_id
+            self.allowed = allowed
             self.cursors = dict(cursors)
             actions = [OK]
         self.mode = self._at_rest()

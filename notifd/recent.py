@@ -54,6 +54,16 @@ class RecentItems:
     def newest(self) -> Item | None:
         return self._items[-1] if len(self._items) > self._head else None
 
+    def newest_items(self, count: int) -> list[Item]:
+        """The newest `count` items held, oldest first (what the live page shows)."""
+        return self._items[max(self._head, len(self._items) - count):]
+
+    def after(self, item_id: int) -> list[Item] | None:
+        """Every item held above `item_id`, oldest first; None when memory may lack some of them."""
+        if item_id < self.complete_after:
+            return None
+        return self._items[max(self._head, bisect_right(self._ids, item_id, lo=self._head)):]
+
     def add(self, item: Item) -> None:
         """A new item of this type (ids only grow)."""
         self._items.append(item)

@@ -19,6 +19,7 @@ from . import __version__, plugins, store, systemd, tls
 from . import db as dbmod
 from .config import Config, ConfigError, changed, with_backlog
 from .hub import Hub
+from .items import Notifier
 from .limits import FailureLimiter
 from .logs import Logging
 from .metrics import Metrics, site
@@ -35,7 +36,7 @@ RELOADABLE = frozenset(
     {"log_level", "recent_max_age", "recent_max_count", "types", "retention", "prune_interval",
      "prune_batch", "max_line_length", "anonymous", "hello_failures", "hello_window", "max_connections",
      "max_connections_per_address", "idle_timeout", "max_unsent_bytes", "max_unidentified_per_address",
-     "hello_timeout", "keepalive", "tls_ciphers"}
+     "hello_timeout", "keepalive", "tls_ciphers", "cors_origins", "http_request_timeout", "http_max_requests"}
 )
 
 
@@ -93,14 +94,22 @@ class Daemon:
             hello_limiter=FailureLimiter(reactor, config.hello_failures, config.hello_window),
         )
         self._apply_limits(config)
-        self.hub.revoked = self.server.revoke
-        self.metrics.follow(lambda: self.hub.subscribers, lambda: len(self.server.connections))
         self.factory = ConnectionFactory(self.server)
+        self.web = None
+        if config.http_listen:
+            from .web import Web
+
+            self.web = Web(self.server, config, self.factory, self._posted_over_http)
+            # Event streams hear of each new item as the client push does: from the hub.
+            self.hub.notifiers.append(("notifd.web", Notifier("events", self.web.events.feed)))
+        self.hub.revoked = self._revoked
+        self.metrics.follow(lambda: self.hub.subscribers, lambda: len(self.server.connections))
         self.wakeups = make_listener(reactor, self.engine, self._wake, config.node)
         self.pruner = Pruner(self.db, reactor, config, on_pruned=self.metrics.pruned.inc)
         if self.wakeups is not None:
             self.hub.wakeup_pending = self.wakeups.pending
         self.ports: list = []
+        self.http_ports: list = []
         self.tls: list[tls.ServerTLS] = []  # of the ssl: endpoints, reloaded on SIGHUP
         self.listening = ""  # the endpoints, as `notifctl status` shows them
         self.started_at = store.utcnow()
@@ -136,6 +145,20 @@ class Daemon:
         if self.outbox is not None:
             self.outbox.wake()
 
+    def _posted_over_http(self) -> None:
+        """A group of HTTP posts stored new items: wake this daemon now, and the others."""
+        self._wake()
+        path = dbmod.sqlite_path(self.engine.url)
+        if path is not None:  # PostgreSQL: the NOTIFY was part of the posting transaction
+            from .wakeup import send_datagrams
+
+            self.db.run_blocking(send_datagrams, path).addErrback(lambda failure: None)  # a hint
+
+    def _revoked(self, change) -> None:
+        self.server.revoke(change)
+        if self.web is not None:
+            self.web.revoke(change)
+
     @defer.inlineCallbacks
     def start(self):
         """Start everything; the Deferred fires once every endpoint listens (and systemd knows)."""
@@ -159,6 +182,22 @@ class Daemon:
             self.ports.append(port)
             addresses.append(_describe(port.getHost(), tls.is_tls(description)))
             self.log.info("notifd listening on {address}", address=addresses[-1])
+        if self.web is not None:
+            from .web import site as web_site
+
+            http_site = web_site(self.web, self._health_check)
+            for offset, description in enumerate(self.config.http_listen):
+                if self.shared_ports is not None:
+                    index = len(self.config.listen) + offset
+                    port = yield self._listen_shared(description, self.shared_ports[index], http_site)
+                else:
+                    port = yield self._listen(description, http_site)
+                self.http_ports.append(port)
+                secure = tls.is_tls(description)
+                host = port.getHost()
+                addresses.append(f"HTTP{'S' if secure else ''} {host.host}:{host.port}")
+                self.log.info("HTTP API and live page on {url}", url=f"http{'s' if secure else ''}://{host.host}:{host.port}/")
+            self.web.events.start()
         if self.config.metrics:
             self.metrics_port = yield self._listen(
                 self.config.metrics, site(self.metrics, self._health_check, self.reactor)
@@ -221,8 +260,10 @@ class Daemon:
         """Stop accepting, close connections, let database work in flight finish, release it."""
         systemd.notify("STOPPING=1")
         self.log.info("notifd stopping")
-        yield defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in self.ports])
-        self.ports = []
+        yield defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in self.ports + self.http_ports])
+        self.ports, self.http_ports = [], []
+        if self.web is not None:
+            self.web.events.stop()
         for loop in (self._heartbeat, self._watchdog, self._idle_sweep):
             if loop.running:
                 loop.stop()
@@ -295,7 +336,11 @@ class Daemon:
         windows = self._windows(new)
         self.hub.set_windows(windows)
         self._apply_limits(new)
+        if self.web is not None:
+            self.web.config = new
         if self.config.anonymous and not new.anonymous:
+            if self.web is not None:
+                self.web.refuse_anonymous()
             closed = self.server.refuse_anonymous()
             self.log.info("anonymous clients are no longer served: closed {n} connection(s)", n=closed)
         self.pruner.configure(new)
@@ -399,7 +444,8 @@ def check(config: Config) -> str:
         from .workers import check_shared
 
         check_shared(reactor, config)
-    for key, description in [("listen", d) for d in config.listen] + [("metrics", config.metrics)]:
+    endpoints = [("listen", d) for d in config.listen] + [("http.listen", d) for d in config.http_listen]
+    for key, description in endpoints + [("metrics", config.metrics)]:
         if description and not (key == "metrics" and config.workers > 1):
             try:
                 if tls.is_tls(description):

@@ -44,7 +44,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from .items import Item, Pick, Window
-from .posting import ITEMS_LOCK, Post, Posted, store_posts
+from .posting import ITEMS_LOCK, KeyConflict, Post, Posted, store_posts
+from .wakeup import CHANNEL as WAKEUP_CHANNEL
 
 # The Alembic revision this code expects. tests/unit/test_migrations.py checks it is the
 # head of migrations/; kept here so that notifctl can check the schema without importing
@@ -75,6 +76,7 @@ clients = Table(
     Column("last_seen", DateTime, nullable=True),
     # The item types this client may query and be notified of, comma-separated; NULL: all.
     Column("types", Text, nullable=True),
+    Index("ix_clients_token_hash", "token_hash"),  # a bearer token over HTTP names no client
 )
 
 # Who may post over HTTP: a token (stored hashed, like clients') scoped to item types.
@@ -352,6 +354,20 @@ def next_unread(
     return None if row is None else _item(row)
 
 
+def recent_after(
+    conn: Connection, afters: Mapping[str, int], windows: Mapping[str, Window], now: datetime, limit: int
+) -> list[Item]:
+    """The recent items of each type above its id in `afters` (at most `limit` per type), in id order."""
+    found: list[Item] = []
+    for type_name, after in afters.items():
+        rows = conn.execute(
+            select(items).where(items.c.id > after, *_recent(type_name, windows[type_name], now))
+            .order_by(items.c.id).limit(limit)
+        )
+        found += [_item(row) for row in rows]
+    return sorted(found, key=lambda item: item.id)
+
+
 def count_unread(conn: Connection, type_name: str, after: int, window: Window, now: datetime) -> int:
     query = select(func.count()).select_from(items).where(items.c.id > after, *_recent(type_name, window, now))
     return conn.execute(query).scalar_one()
@@ -370,6 +386,15 @@ class Client:
     name: str
     created_at: datetime
     last_seen: datetime | None
+    types: frozenset[str] | None = None  # the item types it may read; None: all
+
+
+def _types_out(value: str | None) -> frozenset[str] | None:
+    return None if value is None else frozenset(filter(None, value.split(",")))
+
+
+def _types_in(types: Sequence[str] | None) -> str | None:
+    return None if types is None else ",".join(sorted(set(types)))
 
 
 def _hash_token(token: str) -> str:
@@ -377,13 +402,17 @@ def _hash_token(token: str) -> str:
 
 
 @writes
-def add_client(conn: Connection, name: str, *, now: datetime | None = None) -> str:
-    """Create a named client; returns its token, which is stored only hashed."""
+def add_client(
+    conn: Connection, name: str, *, types: Sequence[str] | None = None, now: datetime | None = None
+) -> str:
+    """Create a named client, allowed `types` (None: every type); returns its token, stored only hashed."""
     if conn.execute(select(clients.c.id).where(clients.c.name == name)).first() is not None:
         raise ClientExists(name)
     token = secrets.token_urlsafe(TOKEN_BYTES)
     try:
-        conn.execute(insert(clients).values(name=name, token_hash=_hash_token(token), created_at=now or utcnow()))
+        conn.execute(insert(clients).values(
+            name=name, token_hash=_hash_token(token), created_at=now or utcnow(), types=_types_in(types),
+        ))
     except IntegrityError:
         raise ClientExists(name) from None  # created by another admin since the check (PostgreSQL)
     return token
@@ -418,19 +447,34 @@ def remove_client(conn: Connection, name: str) -> bool:
 
 def list_clients(conn: Connection) -> list[Client]:
     rows = conn.execute(select(clients).order_by(clients.c.name))
-    return [Client(row.id, row.name, row.created_at, row.last_seen) for row in rows]
+    return [Client(row.id, row.name, row.created_at, row.last_seen, _types_out(row.types)) for row in rows]
 
 
 @writes
 def identify(conn: Connection, name: str, token: str, *, now: datetime | None = None) -> Identity | None:
     """Check a hello; returns who it is, or None for a wrong name or token."""
-    row = conn.execute(select(clients.c.id, clients.c.token_hash).where(clients.c.name == name)).first()
+    row = conn.execute(
+        select(clients.c.id, clients.c.token_hash, clients.c.types).where(clients.c.name == name)
+    ).first()
     # Hash even for an unknown name, so that timing does not tell which names exist.
     offered = _hash_token(token)
     if row is None or not hmac.compare_digest(offered, row.token_hash):
         return None
+    return _identity(conn, row, now)
+
+
+@writes
+def identify_bearer(conn: Connection, token: str, *, now: datetime | None = None) -> Identity | None:
+    """The named client whose token this is (HTTP's `Authorization: Bearer`), or None."""
+    row = conn.execute(
+        select(clients.c.id, clients.c.token_hash, clients.c.types).where(clients.c.token_hash == _hash_token(token))
+    ).first()
+    return None if row is None else _identity(conn, row, now)
+
+
+def _identity(conn: Connection, row, now: datetime | None) -> Identity:
     conn.execute(update(clients).where(clients.c.id == row.id).values(last_seen=now or utcnow()))
-    return Identity(row.id, client_cursors(conn, row.id), max_change_id(conn))
+    return Identity(row.id, client_cursors(conn, row.id), max_change_id(conn), _types_out(row.types))
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,6 +484,7 @@ class Identity:
     client_id: int
     cursors: dict[str, int]  # type -> the id of the last item it was sent
     as_of_change: int  # the newest change then: only later revocations concern this connection
+    types: frozenset[str] | None = None  # the item types it may read; None: all
 
 
 def client_cursors(conn: Connection, client_id: int) -> dict[str, int]:
@@ -489,6 +534,115 @@ def unread_counts(
     """A client's count of recent unread items for each type in `windows`."""
     read = client_cursors(conn, client_id)
     return {name: count_unread(conn, name, read.get(name, 0), window, now) for name, window in windows.items()}
+
+
+# --- publishers: who may post over HTTP -----------------------------------------------------------
+
+
+class PublisherExists(Exception):
+    """`add_publisher` for a name that is taken."""
+
+
+@dataclass(frozen=True, slots=True)
+class Publisher:
+    id: int
+    name: str
+    types: frozenset[str]  # the item types it may post
+    created_at: datetime
+    last_used: datetime | None
+
+
+@writes
+def add_publisher(conn: Connection, name: str, types: Sequence[str], *, now: datetime | None = None) -> str:
+    """Create a publisher token for `types`; returns the token, which is stored only hashed."""
+    if conn.execute(select(publishers.c.id).where(publishers.c.name == name)).first() is not None:
+        raise PublisherExists(name)
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    try:
+        conn.execute(insert(publishers).values(
+            name=name, token_hash=_hash_token(token), types=_types_in(types), created_at=now or utcnow(),
+        ))
+    except IntegrityError:
+        raise PublisherExists(name) from None  # created by another admin since the check (PostgreSQL)
+    return token
+
+
+@writes
+def rotate_publisher(conn: Connection, name: str) -> str | None:
+    """A new token for a publisher (the old one stops working at once); None if there is no such publisher."""
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    changed = conn.execute(
+        update(publishers).where(publishers.c.name == name).values(token_hash=_hash_token(token))
+    ).rowcount
+    return token if changed else None
+
+
+@writes
+def remove_publisher(conn: Connection, name: str) -> bool:
+    return bool(conn.execute(delete(publishers).where(publishers.c.name == name)).rowcount)
+
+
+def list_publishers(conn: Connection) -> list[Publisher]:
+    rows = conn.execute(select(publishers).order_by(publishers.c.name))
+    return [Publisher(row.id, row.name, _types_out(row.types), row.created_at, row.last_used) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One HTTP post on its way to the database: the bearer token offered and the post."""
+
+    token: str
+    post: Post
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What became of a Publication: "created", "found" (its key named an earlier item of the
+    same text), "unauthorized" (no such token), "forbidden" (not for this type), "conflict"."""
+
+    outcome: str
+    item: Item | None = None
+    conflict_with: int | None = None
+
+
+@durable
+def publish(conn: Connection, publications: Sequence[Publication], *, now: datetime | None = None) -> list[Published]:
+    """Store a group of HTTP posts in one durable transaction; each is checked against its token.
+
+    Tokens are checked here, in the transaction that stores the post: a token removed or
+    rotated before this commit posts nothing. Each post goes through the one posting
+    function; a key conflict refuses that post only. On PostgreSQL the wake-up (NOTIFY) is
+    part of the transaction, so that it is delivered exactly when the items are visible.
+    """
+    now = now or utcnow()
+    tokens: dict[str, Publisher | None] = {}
+    outcomes: list[Published] = []
+    used: set[int] = set()
+    for publication in publications:
+        digest = _hash_token(publication.token)
+        if digest not in tokens:
+            row = conn.execute(select(publishers).where(publishers.c.token_hash == digest)).first()
+            tokens[digest] = None if row is None else Publisher(
+                row.id, row.name, _types_out(row.types), row.created_at, row.last_used
+            )
+        publisher = tokens[digest]
+        if publisher is None:
+            outcomes.append(Published("unauthorized"))
+        elif publication.post.type not in publisher.types:
+            outcomes.append(Published("forbidden"))
+        else:
+            used.add(publisher.id)
+            try:
+                [posted] = store_posts(conn.exec_driver_sql, conn.dialect.name, [publication.post], now)
+            except KeyConflict as e:
+                outcomes.append(Published("conflict", conflict_with=e.item_id))
+            else:
+                outcomes.append(Published("created" if posted.created else "found", posted.item))
+    if used:
+        conn.execute(update(publishers).where(publishers.c.id.in_(used)).values(last_used=now))
+    if conn.dialect.name == "postgresql" and any(o.outcome == "created" for o in outcomes):
+        conn.exec_driver_sql(f"NOTIFY {WAKEUP_CHANNEL}")
+    return outcomes
 
 
 # --- presence ----------------------------------------------------------------------------

@@ -61,6 +61,7 @@ class Server:
     anonymous: bool = True  # clients may use the protocol without `hello`
     hello_limiter: object = None  # limits.FailureLimiter; None: no limit
     connections: set = field(default_factory=set)  # every open Connection
+    others: set = field(default_factory=set)  # every open HTTP connection (web/channel.py), counted in the limits
     max_connections: int | None = None  # in total; None: no limit
     max_per_address: int | None = None  # from one source address; None: no limit
     # When anonymous clients are refused: connections from one address that have not said
@@ -91,17 +92,20 @@ class Server:
         if self.refusals is None:
             self.refusals = RefusalLog(self.clock)
 
-    def admit(self, address: str) -> bytes | None:
+    def admit(self, address: str, waits_for_hello: bool | None = None) -> bytes | None:
         """Count a new connection from `address`; or, over a limit, the line to refuse it with.
 
-        When anonymous clients are refused, the connection counts as waiting for its hello
-        (`Connection` reads `anonymous` too, in the same turn).
+        When anonymous clients are refused, a line-protocol connection counts as waiting
+        for its hello (`Connection` reads `anonymous` too, in the same turn); an HTTP one
+        (`waits_for_hello=False`) does not: it says who it is in each request.
         """
-        if self.max_connections is not None and len(self.connections) >= self.max_connections:
+        if waits_for_hello is None:
+            waits_for_hello = not self.anonymous
+        if self.max_connections is not None and len(self.connections) + len(self.others) >= self.max_connections:
             return self._refused(address, "max_connections", Err.TOO_MANY_CONNECTIONS)
         if self.max_per_address is not None and self.per_address.get(address, 0) >= self.max_per_address:
             return self._refused(address, "max_connections_per_address", Err.TOO_MANY_FROM_ADDRESS)
-        if not self.anonymous:
+        if waits_for_hello:
             waiting = self.unidentified.get(address, 0)
             limit = self.max_unidentified_per_address
             if limit is not None and waiting >= limit:
@@ -154,6 +158,71 @@ class Server:
         for connection in idle:
             connection.close_idle()
         return len(idle)
+
+    # --- answering `<type>?`: shared by line-protocol sessions and HTTP reads ---------------------
+
+    def unread_in_memory(self, item_type: ItemType, after: int) -> tuple[bool, Item | None]:
+        """The hub's answer, if it is sure of it (see Hub.unread): most answers need no database."""
+        return self.hub.unread(item_type.name, after, item_type.pick, self.now())
+
+    def unread_in_store(self, item_type: ItemType, after: int):
+        """The database's answer: a Deferred of the item, or None."""
+        name = item_type.name
+        return self.db.run(store.next_unread, name, after, item_type.pick, self.hub.windows[name], self.now())
+
+    def render(self, item: Item, item_type: ItemType) -> str | None:
+        """The line an item is sent as; None when it cannot be sent (then it is skipped, not
+        answered with an error: every later query would find it again, and the items behind
+        it would never reach anyone)."""
+        try:
+            line = item_type.render(item)
+            if not isinstance(line, str):
+                raise TypeError(f"rendered a {type(line).__name__}, not a str")
+            if sendable(line):
+                return line
+            problem: str | Failure = "its text is not one line (a newline or a control character)"
+        except Exception:
+            problem = Failure()
+        self.unsendable(item, problem)
+        return None
+
+    def fresh(self, item_type: ItemType) -> str | None:
+        """The line for nothing unread: a fresh value, or the empty line; None if the plugin failed."""
+        if item_type.fresh is None:
+            return ""
+        try:
+            line = item_type.fresh()
+            if not isinstance(line, str) or not sendable(line):
+                raise TypeError(f"drew {line!r}, not one line of text")
+            return line
+        except Exception:
+            owner = self.type_plugins.get(item_type.name, "unknown")
+            plugins.plugin_failed(owner, f"item type {item_type.name}", Failure(), traceback=True)
+            return None
+
+    def next_answer(self, item_type: ItemType, after: int):
+        """What `<type>?` answers after cursor `after`, for callers without a Session (HTTP).
+
+        A Deferred of (item, line, cursor): the item sent (None for a fresh value or
+        nothing), its line (None when a fresh value could not be drawn; "" for nothing),
+        and the cursor after it (past any item skipped on the way).
+        """
+        from twisted.internet import defer
+
+        @defer.inlineCallbacks
+        def answer(after: int):
+            while True:
+                known, item = self.unread_in_memory(item_type, after)
+                if not known:
+                    item = yield self.unread_in_store(item_type, after)
+                if item is None:
+                    return None, self.fresh(item_type), after
+                line = self.render(item, item_type)
+                after = max(after, item.id)
+                if line is not None:
+                    return item, line, after
+
+        return answer(after)
 
     def unsendable(self, item: Item, problem: str | Failure) -> None:
         """An item that cannot be sent is skipped; say so once per item, naming its plugin."""
@@ -444,14 +513,10 @@ class Connection(Protocol):
     def _fetch(self, type_name: str, after: int) -> list:
         """Ask for the item a query returns; returns the answer's actions if known at once."""
         item_type = self.server.types[type_name]
-        hub = self.server.hub
-        now = self.server.now()
-        # Most answers are in the hub's memory, when it is up to date with the store: no
-        # database round trip. The database answers the rest.
-        known, item = hub.unread(type_name, after, item_type.pick, now)
+        known, item = self.server.unread_in_memory(item_type, after)
         if known:
             return self._answer_with(item, item_type)
-        d = self.server.db.run(store.next_unread, type_name, after, item_type.pick, hub.windows[type_name], now)
+        d = self.server.unread_in_store(item_type, after)
         d.addCallbacks(self._fetched, self._db_failed, callbackArgs=(item_type,))
         return []
 
@@ -461,34 +526,11 @@ class Connection(Protocol):
 
     def _answer_with(self, item: Item | None, item_type: ItemType) -> list:
         if item is None:
-            return self.session.fetched(self._fresh(item_type), None)
-        try:
-            line = item_type.render(item)
-            if not isinstance(line, str):
-                raise TypeError(f"rendered a {type(line).__name__}, not a str")
-            problem = None if sendable(line) else "its text is not one line (a newline or a control character)"
-        except Exception:
-            line, problem = None, Failure()
-        if problem is None:
-            return self.session.fetched(line, item.id)
-        # Skipped, not answered with an error: every later query would find it again, and
-        # the items behind it would never reach anyone.
-        self.server.unsendable(item, problem)
-        return self.session.skipped(item.id)
-
-    def _fresh(self, item_type: ItemType) -> str | None:
-        """The line for nothing unread: a fresh value, or the empty line; None if the plugin failed."""
-        if item_type.fresh is None:
-            return ""
-        try:
-            line = item_type.fresh()
-            if not isinstance(line, str) or not sendable(line):
-                raise TypeError(f"drew {line!r}, not one line of text")
-            return line
-        except Exception:
-            owner = self.server.type_plugins.get(item_type.name, "unknown")
-            plugins.plugin_failed(owner, f"item type {item_type.name}", Failure(), traceback=True)
-            return None
+            return self.session.fetched(self.server.fresh(item_type), None)
+        line = self.server.render(item, item_type)
+        if line is None:
+            return self.session.skipped(item.id)
+        return self.session.fetched(line, item.id)
 
     def _identify(self, name: str, token: str) -> None:
         limiter, ticket = self.server.hello_limiter, None
@@ -526,7 +568,7 @@ class Connection(Protocol):
                 cursors[type_name] = item_id
         self._presence = self.server.db.run(store.client_connected, found.client_id, self.server.node)
         self._identified_or_gone()
-        self._carry_out(self.session.identified(found.client_id, cursors))
+        self._carry_out(self.session.identified(found.client_id, cursors, found.types))
 
     def _hello_not_checked(self, failure, ticket: float | None) -> None:
         if ticket is not None:  # the database failed: not the client's failure

@@ -108,7 +108,8 @@ def check_shared(reactor, config: Config) -> list[SharedPort]:
             serverFromString(reactor, config.metrics.replace("{worker}", "1"))
         except Exception as e:
             raise ConfigError(f"metrics: bad endpoint {config.metrics!r}: {e}") from None
-    return [shared_port(reactor, description, config.tls_ciphers) for description in config.listen]
+    # The line protocol's entries, then the HTTP API's: workers listen on each, in this order.
+    return [shared_port(reactor, description, config.tls_ciphers) for description in config.listen + config.http_listen]
 
 
 def listen_shared(reactor, shared: SharedPort, port: int, factory):

@@ -18,6 +18,8 @@ def upgrade() -> None:
     # NULL: every type (what named clients could read before).
     with op.batch_alter_table("clients") as batch:
         batch.add_column(sa.Column("types", sa.Text, nullable=True))
+    # A bearer token over HTTP names no client: it is looked up by its hash.
+    op.create_index("ix_clients_token_hash", "clients", ["token_hash"])
     with op.batch_alter_table("nodes") as batch:
         batch.add_column(sa.Column("types", sa.Text, nullable=True))
     op.create_table(
@@ -35,5 +37,6 @@ def downgrade() -> None:
     op.drop_table("publishers")
     with op.batch_alter_table("nodes") as batch:
         batch.drop_column("types")
+    op.drop_index("ix_clients_token_hash", "clients")
     with op.batch_alter_table("clients") as batch:
         batch.drop_column("types")

@@ -14,7 +14,7 @@ import click
 
 from .. import __version__
 from .. import config as configmod
-from . import clients, database, items, plugins, status, watch
+from . import clients, database, items, plugins, status, tokens, watch
 from .common import HELP, config_option, db_option, plugins_dir_option
 from .daemon import notifd
 
@@ -33,7 +33,7 @@ def notifctl(ctx: click.Context, db: str | None, plugins_dir: tuple[str, ...]) -
 
 for command in (
     items.add, items.list_, items.rm, clients.client, clients.clients, plugins.plugins, plugins.outbox,
-    database.db_group, database.prune, status.status, watch.watch,
+    database.db_group, database.prune, status.status, tokens.token, watch.watch,
 ):
     notifctl.add_command(command)
 

@@ -5,9 +5,7 @@ import json
 
 import click
 
-from .common import HELP, iso, store_of
-
-_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+from .common import HELP, checked_name, checked_types, iso, store_of
 
 
 @click.group(context_settings=HELP)
@@ -17,17 +15,17 @@ def client() -> None:
 
 @client.command("add", context_settings=HELP)
 @click.argument("name")
+@click.option("--types", metavar="TYPE[,TYPE]", help="Only these item types may be queried and notified [default: all].")
 @click.pass_context
-def client_add(ctx: click.Context, name: str) -> None:
+def client_add(ctx: click.Context, name: str, types: str | None) -> None:
     """Create a named client; prints its token last. The token is shown only once."""
-    import re
-
     from .. import store
 
-    if not re.fullmatch(_NAME, name):
-        raise click.ClickException(f"client name must match {_NAME}")
+    checked_name("client", name)
+    db = store_of(ctx)
+    allowed = None if types is None else checked_types(db, types, "--types")
     try:
-        token = store_of(ctx).call(store.add_client, name)
+        token = db.call(store.add_client, name, types=allowed)
     except store.ClientExists:
         raise click.ClickException(f"client {name!r} already exists") from None
     click.echo(f"created client {name}; its token is shown once, keep it secret:")
@@ -60,11 +58,16 @@ def client_list(ctx: click.Context, as_json: bool) -> None:
 
     found = store_of(ctx).call(store.list_clients)
     if as_json:
-        rows = [{"name": c.name, "created_at": iso(c.created_at), "last_seen": iso(c.last_seen)} for c in found]
+        rows = [
+            {"name": c.name, "types": None if c.types is None else sorted(c.types), "created_at": iso(c.created_at),
+             "last_seen": iso(c.last_seen)}
+            for c in found
+        ]
         click.echo(json.dumps(rows, indent=2))
         return
     for c in found:
-        click.echo(f"{c.name}\tcreated {iso(c.created_at)}\tlast seen {iso(c.last_seen)}")
+        types = "all types" if c.types is None else ",".join(sorted(c.types))
+        click.echo(f"{c.name}\t{types}\tcreated {iso(c.created_at)}\tlast seen {iso(c.last_seen)}")
 
 
 @client.command("remove", context_settings=HELP)

@@ -141,3 +141,27 @@ def iso(when) -> str:
 
 def item_json(item) -> dict[str, Any]:
     return {"id": item.id, "type": item.type, "text": item.text, "created_at": iso(item.created_at)}
+
+
+NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # a named client's or a publisher's name
+
+
+def checked_name(what: str, name: str) -> str:
+    import re
+
+    if not re.fullmatch(NAME, name):
+        raise click.ClickException(f"{what} name must match {NAME}")
+    return name
+
+
+def checked_types(db: Store, value: str, option: str) -> list[str]:
+    """`TYPE[,TYPE]` of an option, each a type the plugins declare, or one line saying which is not."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise click.ClickException(f"{option} needs at least one item type")
+    unknown = [name for name in names if name not in db.types]
+    if unknown:
+        raise click.ClickException(
+            f"{option}: unknown item type {unknown[0]!r} (known: {', '.join(db.types)})"
+        )
+    return names

@@ -23,6 +23,14 @@ from .common import HELP, checked_option, config_option, db_option, plugins_dir_
     help="Twisted endpoint to serve on; repeatable [env NOTIFD_LISTEN, space-separated] "
     f"[default: {configmod.DEFAULT_LISTEN[0]}].",
 )
+@click.option(
+    "--http",
+    multiple=True,
+    envvar="NOTIFD_HTTP",
+    metavar="ENDPOINT",
+    help="Twisted endpoint to serve the HTTP API and the live page on; repeatable [env NOTIFD_HTTP, space-separated] "
+    f"[default: {configmod.DEFAULT_HTTP[0]}; http.listen = [] in the file turns HTTP off].",
+)
 @click.option("--metrics", envvar="NOTIFD_METRICS", metavar="ENDPOINT", help="Serve /metrics and /healthz here [env NOTIFD_METRICS].")
 @click.option(
     "--node", envvar="NOTIFD_NODE", callback=lambda ctx, param, value: checked_option("node", value),

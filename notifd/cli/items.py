@@ -75,18 +75,13 @@ def _item_type(types, type_name: str, where: str = ""):
 
 
 def _checked(item_type, text: str | None, max_line: int, where: str = "") -> str:
-    """The text as the type stores it, or one line naming the problem."""
-    from ..items import InvalidItem, check_line
+    """The text as the type stores it, or one line naming the problem (the same words as over HTTP)."""
+    from ..items import InvalidItem, check_post
 
     try:
-        text = check_line(text or "", max_line)
-        return check_line(item_type.validate(text), max_line)
+        return check_post(item_type, text, max_line)
     except InvalidItem as e:
-        raise click.ClickException(f"{where}invalid {item_type.name}: {e}") from None
-    except Exception as e:
-        raise click.ClickException(
-            f"{where}the {item_type.name} plugin failed to validate the text: {type(e).__name__}: {e}"
-        ) from None
+        raise click.ClickException(f"{where}{e}") from None
 
 
 def _read_batch(source: str, type_name: str | None, types, max_line: int) -> list:

@@ -28,6 +28,7 @@ from tests.require import require_root
 
 TIMEOUT = 10.0  # seconds any single expected event may take before the test fails
 LISTENING = re.compile(r"notifd listening on (?:TCP|TLS) ([\d.]+):(\d+)")
+HTTP_ON = re.compile(r"HTTP API and live page on https?://([\d.]+):(\d+)/")
 
 _measurements: list[str] = []
 
@@ -74,12 +75,15 @@ class DaemonProcess:
         self.popen = popen
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
+        self.http_port: int | None = None
         self.log_lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
 
     def start(self) -> "DaemonProcess":
+        # The HTTP API on a free port too (its default port would be shared by every daemon of a test).
+        http = [] if "--http" in self.extra else ["--http", "tcp:0:interface=127.0.0.1"]
         self.proc = subprocess.Popen(
-            [*self.prefix, *_script("notifd"), "--db", str(self.db_path), "--listen", self.listen, *self.extra],
+            [*self.prefix, *_script("notifd"), "--db", str(self.db_path), "--listen", self.listen, *http, *self.extra],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -90,6 +94,7 @@ class DaemonProcess:
         threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
         line = self.wait_for_log(LISTENING)
         self.port = int(LISTENING.search(line).group(2))
+        self.http_port = int(HTTP_ON.search(self.wait_for_log(HTTP_ON)).group(2)) if http else None
         return self
 
     def _drain(self, proc) -> None:

@@ -1,0 +1,180 @@
+"""notifd over HTTP, on the daemon's own reactor, store and read-state rules.
+
+    POST /v1/items/{type}        post an item (publisher token)              api.py, publish.py
+    GET  /v1/items/{type}/next   what `<type>?` answers (named client token) api.py
+    GET  /v1/events              new items as Server-Sent Events             events.py
+    GET  /v1/ws                  the line protocol over a WebSocket          ws.py
+    GET  /v1/status              what the live page shows                    api.py
+    GET  /healthz                200 when the database answers
+    GET  /                       the live page (static files in static/)
+
+`Web` is what every part shares; `site(web)` is the twisted.web Site the daemon listens
+with (channel.py holds its limits). docs/http.md is the reference.
+"""
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Any, Callable
+
+from twisted.internet import defer
+from twisted.web import resource, static
+
+from .. import store
+from ..config import Config
+from ..metrics import HealthPage
+from .api import Api, bearer
+from .channel import Site
+from .events import Events
+from .problems import problem
+from .publish import Batcher
+
+
+class Reader:
+    """Who reads over HTTP: a named client (its token) or an anonymous one, and its cursors."""
+
+    def __init__(self, server: Any, identity: store.Identity | None) -> None:
+        self.server = server
+        self.client_id = None if identity is None else identity.client_id
+        self.allowed = None if identity is None else identity.types
+        self.as_of_change = 0 if identity is None else identity.as_of_change
+        self.cursors: dict[str, int] = {} if identity is None else dict(identity.cursors)
+        if self.client_id is not None:
+            # Marks of this client's connections may still be on their way to the database.
+            for type_name, item_id in server.read_marks.cursors_of(self.client_id).items():
+                self.cursors[type_name] = max(item_id, self.cursors.get(type_name, 0))
+
+    def allows(self, type_name: str) -> bool:
+        return self.allowed is None or type_name in self.allowed
+
+    def cursor(self, type_name: str) -> int:
+        return self.cursors.get(type_name, 0)
+
+    def moved(self, type_name: str, item_id: int) -> None:
+        """Sent (or skipped) everything of a type up to `item_id`: a named client's read mark."""
+        if item_id > self.cursors.get(type_name, 0):
+            self.cursors[type_name] = item_id
+            if self.client_id is not None:
+                self.server.read_marks.mark(self.client_id, type_name, item_id)
+
+
+class Web:
+    """What the HTTP parts share: the line protocol's Server (database, hub, types, limits,
+    metrics, read marks), the configuration, the group committer and the event streams."""
+
+    def __init__(self, server: Any, config: Config, line_factory: Any, committed: Callable[[], None]) -> None:
+        self.server = server
+        self.clock = server.clock
+        self.config = config
+        self.line_factory = line_factory  # wire.ConnectionFactory, for WebSocket sessions
+        self._committed = committed  # after a group stored new items: wake the hubs
+        self.batcher = Batcher(server.db, self._stored)
+        self.events = Events(self)
+
+    @property
+    def max_body(self) -> int:
+        # A JSON body may escape each character of a text at the line limit as \uXXXX.
+        return 6 * self.server.max_line + 1024
+
+    def _stored(self, outcomes: list[store.Published]) -> None:
+        if any(outcome.outcome == "created" for outcome in outcomes):
+            self._committed()
+
+    # --- who is asking --------------------------------------------------------------------------
+
+    def reader(self, request) -> defer.Deferred:
+        """A Deferred of the request's Reader, or of the 401 body to answer with."""
+        token = bearer(request)
+        if token is None:
+            if self.server.anonymous:
+                return defer.succeed(Reader(self.server, None))
+            return defer.succeed(problem(request, 401, "anonymous clients are not served: send "
+                                                       "Authorization: Bearer TOKEN (notifctl client add)"))
+        if not token:
+            return defer.succeed(problem(request, 401, "send Authorization: Bearer TOKEN"))
+        d = self.server.db.run(store.identify_bearer, token)
+        return d.addCallback(lambda identity: problem(request, 401, "unknown client token") if identity is None
+                             else Reader(self.server, identity))
+
+    # --- cross-origin pages ---------------------------------------------------------------------
+
+    def origin_allowed(self, origin: str | None, host: str | None) -> bool:
+        """Whether a page from `origin` may use the API: its own page, or one `http.cors_origins` lists."""
+        if not origin:
+            return True  # no Origin: a program, not a page
+        if origin == "null":
+            return False  # a sandboxed page or a local file
+        origin = origin.rstrip("/").lower()
+        if host and origin.split("://", 1)[-1] == host.lower():
+            return True
+        return origin in {o.rstrip("/").lower() for o in self.config.cors_origins}
+
+    def cors(self, request) -> None:
+        origin = request.getHeader(b"origin")
+        if origin is None:
+            return
+        origin = origin.decode("latin-1")
+        if origin.rstrip("/").lower() in {o.rstrip("/").lower() for o in self.config.cors_origins}:
+            request.setHeader(b"access-control-allow-origin", origin.encode("latin-1"))
+            request.setHeader(b"access-control-allow-headers", b"authorization, content-type, last-event-id")
+            request.setHeader(b"access-control-allow-methods", b"GET, POST, OPTIONS")
+            request.setHeader(b"access-control-max-age", b"600")
+        request.setHeader(b"vary", b"origin")
+
+    # --- revocation ---------------------------------------------------------------------------
+
+    def revoke(self, change: store.Change) -> None:
+        self.events.revoke(change)
+
+    def refuse_anonymous(self) -> None:
+        self.events.refuse_anonymous()
+
+
+def site(web: Web, health_check: Callable[[], defer.Deferred]) -> Site:
+    """The HTTP site: the API under /v1/, the WebSocket, /healthz, and the live page."""
+    from .ws import Resource as WebSocket
+
+    root = _Root(files(__package__) / "static")
+    v1 = resource.Resource()
+    api = Api(web)
+    for name in (b"items", b"events", b"status"):
+        v1.putChild(name, _Prefixed(api, name))
+    v1.putChild(b"ws", WebSocket(web))
+    root.putChild(b"v1", v1)
+    root.putChild(b"healthz", HealthPage(health_check, web.clock))
+    return Site(root, web)
+
+
+class _Prefixed(resource.Resource):
+    """Hands /v1/<name>/... to the API with the whole path after /v1/."""
+
+    isLeaf = True
+
+    def __init__(self, api: Api, name: bytes) -> None:
+        super().__init__()
+        self.api = api
+        self.name = name
+
+    def render(self, request):
+        request.postpath = [self.name, *request.postpath]
+        return self.api.render(request)
+
+
+class _Root(resource.Resource):
+    """`/` is the live page; its scripts and styles beside it; nothing else."""
+
+    def __init__(self, page) -> None:
+        super().__init__()
+        self.index = (page / "index.html").read_bytes()
+        for name in ("app.js", "style.css"):
+            self.putChild(name.encode(), static.File(str(page / name)))
+
+    def getChild(self, name: bytes, request):
+        if name == b"":
+            return self
+        return resource.NoResource()
+
+    def render_GET(self, request) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"content-security-policy",
+                          b"default-src 'self'; img-src 'self' data:; connect-src 'self'")
+        return self.index

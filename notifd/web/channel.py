@@ -1,0 +1,155 @@
+# The HTTP connection itself: twisted.web's channel and request, with notifd's limits.
+#
+# Rules: every HTTP connection counts against the daemon's connection limits, in all and
+# per address, with the line protocol's connections (wire.Server.admit); a request must
+# arrive whole (headers and body) within `request_timeout` seconds of its first byte,
+# however slowly it is trickled (twisted.web's own idle timeout is reset by every byte);
+# a body over `max_body` bytes is refused with 413 before it is read; headers are limited
+# in size and number; a connection serves at most `max_requests` requests, then closes.
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web import http, server
+
+MAX_HEADERS = 64
+MAX_HEADER_BYTES = 16384
+IDLE_TIMEOUT = 60.0  # seconds a keep-alive connection may wait for its next request
+
+
+class Request(server.Request):
+    """A request whose body is refused past the channel's limit."""
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self.channel.max_body:
+            self._too_large()
+            return
+        super().gotLength(length)
+        self._received = 0
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._received = getattr(self, "_received", 0) + len(data)
+        if self._received > self.channel.max_body:
+            self._too_large()
+            return
+        super().handleContentChunk(data)
+
+    def _too_large(self) -> None:
+        # Answered at once, before the body is read; the connection then closes.
+        from .problems import problem_bytes
+
+        body = problem_bytes(413, f"the request body is over {self.channel.max_body} bytes")
+        transport = self.channel.transport
+        transport.write(
+            b"HTTP/1.1 413 Content Too Large\r\ncontent-type: application/problem+json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+        )
+        transport.loseConnection()
+        self.channel.dataReceived = lambda data: None  # the rest of the body goes nowhere
+
+
+class Channel(http.HTTPChannel):
+    """One HTTP connection, counted and time-limited."""
+
+    maxHeaders = MAX_HEADERS
+    totalHeadersSize = MAX_HEADER_BYTES
+
+    def __init__(self, web: Any, address: str) -> None:
+        super().__init__()
+        self.web = web
+        self.address = address
+        self.counted = True  # in web.server's connection counts until closed or upgraded
+        self.served = 0
+        self._deadline = None
+
+    @property
+    def max_body(self) -> int:
+        return self.web.max_body
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.web.server.others.add(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._deadline is None and not self._handlingRequest:
+            # The first byte of a request: all of it must follow within the timeout.
+            self._deadline = self.web.clock.callLater(self.web.config.http_request_timeout, self._too_slow)
+        super().dataReceived(data)
+
+    def allContentReceived(self) -> None:
+        self._cancel_deadline()
+        self.served += 1
+        super().allContentReceived()
+
+    def checkPersistence(self, request, version) -> bool:
+        if self.served + 1 >= self.web.config.http_max_requests:
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+            return False
+        return super().checkPersistence(request, version)
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        self.web.server.metrics.closed["http_request_timeout"].inc()
+        self.transport.abortConnection()
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def uncount(self) -> None:
+        """This connection is no longer an HTTP connection (a WebSocket now counts it)."""
+        if self.counted:
+            self.counted = False
+            self.web.server.others.discard(self)
+            self.web.server.left(self.address)
+
+    def connectionLost(self, reason) -> None:
+        self._cancel_deadline()
+        self.uncount()
+        super().connectionLost(reason)
+
+
+class Site(server.Site):
+    """twisted.web's Site with notifd's channel: admitted against the connection limits."""
+
+    requestFactory = Request
+
+    def __init__(self, resource, web: Any) -> None:
+        super().__init__(resource, timeout=IDLE_TIMEOUT)
+        self.web = web
+        self.noisy = False
+
+    def log(self, request) -> None:
+        pass  # no access log: it would be the place a token or a text leaks; metrics count requests
+
+    def buildProtocol(self, addr):
+        address = getattr(addr, "host", "local")
+        refusal = self.web.server.admit(address, waits_for_hello=False)
+        if refusal is not None:
+            return _Refused()
+        channel = Channel(self.web, address)
+        channel.factory = self
+        channel.requestFactory = self.requestFactory
+        channel.site = self
+        channel.timeOut = self.timeOut
+        channel.callLater = self.web.clock.callLater
+        return channel
+
+
+class _Refused(http.HTTPChannel):
+    """A connection over a limit: 503 at once, then closed (counted and logged by admit)."""
+
+    def connectionMade(self) -> None:
+        from .problems import problem_bytes
+
+        body = problem_bytes(503, "too many connections; try again later")
+        self.transport.write(
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: 5\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+        )
+        self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        pass

@@ -1,0 +1,136 @@
+# `GET /v1/ws`: the tutorial's line protocol over a WebSocket, for browsers (autobahn).
+#
+# Rules: one text message is one line, each way; what happens in between is exactly the
+# line protocol: the same `wire.Connection` and `protocol.Session` as over TCP, admitted
+# against the same limits (it replaces its HTTP connection in the counts), and answering
+# the same bytes, each line sent as one message without its CRLF. A message holding line
+# breaks is taken as several lines, as those bytes would be over TCP. Binary messages are
+# refused. A page from another origin may connect only if `http.cors_origins` lists it.
+from __future__ import annotations
+
+from typing import Any
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
+
+MESSAGE_MAX = 65536  # bytes of one message before the framing refuses it
+CLOSE_NORMAL = 1000
+CLOSE_UNSUPPORTED = 1003
+
+
+class MessageTransport:
+    """What a line-protocol Connection writes to, turned into WebSocket messages, one per line."""
+
+    TLS = False
+
+    def __init__(self, socket: "LineSocket") -> None:
+        self.ws = socket
+        self._pending = b""
+        self.disconnecting = False
+        self.connected = True
+
+    # The TCP connection underneath: its buffer tells how much the client left unread.
+    @property
+    def dataBuffer(self) -> bytes:
+        return getattr(self.ws.transport, "dataBuffer", b"")
+
+    @property
+    def _tempDataLen(self) -> int:
+        return getattr(self.ws.transport, "_tempDataLen", 0)
+
+    def write(self, data: bytes) -> None:
+        self._pending += data
+        *lines, self._pending = self._pending.split(b"\r\n")
+        for line in lines:
+            self.ws.sendMessage(line, isBinary=False)
+
+    def writeSequence(self, data) -> None:
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        if not self.disconnecting:
+            self.disconnecting = True
+            self.ws.sendClose(CLOSE_NORMAL)
+
+    def abortConnection(self) -> None:
+        self.disconnecting = True
+        self.ws.dropConnection(abort=True)
+
+    def getPeer(self):
+        return self.ws.transport.getPeer()
+
+    def getHost(self):
+        return self.ws.transport.getHost()
+
+    # The Connection stops reading while a request is with the database: so does the socket.
+    def pauseProducing(self) -> None:
+        self.ws.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.ws.transport.resumeProducing()
+
+    def registerProducer(self, producer, streaming: bool) -> None:
+        pass  # the HTTP channel underneath is the TCP transport's producer already
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        set_option = getattr(self.ws.transport, "setTcpNoDelay", None)
+        if set_option is not None:
+            set_option(enabled)
+
+
+class LineSocket(WebSocketServerProtocol):
+    """One WebSocket carrying one line-protocol session."""
+
+    line: Any = None
+
+    def onConnect(self, request):
+        web = self.factory.web
+        if not web.origin_allowed(request.origin, request.host):
+            raise ConnectionDeny(403, "origin not allowed (http.cors_origins)")
+        return None
+
+    def onOpen(self) -> None:
+        line = self.factory.web.line_factory.buildProtocol(self.transport.getPeer())
+        line.over_websocket = True
+        self.line = line
+        line.makeConnection(MessageTransport(self))
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if isBinary:
+            self.sendClose(CLOSE_UNSUPPORTED, "text messages only: one line each")
+            return
+        if self.line is not None and getattr(self.line, "connected", False):
+            self.line.dataReceived(payload + b"\n")
+
+    def onClose(self, wasClean: bool, code, reason) -> None:
+        line, self.line = self.line, None
+        if line is not None:
+            line.connectionLost(Failure(ConnectionDone()))
+
+
+class Resource(WebSocketResource):
+    """The WebSocket endpoint, mounted in the site: the HTTP connection becomes a WebSocket."""
+
+    def __init__(self, web: Any) -> None:
+        factory = WebSocketServerFactory()
+        factory.protocol = LineSocket
+        factory.web = web
+        # A message is a line: one over the line limit is answered `ERR line too long`, as over
+        # TCP, and one far over it is refused by the framing (close code 1009), unread.
+        largest = max(MESSAGE_MAX, 2 * web.server.max_line)
+        factory.setProtocolOptions(maxMessagePayloadSize=largest, maxFramePayloadSize=largest,
+                                   autoPingInterval=30, autoPingTimeout=30)
+        super().__init__(factory)
+        self.web = web
+
+    def render(self, request):
+        channel = request.channel
+        if channel is not None and hasattr(channel, "uncount"):
+            channel.uncount()  # the line-protocol Connection counts it from now on
+        return super().render(request)
