@@ -45,6 +45,13 @@ class Metrics:
         self.notifications = Counter(
             "notifd_notifications_sent", "notif: lines sent to clients, by type", ["type"], registry=registry
         )
+        self.http_posts = Counter(
+            "notifd_http_posts", "Posts over HTTP that reached the database, by outcome", ["outcome"], registry=registry
+        )
+        self.http_post_groups = Counter(
+            "notifd_http_post_groups", "Transactions that stored HTTP posts (several posts each under load)",
+            registry=registry,
+        )
         self.unsendable = Counter(
             "notifd_items_unsendable",
             "Items skipped because they cannot be sent (their plugin failed, or not one line), each counted once",
@@ -96,7 +103,7 @@ class Metrics:
 
 # The label values of the counters above.
 REFUSED = ("max_connections", "max_connections_per_address", "max_unidentified_per_address")
-CLOSED = ("idle_timeout", "hello_timeout", "max_unsent_bytes")
+CLOSED = ("idle_timeout", "hello_timeout", "max_unsent_bytes", "http_request_timeout")
 HELLO_RESULTS = ("accepted", "refused", "throttled")
 
 

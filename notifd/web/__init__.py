@@ -22,7 +22,7 @@ from twisted.web import resource, static
 from .. import store
 from ..config import Config
 from ..metrics import HealthPage
-from .api import Api, bearer
+from .api import Api, NotFound, bearer
 from .channel import Site
 from .events import Events
 from .problems import problem
@@ -67,7 +67,7 @@ class Web:
         self.config = config
         self.line_factory = line_factory  # wire.ConnectionFactory, for WebSocket sessions
         self._committed = committed  # after a group stored new items: wake the hubs
-        self.batcher = Batcher(server.db, self._stored)
+        self.batcher = Batcher(server.db, self._stored, server.metrics)
         self.events = Events(self)
 
     @property
@@ -134,7 +134,7 @@ def site(web: Web, health_check: Callable[[], defer.Deferred]) -> Site:
     from .ws import Resource as WebSocket
 
     root = _Root(files(__package__) / "static")
-    v1 = resource.Resource()
+    v1 = _Directory()
     api = Api(web)
     for name in (b"items", b"events", b"status"):
         v1.putChild(name, _Prefixed(api, name))
@@ -142,6 +142,13 @@ def site(web: Web, health_check: Callable[[], defer.Deferred]) -> Site:
     root.putChild(b"v1", v1)
     root.putChild(b"healthz", HealthPage(health_check, web.clock))
     return Site(root, web)
+
+
+class _Directory(resource.Resource):
+    """A path level whose unknown names are 404 problem JSON, not twisted.web's HTML page."""
+
+    def getChild(self, name: bytes, request):
+        return NotFound()
 
 
 class _Prefixed(resource.Resource):
@@ -171,7 +178,7 @@ class _Root(resource.Resource):
     def getChild(self, name: bytes, request):
         if name == b"":
             return self
-        return resource.NoResource()
+        return NotFound()
 
     def render_GET(self, request) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")

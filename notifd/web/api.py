@@ -104,8 +104,6 @@ class Api(resource.Resource):
         if item_type is None:
             return problem(request, 404, f"unknown item type {type_name!r} (known: {', '.join(self.web.server.types)})")
         max_line = self.web.server.max_line
-        if text is not None and len(text.encode("utf-8")) > max_line:
-            return problem(request, 413, f"invalid {type_name}: text is over the line limit of {max_line} bytes")
         if key is not None and not key.strip():
             return problem(request, 400, "id must not be empty")
         if key is not None and len(key) > KEY_MAX:
@@ -115,7 +113,7 @@ class Api(resource.Resource):
         try:
             text = check_post(item_type, text, max_line)
         except InvalidItem as e:
-            return problem(request, 400, str(e))
+            return problem(request, 413 if len(text.encode("utf-8", "surrogatepass")) > max_line else 400, str(e))
         watch_disconnect(request)
         d = self.web.batcher.submit(store.Publication(token, Post(type_name, text, key)))
         d.addCallbacks(self._posted, self._unavailable, callbackArgs=(request, type_name, key), errbackArgs=(request,))
@@ -227,3 +225,12 @@ def _parse_post(body: bytes, content_type: str) -> tuple[str, str | None]:
     if not isinstance(text, str) or not (key is None or isinstance(key, str)):
         raise ValueError('"text" and "id" must be strings')
     return text, key
+
+
+class NotFound(resource.Resource):
+    """404 as problem JSON, for any path the site does not serve."""
+
+    isLeaf = True
+
+    def render(self, request) -> bytes:
+        return problem(request, 404, "no such resource")

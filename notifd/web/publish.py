@@ -25,8 +25,11 @@ class Batcher:
 
     log = Logger()
 
-    def __init__(self, db: Any, committed: Callable[[list[store.Published]], None], max_group: int = MAX_GROUP) -> None:
+    def __init__(
+        self, db: Any, committed: Callable[[list[store.Published]], None], metrics: Any, max_group: int = MAX_GROUP
+    ) -> None:
         self.db = db
+        self.metrics = metrics
         self.committed = committed  # told what a group stored, after its commit (wake-ups)
         self.max_group = max_group
         self._waiting: deque[tuple[store.Publication, defer.Deferred]] = deque()
@@ -51,6 +54,9 @@ class Batcher:
         d.addBoth(lambda _: self._next())
 
     def _stored(self, outcomes: list[store.Published], group) -> None:
+        self.metrics.http_post_groups.inc()
+        for outcome in outcomes:
+            self.metrics.http_posts.labels(outcome.outcome).inc()
         try:
             self.committed(outcomes)
         except Exception:

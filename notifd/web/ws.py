@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 
 MESSAGE_MAX = 65536  # bytes of one message before the framing refuses it
 CLOSE_NORMAL = 1000
-CLOSE_UNSUPPORTED = 1003
+CLOSE_BINARY = 4003  # application codes: autobahn lets a server send 1000 or 3000-4999 only
 
 
 class MessageTransport:
@@ -91,7 +91,7 @@ class LineSocket(WebSocketServerProtocol):
 
     def onConnect(self, request):
         web = self.factory.web
-        if not web.origin_allowed(request.origin, request.host):
+        if not web.origin_allowed(request.origin, request.headers.get("host")):
             raise ConnectionDeny(403, "origin not allowed (http.cors_origins)")
         return None
 
@@ -103,7 +103,7 @@ class LineSocket(WebSocketServerProtocol):
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if isBinary:
-            self.sendClose(CLOSE_UNSUPPORTED, "text messages only: one line each")
+            self.sendClose(CLOSE_BINARY, "text messages only: one line each")
             return
         if self.line is not None and getattr(self.line, "connected", False):
             self.line.dataReceived(payload + b"\n")

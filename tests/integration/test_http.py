@@ -1,0 +1,273 @@
+"""The HTTP API against a real notifd: posting with publisher tokens, reading with named
+clients' cursors, the same words as notifctl, group commits, and types a client may read."""
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from tests.integration.conftest import TIMEOUT, eventually
+
+pytestmark = pytest.mark.integration
+
+
+class Http:
+    """Plain requests to one daemon's HTTP port (a new connection each, unless kept)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def request(self, method: str, path: str, body: bytes | str | None = None, headers: dict | None = None,
+                token: str | None = None) -> tuple[int, dict, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT)
+        headers = dict(headers or {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        if isinstance(body, str):
+            body = body.encode()
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        finally:
+            connection.close()
+
+    def post(self, type_name: str, text: str, token: str | None, content_type: str = "text/plain; charset=utf-8"):
+        return self.request("POST", f"/v1/items/{type_name}", text, {"Content-Type": content_type}, token)
+
+    def json(self, *args, **kwargs) -> tuple[int, dict]:
+        status, headers, body = self.request(*args, **kwargs)
+        return status, (json.loads(body) if body else None)
+
+
+def detail(response) -> tuple[int, str]:
+    """(status, detail) of a problem answer, checking it is RFC 9457 problem JSON."""
+    status, headers, body = response
+    assert headers["content-type"] == "application/problem+json", (status, body)
+    problem = json.loads(body)
+    assert problem["status"] == status and problem["type"] == "about:blank" and problem["title"]
+    return status, problem["detail"]
+
+
+@pytest.fixture
+def served(daemon, notifctl):
+    server = daemon()
+    token = notifctl("token", "add", "shop", "--publish", "classified").stdout.splitlines()[-1]
+    return server, Http(server.http_port), token
+
+
+def test_a_post_is_stored_and_heard_as_notifctl_add_is(served, notifctl):
+    server, api, token = served
+    listener = server.connect()
+    assert listener.ask("notif") == "will send notifs"
+    status, headers, body = api.post("classified", "Nice appart in the 11e.\n", token)
+    assert status == 201 and headers["content-type"] == "application/json"
+    item = json.loads(body)
+    assert item["type"] == "classified" and item["text"] == "Nice appart in the 11e." and item["created_at"].endswith("Z")
+    assert listener.read_line() == b"notif: classified\r\n"  # at once, as after `notifctl add`
+    listed = json.loads(notifctl("list", "--json").stdout)
+    assert [(i["id"], i["text"]) for i in listed] == [(item["id"], "Nice appart in the 11e.")]
+    # `curl -d TEXT` sends a form: its body is the text, as it came.
+    status, _, body = api.post("classified", "Studio, 2 rooms", token, "application/x-www-form-urlencoded")
+    assert status == 201 and json.loads(body)["text"] == "Studio, 2 rooms"
+    assert not any(token in line for line in server.drained_log())  # no token is ever logged
+
+
+def test_an_idempotency_key_finds_the_first_post(served):
+    _, api, token = served
+    first = api.post("classified", json.dumps({"text": "once", "id": "order-7"}), token, "application/json")
+    again = api.post("classified", json.dumps({"text": "once", "id": "order-7"}), token, "application/json")
+    assert first[0] == 201 and again[0] == 200 and json.loads(first[2]) == json.loads(again[2])
+    other = api.post("classified", json.dumps({"text": "twice", "id": "order-7"}), token, "application/json")
+    assert detail(other) == (409, f"id order-7: key already used by item {json.loads(first[2])['id']} "
+                                  "with another type or text")
+
+
+@pytest.mark.parametrize("text", ["two\nlines", "bell \x07", "é" * 3000, ""])
+def test_refusals_use_notifctl_s_words(served, notifctl, text):
+    _, api, token = served
+    refused = notifctl("add", "classified", text, check=False)
+    assert refused.returncode == 1
+    words = refused.stderr.removeprefix("notifctl: ").rstrip("\n")
+    status, said = detail(api.post("classified", json.dumps({"text": text}), token, "application/json"))
+    assert said == words
+    assert status == (413 if len(text.encode()) > 4096 else 400)
+
+
+def test_each_error_has_its_status_and_stores_nothing(served, daemon, notifctl):
+    server, api, token = served
+    assert detail(api.post("classified", "x", None)) == (
+        401, "no token: send Authorization: Bearer TOKEN (notifctl token add)")
+    assert detail(api.post("classified", "x", "not-a-token")) == (401, "unknown token (notifctl token list)")
+    assert detail(api.post("random", "7", token)) == (403, "this token may not post random")
+    assert detail(api.post("weather", "x", token)) == (404, "unknown item type 'weather' (known: classified, random)")
+    assert detail(api.post("classified", "x", token, "image/png"))[0] == 415
+    assert detail(api.post("classified", "{not json", token, "application/json")) == (
+        400, 'expected a JSON object {"text": "...", "id": "optional key"}')
+    assert detail(api.post("classified", b"\xff\xfe", token)) == (400, "text is not valid UTF-8")
+    huge = api.request("POST", "/v1/items/classified", b"x" * 100_000, {"Content-Type": "text/plain"}, token)
+    assert detail(huge)[0] == 413
+    assert json.loads(notifctl("list", "--json").stdout) == []
+    assert detail(api.request("GET", "/v1/items/classified"))[0] == 405
+    assert detail(api.request("GET", "/nowhere"))[0] == 404
+
+
+def test_a_removed_or_rotated_token_posts_nothing_at_once(served, notifctl):
+    _, api, token = served
+    assert api.post("classified", "before", token)[0] == 201
+    new = notifctl("token", "rotate", "shop").stdout.splitlines()[-1]
+    assert detail(api.post("classified", "old token", token))[0] == 401
+    assert api.post("classified", "new token", new)[0] == 201
+    notifctl("token", "remove", "shop")
+    assert detail(api.post("classified", "removed", new))[0] == 401
+    assert [i["text"] for i in json.loads(notifctl("list", "--json").stdout)] == ["new token", "before"]
+    listed = notifctl("token", "list", "--json").stdout
+    assert json.loads(listed) == []
+
+
+def test_concurrent_posts_are_committed_in_groups(daemon, notifctl, db_path, tmp_path):
+    server = daemon("--metrics", "tcp:0:interface=127.0.0.1")
+    token = notifctl("token", "add", "shop", "--publish", "classified").stdout.splitlines()[-1]
+    api = Http(server.http_port)
+    metrics_port = int(re.search(r":(\d+)$", server.wait_for_log(re.compile(r"metrics on http \S+ [\d.]+:\d+")).strip()).group(1))
+    # Another program holds the write lock: the first group waits for it, and the posts that
+    # come meanwhile queue for the next one.
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    results = []
+    threads = [threading.Thread(target=lambda n=n: results.append(api.post("classified", f"ad {n}", token)[0]))
+               for n in range(40)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # let them all arrive while the lock is held (a group cannot finish before the release)
+    holder.execute("COMMIT")
+    holder.close()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    assert results == [201] * 40
+    page = http.client.HTTPConnection("127.0.0.1", metrics_port, timeout=TIMEOUT)
+    page.request("GET", "/metrics")
+    text = page.getresponse().read().decode()
+    groups = float(next(line.split()[-1] for line in text.splitlines() if line.startswith("notifd_http_post_groups_total")))
+    assert groups <= 3  # 40 posts: the first alone, the rest together (or nearly)
+    assert len(json.loads(notifctl("list", "--json", "--limit", "100").stdout)) == 40
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+def test_next_answers_what_the_line_protocol_would_with_the_same_cursor(daemon, notifctl):
+    server = daemon()
+    api = Http(server.http_port)
+    token = notifctl("client", "add", "kiosk", "--types", "classified").stdout.splitlines()[-1]
+    for text in ("first", "second", "third"):
+        notifctl("add", "classified", text)
+    status, item = api.json("GET", "/v1/items/classified/next", token=token)
+    assert status == 200 and item["text"] == "first"
+    line = server.connect()
+    assert line.ask(f"hello kiosk {token}") == "OK"
+    assert line.ask("classified?") == "second"  # the cursor moved over HTTP
+    assert line.ask("random?") == "ERR not allowed"  # restricted to classified
+    assert line.ask("notif random") == "ERR not allowed"
+    assert api.json("GET", "/v1/items/classified/next", token=token)[1]["text"] == "third"
+    assert api.request("GET", "/v1/items/classified/next", token=token)[0] == 204  # nothing unread
+    assert detail(api.request("GET", "/v1/items/random/next", token=token)) == (403, "not allowed to read random")
+    assert detail(api.request("GET", "/v1/items/classified/next", token="wrong")) == (401, "unknown client token")
+    # Anonymous: the oldest recent item, every time (no state between requests); random draws.
+    assert api.json("GET", "/v1/items/classified/next")[1]["text"] == "first"
+    status, drawn = api.json("GET", "/v1/items/random/next")
+    assert status == 200 and drawn["id"] is None and drawn["text"].isdigit()
+
+
+def test_without_anonymous_clients_reads_need_a_token(daemon, notifctl, tmp_path):
+    config = tmp_path / "notifd.toml"
+    config.write_text("[auth]\nanonymous = false\n")
+    server = daemon("--config", str(config))
+    api = Http(server.http_port)
+    assert detail(api.request("GET", "/v1/items/classified/next"))[0] == 401
+    assert detail(api.request("GET", "/v1/events"))[0] == 401
+
+
+# --- limits ---------------------------------------------------------------------------------------
+
+
+def test_a_request_trickled_byte_by_byte_is_closed_after_the_timeout(daemon, tmp_path):
+    config = tmp_path / "notifd.toml"
+    config.write_text('[http]\nrequest_timeout = "1s"\n')
+    server = daemon("--config", str(config))
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", server.http_port), timeout=TIMEOUT)
+    started = time.monotonic()
+    closed = False
+    for byte in b"POST /v1/items/classified HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000:
+        try:
+            sock.sendall(bytes([byte]))
+            time.sleep(0.05)
+        except OSError:
+            closed = True
+            break
+        if time.monotonic() - started > 5:
+            break
+    if not closed:
+        sock.settimeout(2)
+        try:
+            closed = sock.recv(100) == b""
+        except OSError:
+            closed = True
+    assert closed and time.monotonic() - started < 5
+    assert Http(server.http_port).request("GET", "/healthz")[0] == 200  # others are served
+
+
+def test_a_connection_serves_a_bounded_number_of_requests(daemon, tmp_path):
+    config = tmp_path / "notifd.toml"
+    config.write_text("[http]\nmax_requests_per_connection = 3\n")
+    server = daemon("--config", str(config))
+    connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=TIMEOUT)
+    seen = []
+    for _ in range(3):
+        connection.request("GET", "/healthz")
+        response = connection.getresponse()
+        response.read()
+        seen.append(response.getheader("connection"))
+    assert seen == [None, None, "close"]
+
+
+def test_headers_over_the_limit_are_refused(served):
+    _, api, _ = served
+    status, _, _ = api.request("GET", "/healthz", headers={f"X-Filler-{n}": "y" * 100 for n in range(200)})
+    assert status in (400, 431)
+
+
+def test_cors_is_off_unless_the_origin_is_listed(daemon, tmp_path):
+    server = daemon()
+    api = Http(server.http_port)
+    _, headers, _ = api.request("GET", "/v1/status", headers={"Origin": "https://shop.example"})
+    assert "access-control-allow-origin" not in headers
+    config = tmp_path / "notifd.toml"
+    config.write_text('[http]\ncors_origins = ["https://shop.example"]\n')
+    server = daemon("--config", str(config))
+    api = Http(server.http_port)
+    _, headers, _ = api.request("GET", "/v1/status", headers={"Origin": "https://shop.example"})
+    assert headers["access-control-allow-origin"] == "https://shop.example"
+    _, headers, _ = api.request("GET", "/v1/status", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in headers
+    status, headers, _ = api.request("OPTIONS", "/v1/items/classified", headers={"Origin": "https://shop.example"})
+    assert status == 204 and "authorization" in headers["access-control-allow-headers"]
+
+
+def test_http_connections_count_against_the_limits(daemon, tmp_path):
+    config = tmp_path / "notifd.toml"
+    config.write_text("[limits]\nmax_connections_per_address = 2\n")
+    server = daemon("--config", str(config))
+    held = [server.connect(), http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=TIMEOUT)]
+    held[1].connect()
+    eventually(lambda: Http(server.http_port).request("GET", "/healthz")[0] == 503)
+    assert detail(Http(server.http_port).request("GET", "/healthz")) == (503, "too many connections; try again later")
+    held[1].close()
+    eventually(lambda: Http(server.http_port).request("GET", "/healthz")[0] == 200)

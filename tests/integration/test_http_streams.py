@@ -1,0 +1,162 @@
+"""Listening over HTTP against a real notifd: Server-Sent Events that skip nothing across
+reconnects, and the tutorial's line protocol over a WebSocket, exactly."""
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from tests import transcript
+from tests.integration.conftest import TIMEOUT
+
+pytestmark = pytest.mark.integration
+
+
+class Events:
+    """A Server-Sent Events stream, read event by event."""
+
+    def __init__(self, port: int, path: str = "/v1/events", headers: dict | None = None) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+        self.connection.request("GET", path, headers=headers or {})
+        self.response = self.connection.getresponse()
+        self.status = self.response.status
+
+    def next(self) -> dict:
+        """The next event's fields (comments skipped); `data` parsed as JSON."""
+        fields: dict = {}
+        while True:
+            line = self.response.readline().decode()
+            if line == "":
+                raise ConnectionError(f"stream ended; so far {fields}")
+            line = line.rstrip("\n")
+            if line == "":
+                if fields:
+                    if "data" in fields:
+                        fields["data"] = json.loads(fields["data"])
+                    return fields
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(": ")
+            fields[name] = value
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def test_an_item_posted_anywhere_is_an_event_and_a_reconnect_skips_nothing(daemon, notifctl):
+    server = daemon()
+    stream = Events(server.http_port)
+    assert stream.status == 200 and stream.response.getheader("content-type").startswith("text/event-stream")
+    first = int(notifctl("add", "classified", "Nice appart in the 11e.").stdout)
+    event = stream.next()
+    assert event == {"id": str(first), "event": "classified", "data": {
+        "id": first, "type": "classified", "text": "Nice appart in the 11e.", "created_at": event["data"]["created_at"]}}
+    stream.close()
+    # Posted while the browser was away: replayed after Last-Event-ID, in order, then live.
+    missed = [int(notifctl("add", kind, text).stdout) for kind, text in [("random", "42"), ("classified", "Studio")]]
+    resumed = Events(server.http_port, headers={"Last-Event-ID": str(first)})
+    assert [int(resumed.next()["id"]) for _ in missed] == missed
+    live = int(notifctl("add", "classified", "Loft").stdout)
+    assert resumed.next()["data"]["text"] == "Loft" and live > missed[-1]
+    # A filter, and a resume point in the query string (for clients that cannot set headers).
+    only = Events(server.http_port, "/v1/events?types=random&last_event_id=0")
+    event = only.next()["data"]
+    assert (event["id"], event["type"], event["text"]) == (missed[0], "random", "42")
+
+
+def test_a_named_client_s_stream_resumes_from_its_stored_cursor(daemon, notifctl):
+    server = daemon()
+    token = notifctl("client", "add", "kiosk").stdout.splitlines()[-1]
+    ids = [int(notifctl("add", "classified", f"ad {n}").stdout) for n in range(3)]
+    line = server.connect()
+    assert line.ask(f"hello kiosk {token}") == "OK"
+    assert line.ask("classified?") == "ad 0"  # read over the line protocol
+    stream = Events(server.http_port, headers={"Authorization": f"Bearer {token}"})
+    assert [int(stream.next()["id"]) for _ in range(2)] == ids[1:]  # the unread ones, nothing before
+    stream.close()
+    # What the stream sent is read: a new session and a new stream go on after it (an open
+    # session keeps its own cursor, as two connections of one client do).
+    again_line = server.connect()
+    assert again_line.ask(f"hello kiosk {token}") == "OK"
+    assert again_line.ask("classified?") == ""
+    later = int(notifctl("add", "classified", "later").stdout)
+    again = Events(server.http_port, headers={"Authorization": f"Bearer {token}"})
+    assert int(again.next()["id"]) == later
+
+
+def test_a_removed_client_s_stream_ends_saying_why(daemon, notifctl):
+    server = daemon()
+    token = notifctl("client", "add", "kiosk").stdout.splitlines()[-1]
+    stream = Events(server.http_port, headers={"Authorization": f"Bearer {token}"})
+    notifctl("client", "remove", "kiosk")
+    assert stream.next() == {"event": "error", "data": {"detail": "client removed"}}
+    with pytest.raises(ConnectionError):
+        stream.next()
+
+
+def test_the_tutorial_session_over_a_websocket(daemon, notifctl):
+    server = daemon()
+    for type_name, text in transcript.POSTS_BEFORE:
+        notifctl("add", type_name, text)
+    with connect(f"ws://127.0.0.1:{server.http_port}/v1/ws", open_timeout=TIMEOUT) as ws:
+        transcript.replay(MessageLines(ws), lambda type_name, text: notifctl("add", type_name, text))
+
+
+class MessageLines:
+    """The transcript's line client over a WebSocket: one message is one line."""
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+
+    def send(self, line: str) -> None:
+        self.ws.send(line)
+
+    def read_line(self) -> bytes:
+        return self.ws.recv(timeout=TIMEOUT).encode() + b"\r\n"
+
+
+def test_websocket_bad_input_gets_the_line_protocol_s_errors(daemon):
+    server = daemon()
+    with connect(f"ws://127.0.0.1:{server.http_port}/v1/ws", open_timeout=TIMEOUT, max_size=None) as ws:
+        ws.send("x" * 5000)
+        assert ws.recv(timeout=TIMEOUT) == "ERR line too long"
+        ws.send("bogus")
+        assert ws.recv(timeout=TIMEOUT) == "ERR unknown command"
+        ws.send("random?")
+        assert ws.recv(timeout=TIMEOUT).isdigit()  # still served
+        ws.send(b"random?")  # binary: refused, the socket closes
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=TIMEOUT)
+        assert closed.value.rcvd.code == 4003
+
+
+def test_a_page_from_another_origin_cannot_open_a_websocket(daemon, tmp_path):
+    server = daemon()
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"ws://127.0.0.1:{server.http_port}/v1/ws", origin="https://evil.example", open_timeout=TIMEOUT)
+    assert refused.value.response.status_code == 403
+    own = f"http://127.0.0.1:{server.http_port}"
+    with connect(f"ws://127.0.0.1:{server.http_port}/v1/ws", origin=own, open_timeout=TIMEOUT) as ws:
+        ws.send("random?")
+        assert ws.recv(timeout=TIMEOUT).isdigit()
+
+
+def test_turning_anonymous_clients_off_ends_their_streams_and_sockets(daemon, tmp_path):
+    config = tmp_path / "notifd.toml"
+    config.write_text("")
+    server = daemon("--config", str(config))
+    stream = Events(server.http_port)
+    with connect(f"ws://127.0.0.1:{server.http_port}/v1/ws", open_timeout=TIMEOUT) as ws:
+        ws.send("notif")
+        assert ws.recv(timeout=TIMEOUT) == "will send notifs"
+        config.write_text("[auth]\nanonymous = false\n")
+        server.proc.send_signal(signal.SIGHUP)
+        assert ws.recv(timeout=TIMEOUT) == "ERR anonymous clients are no longer served; hello first"
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=TIMEOUT)
+    assert stream.next() == {"event": "error", "data": {"detail": "anonymous clients are no longer served"}}
