@@ -140,8 +140,18 @@ def site(web: Web, health_check: Callable[[], defer.Deferred]) -> Site:
         v1.putChild(name, _Prefixed(api, name))
     v1.putChild(b"ws", WebSocket(web))
     root.putChild(b"v1", v1)
-    root.putChild(b"healthz", HealthPage(health_check, web.clock))
+    root.putChild(b"healthz", _Health(health_check, web.clock))
     return Site(root, web)
+
+
+class _Health(HealthPage):
+    """/healthz, as on the metrics endpoint; other methods get 405 problem JSON."""
+
+    def render(self, request):
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"allow", b"GET")
+            return problem(request, 405, f"{request.method.decode('ascii', 'replace')} is not allowed here")
+        return super().render(request)
 
 
 class _Directory(resource.Resource):
@@ -180,7 +190,10 @@ class _Root(resource.Resource):
             return self
         return NotFound()
 
-    def render_GET(self, request) -> bytes:
+    def render(self, request) -> bytes:
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"allow", b"GET")
+            return problem(request, 405, f"{request.method.decode('ascii', 'replace')} is not allowed here")
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"content-security-policy",
                           b"default-src 'self'; img-src 'self' data:; connect-src 'self'")

@@ -20,6 +20,11 @@ IDLE_TIMEOUT = 60.0  # seconds a keep-alive connection may wait for its next req
 class Request(server.Request):
     """A request whose body is refused past the channel's limit."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        # The body of a post is the item's text, whatever form encoding a client claims (`curl -d`).
+        kwargs["parsePOSTFormSubmission"] = False
+        super().__init__(*args, **kwargs)
+
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.channel.max_body:
             self._too_large()

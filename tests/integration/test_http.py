@@ -271,3 +271,64 @@ def test_http_connections_count_against_the_limits(daemon, tmp_path):
     assert detail(Http(server.http_port).request("GET", "/healthz")) == (503, "too many connections; try again later")
     held[1].close()
     eventually(lambda: Http(server.http_port).request("GET", "/healthz")[0] == 200)
+
+
+# --- hostile input ---------------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def hostile_target(tmp_path_factory):
+    from tests.integration.conftest import DaemonProcess, ensure_database, run_notifctl
+
+    db = tmp_path_factory.mktemp("hostile") / "notifd.db"
+    ensure_database(db)
+    token = run_notifctl(db, "token", "add", "shop", "--publish", "classified").stdout.splitlines()[-1]
+    server = DaemonProcess(db).start()
+    yield server, db, token
+    server.stop()
+
+
+_paths = st.sampled_from(["/v1/items/classified", "/v1/items/random", "/v1/items/nope", "/v1/items/classified/next",
+                          "/v1/events?types=nope", "/v1/status", "/v1/items", "/v1/x", "/", "/healthz", "/v1/items/%00",
+                          "/v1/items/classified/../../etc/passwd"])
+_bodies = st.one_of(st.binary(max_size=300), st.text(max_size=200).map(str.encode),
+                    st.builds(lambda t, k: json.dumps({"text": t, "id": k}).encode(), st.text(max_size=50),
+                              st.one_of(st.none(), st.text(max_size=20))),
+                    st.just(b"{}"), st.just(b"[]"), st.just(b'{"text": 5}'))
+_types = st.sampled_from([None, "text/plain", "application/json", "application/x-www-form-urlencoded", "image/png",
+                          "text/plain; charset=latin-1", "multipart/form-data; boundary=x"])
+_auth = st.sampled_from([None, "Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "Bearer not-a-token", "GOOD", "bearer GOOD"])
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD"]), path=_paths, body=_bodies,
+       content_type=_types, auth=_auth)
+def test_hostile_requests_get_an_answer_in_the_contract_and_store_nothing_unless_accepted(
+    hostile_target, method, path, body, content_type, auth
+):
+    server, db, token = hostile_target
+    headers = {}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    if auth is not None:
+        headers["Authorization"] = auth.replace("GOOD", token)
+    before = _count(db)
+    if path.startswith("/v1/events") and method == "GET":
+        path = "/v1/events?types=nope"  # a stream that would stay open: ask for one that is refused
+    status, answer_headers, answer = Http(server.http_port).request(method, path, body if method != "GET" else None,
+                                                                    headers)
+    assert status in {200, 201, 204, 400, 401, 403, 404, 405, 409, 413, 415}, (status, answer)
+    if status >= 400 and method != "HEAD":
+        assert answer_headers["content-type"] == "application/problem+json", answer
+        assert json.loads(answer)["status"] == status
+    stored = _count(db) - before
+    assert stored == (1 if status == 201 else 0)
+    assert server.proc.poll() is None
+
+
+def _count(db) -> int:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return conn.execute("SELECT count(*) FROM items").fetchone()[0]
