@@ -42,6 +42,12 @@ RUNS = [
     (("client", "list"), [], 0),
     (("clients",), [], 0),
     (("client", "remove"), ["kiosk"], 0),
+    (("client", "add"), ["reader", "--types", "classified"], 0),
+    (("token", "add"), ["shop", "--publish", "classified"], 0),
+    (("token", "add"), ["bad", "--publish", "nope"], 1),  # an unknown type: one line
+    (("token", "list"), ["--json"], 0),
+    (("token", "rotate"), ["shop"], 0),
+    (("token", "remove"), ["shop"], 0),
     (("plugins",), [], 0),
     (("outbox",), [], 0),
     (("outbox", "retry"), ["1"], 1),  # the built-ins have no durable notifier: no delivery 1
