@@ -332,3 +332,54 @@ def test_hostile_requests_get_an_answer_in_the_contract_and_store_nothing_unless
 def _count(db) -> int:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         return conn.execute("SELECT count(*) FROM items").fetchone()[0]
+
+
+# --- on PostgreSQL: every node hears an HTTP post; a failing database stores nothing -------------
+
+COLLECTOR = """
+from notifd import Notifier, hookimpl
+
+
+@hookimpl
+def register_notifiers(register, settings):
+    def notify(item):
+        with open(settings["path"], "a") as f:
+            f.write(f"{item.id}\\n")
+
+    register(Notifier("collector", notify, durable=True))
+"""
+
+
+def test_an_http_post_reaches_every_node_and_durable_notifier(pg_url, tmp_path):
+    from tests.integration.conftest import DaemonProcess, ensure_database, run_notifctl
+
+    ensure_database(pg_url)
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "collector.py").write_text(COLLECTOR)
+    delivered = tmp_path / "delivered.txt"
+    config = tmp_path / "notifd.toml"
+    config.write_text(f'plugins_dirs = ["plugins"]\n\n[plugins.collector]\npath = "{delivered}"\n')
+    token = run_notifctl(pg_url, "token", "add", "shop", "--publish", "classified").stdout.splitlines()[-1]
+    nodes = [DaemonProcess(pg_url, "--node", name, "--config", str(config)).start() for name in ("a", "b")]
+    try:
+        listeners = [node.connect() for node in nodes]
+        for listener in listeners:
+            assert listener.ask("notif") == "will send notifs"
+        status, _, body = Http(nodes[0].http_port).post("classified", "Nice appart in the 11e.", token)
+        assert status == 201
+        item_id = json.loads(body)["id"]
+        for listener in listeners:  # the other node too: the NOTIFY was part of the posting transaction
+            assert listener.read_line() == b"notif: classified\r\n"
+        eventually(lambda: delivered.exists() and delivered.read_text().split() == [str(item_id)])
+        # A database that fails the transaction: 503, and nothing of the group is stored.
+        from tests import pg
+
+        pg.execute(pg_url, """
+            CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk on fire'; END $$ LANGUAGE plpgsql;
+            CREATE TRIGGER refuse BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTION refuse();""")
+        assert detail(Http(nodes[1].http_port).post("classified", "lost", token)) == (
+            503, "database unavailable; nothing was stored, try again")
+        assert pg.execute(pg_url, "SELECT count(*) FROM items") == [(1,)]
+    finally:
+        for node in nodes:
+            node.stop()
