@@ -29,6 +29,7 @@ from .posting import UnusableDatabase, default_database_path, on_read_only_file_
 
 T = TypeVar("T")
 
+FOLLOW = "follow"  # the key of the catch-up thread's pool (store.follows)
 SQLITE_BUSY_TIMEOUT_MS = 5000  # how long a writer waits for another before "database is locked"
 OUTAGE_BUSY_TIMEOUT_MS = 100  # the same, while the last call already failed that way
 
@@ -200,7 +201,7 @@ class Database:
     ) -> None:
         self.engine = engine
         self._reactor = reactor
-        self._pools = pools  # writes? -> ThreadPool of one thread
+        self._pools = pools  # writes? (or FOLLOW) -> ThreadPool of one thread
         self._observe = observe  # called with each call's seconds, queue wait included
         self._on_error = on_error  # called with "reads" or "writes" for each failed call
         self.failing = {False: False, True: False}  # writes? -> in an outage (reactor side, for the log)
@@ -213,8 +214,10 @@ class Database:
     ) -> "Database":
         from twisted.python.threadpool import ThreadPool
 
-        pools = {write: ThreadPool(minthreads=1, maxthreads=1, name=f"notifd-db-{'write' if write else 'read'}")
-                 for write in (False, True)}
+        # A reader, a writer, and the hub's catch-up on a thread of its own (store.follows):
+        # it must never wait behind client queries, which may be waiting for it.
+        pools = {key: ThreadPool(minthreads=1, maxthreads=1, name=f"notifd-db-{name}")
+                 for key, name in ((False, "read"), (True, "write"), (FOLLOW, "follow"))}
         return cls(engine, reactor, pools, observe, on_error)
 
     @classmethod
@@ -238,7 +241,8 @@ class Database:
         if self._pools is None:
             d = defer.maybeDeferred(self.call, f, *args, **kwargs)
         else:
-            d = threads.deferToThreadPool(self._reactor, self._pools[write], self.call, f, *args, **kwargs)
+            pool = self._pools[FOLLOW if getattr(f, "follows", False) else write]
+            d = threads.deferToThreadPool(self._reactor, pool, self.call, f, *args, **kwargs)
             if self._observe is not None:
                 started = self._reactor.seconds()
 

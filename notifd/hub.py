@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Callable, Mapping, Protocol
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from . import hookimpl, store
@@ -52,6 +52,7 @@ class Hub:
         # the second is behind, the hub may not know an item that was announced to it.
         self._woken = 0
         self._caught_up = 0
+        self._waiting: list[tuple[int, defer.Deferred]] = []  # (wake-ups to cover, fired when covered)
         self._pushed: set[str] = set()  # types pushed in this reactor turn's batch
         self._poll = task.LoopingCall(self._check)
         self._poll.clock = clock
@@ -99,8 +100,14 @@ class Hub:
         self._checking = True
         d = self.db.run(store.news_after, self.high_water, self.change_mark)
         # A failure was logged by the database (once per outage); the next poll retries.
-        d.addCallbacks(self._dispatch, lambda failure: None, callbackArgs=(self._woken,))
+        d.addCallbacks(self._dispatch, self._check_failed, callbackArgs=(self._woken,))
         d.addBoth(self._checked)
+
+    def _check_failed(self, failure) -> None:
+        # Queries waiting for this check ask the database themselves (and say so if it fails).
+        waiting, self._waiting = self._waiting, []
+        for _, d in waiting:
+            d.errback(failure)
 
     def _checked(self, _: object) -> None:
         self._checking = False
@@ -121,6 +128,11 @@ class Hub:
                     memory.remove(change.subject)
             else:
                 self.revoked(change)
+        if self._waiting:  # memory now holds what those queries must see: answer them
+            ready = [d for target, d in self._waiting if target <= self._caught_up]
+            self._waiting = [(target, d) for target, d in self._waiting if target > self._caught_up]
+            for d in ready:
+                d.callback(None)
 
     def _add(self, items: list[Item]) -> None:
         recent = self.recent
@@ -182,16 +194,44 @@ class Hub:
 
     # --- answering from memory ---------------------------------------------------------------
 
-    def unread(self, type_name: str, after: int, pick: Pick, now: datetime) -> tuple[bool, Item | None]:
+    def behind(self) -> bool:
+        """Whether memory may lack an item announced to this daemon: a wake-up not read
+        yet, or read and not yet followed by a complete check."""
+        return self._caught_up < self._woken or self.wakeup_pending()
+
+    def caught_up(self) -> defer.Deferred:
+        """Fires once every wake-up this daemon has heard (or has waiting in its socket) is
+        followed by a complete check: then memory holds every item they announced.
+
+        A query that finds the hub behind waits for this instead of asking the database:
+        under steady posting, the queries that came during a catch-up would otherwise all
+        go to the database, and the catch-up behind them. It fails when the check does.
+        """
+        pending = self.wakeup_pending()
+        target = self._woken + pending  # a wake-up waiting in the socket: its check starts now
+        if self._caught_up >= target:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._waiting.append((target, d))  # before the check: it may answer at once
+        if pending:
+            self.wake()
+        elif not self._checking:
+            self._check()  # the last check failed: try again now, not at the next poll
+        return d
+
+    def unread(
+        self, type_name: str, after: int, pick: Pick, now: datetime, checked: bool = False
+    ) -> tuple[bool, Item | None]:
         """The recent item of a type above cursor `after` that a query returns, if the hub is sure of it.
 
-        Returns (False, None) when the hub may be behind the store (a wake-up not read
-        yet, or read and not yet followed by a check) or the answer may be older than
-        what it holds: the caller asks the database. Otherwise (True, item), item None
-        when nothing is unread. A post whose wake-up reached this daemon before the query
-        is therefore always seen, and most queries need no database round trip.
+        Returns (False, None) when the hub may be behind the store (see `behind`; unless
+        `checked`: the caller waited for `caught_up` since the query came, so wake-ups
+        heard after it need not be seen) or the answer may be older than what it holds:
+        the caller asks the database. Otherwise (True, item), item None when nothing is
+        unread. A post whose wake-up reached this daemon before the query is therefore
+        always seen, and most queries need no database round trip.
         """
-        if self._caught_up < self._woken or self.wakeup_pending():
+        if not checked and self.behind():
             return False, None
         memory = self.recent.get(type_name)
         if memory is None:

@@ -264,6 +264,17 @@ def items_after(conn: Connection, after: int, limit: int = ITEMS_BATCH) -> list[
     return [_item(row) for row in rows]
 
 
+def follows(query):
+    """Marks the query that follows new items and changes (the hub's catch-up).
+
+    It runs on a database thread of its own: queries that wait for the catch-up (hub.py)
+    must never be in the way of it, nor it behind them.
+    """
+    query.follows = True
+    return query
+
+
+@follows
 def news_after(conn: Connection, item_after: int, change_after: int) -> tuple[list[Item], list[Change]]:
     """The items and the changes a daemon has not seen yet, in one transaction, oldest first."""
     found = conn.execute(

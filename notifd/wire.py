@@ -161,9 +161,9 @@ class Server:
 
     # --- answering `<type>?`: shared by line-protocol sessions and HTTP reads ---------------------
 
-    def unread_in_memory(self, item_type: ItemType, after: int) -> tuple[bool, Item | None]:
+    def unread_in_memory(self, item_type: ItemType, after: int, checked: bool = False) -> tuple[bool, Item | None]:
         """The hub's answer, if it is sure of it (see Hub.unread): most answers need no database."""
-        return self.hub.unread(item_type.name, after, item_type.pick, self.now())
+        return self.hub.unread(item_type.name, after, item_type.pick, self.now(), checked)
 
     def unread_in_store(self, item_type: ItemType, after: int):
         """The database's answer: a Deferred of the item, or None."""
@@ -211,8 +211,15 @@ class Server:
 
         @defer.inlineCallbacks
         def answer(after: int):
+            checked = False
+            if self.hub.behind():
+                try:
+                    yield self.hub.caught_up()  # what was announced before this request, in memory
+                    checked = True
+                except Exception:
+                    pass  # the check failed: the database answers, or says it cannot
             while True:
-                known, item = self.unread_in_memory(item_type, after)
+                known, item = self.unread_in_memory(item_type, after, checked)
                 if not known:
                     item = yield self.unread_in_store(item_type, after)
                 if item is None:
@@ -510,15 +517,30 @@ class Connection(Protocol):
         if self.connected:
             self._carry_out(actions)
 
-    def _fetch(self, type_name: str, after: int) -> list:
+    def _fetch(self, type_name: str, after: int, checked: bool = False) -> list:
         """Ask for the item a query returns; returns the answer's actions if known at once."""
         item_type = self.server.types[type_name]
-        known, item = self.server.unread_in_memory(item_type, after)
+        hub = self.server.hub
+        if not checked and hub.behind():
+            # A post was announced and memory may not hold it yet: wait for the catch-up (it
+            # runs on its own database thread) rather than ask the database.
+            d = hub.caught_up()
+            d.addCallbacks(self._caught_up, self._from_store, callbackArgs=(type_name, after),
+                           errbackArgs=(item_type, after))
+            return []
+        known, item = self.server.unread_in_memory(item_type, after, checked)
         if known:
             return self._answer_with(item, item_type)
+        self._from_store(None, item_type, after)
+        return []
+
+    def _caught_up(self, _: object, type_name: str, after: int) -> None:
+        if self.connected:
+            self._carry_out(self._fetch(type_name, after, checked=True))
+
+    def _from_store(self, _: object, item_type: ItemType, after: int) -> None:
         d = self.server.unread_in_store(item_type, after)
         d.addCallbacks(self._fetched, self._db_failed, callbackArgs=(item_type,))
-        return []
 
     def _fetched(self, item: Item | None, item_type: ItemType) -> None:
         if self.connected:
