@@ -417,15 +417,20 @@ def add_client(
     conn: Connection, name: str, *, types: Sequence[str] | None = None, now: datetime | None = None
 ) -> str:
     """Create a named client, allowed `types` (None: every type); returns its token, stored only hashed."""
-    if conn.execute(select(clients.c.id).where(clients.c.name == name)).first() is not None:
-        raise ClientExists(name)
+    return _add_with_token(conn, clients, ClientExists, name, types, now)
+
+
+def _add_with_token(conn: Connection, table: Table, exists: type, name: str, types, now: datetime | None) -> str:
+    """A new row of `name` with a fresh token (stored hashed); raises `exists` if the name is taken."""
+    if conn.execute(select(table.c.id).where(table.c.name == name)).first() is not None:
+        raise exists(name)
     token = secrets.token_urlsafe(TOKEN_BYTES)
     try:
-        conn.execute(insert(clients).values(
+        conn.execute(insert(table).values(
             name=name, token_hash=_hash_token(token), created_at=now or utcnow(), types=_types_in(types),
         ))
     except IntegrityError:
-        raise ClientExists(name) from None  # created by another admin since the check (PostgreSQL)
+        raise exists(name) from None  # created by another admin since the check (PostgreSQL)
     return token
 
 
@@ -566,16 +571,7 @@ class Publisher:
 @writes
 def add_publisher(conn: Connection, name: str, types: Sequence[str], *, now: datetime | None = None) -> str:
     """Create a publisher token for `types`; returns the token, which is stored only hashed."""
-    if conn.execute(select(publishers.c.id).where(publishers.c.name == name)).first() is not None:
-        raise PublisherExists(name)
-    token = secrets.token_urlsafe(TOKEN_BYTES)
-    try:
-        conn.execute(insert(publishers).values(
-            name=name, token_hash=_hash_token(token), types=_types_in(types), created_at=now or utcnow(),
-        ))
-    except IntegrityError:
-        raise PublisherExists(name) from None  # created by another admin since the check (PostgreSQL)
-    return token
+    return _add_with_token(conn, publishers, PublisherExists, name, types, now)
 
 
 @writes

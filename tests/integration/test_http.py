@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tests.integration.collector import collector_config, delivered_ids
 from tests.integration.conftest import TIMEOUT, eventually
 
 pytestmark = pytest.mark.integration
@@ -336,29 +337,11 @@ def _count(db) -> int:
 
 # --- on PostgreSQL: every node hears an HTTP post; a failing database stores nothing -------------
 
-COLLECTOR = """
-from notifd import Notifier, hookimpl
-
-
-@hookimpl
-def register_notifiers(register, settings):
-    def notify(item):
-        with open(settings["path"], "a") as f:
-            f.write(f"{item.id}\\n")
-
-    register(Notifier("collector", notify, durable=True))
-"""
-
-
 def test_an_http_post_reaches_every_node_and_durable_notifier(pg_url, tmp_path):
     from tests.integration.conftest import DaemonProcess, ensure_database, run_notifctl
 
     ensure_database(pg_url)
-    (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "collector.py").write_text(COLLECTOR)
-    delivered = tmp_path / "delivered.txt"
-    config = tmp_path / "notifd.toml"
-    config.write_text(f'plugins_dirs = ["plugins"]\n\n[plugins.collector]\npath = "{delivered}"\n')
+    config, delivered = collector_config(tmp_path)
     token = run_notifctl(pg_url, "token", "add", "shop", "--publish", "classified").stdout.splitlines()[-1]
     nodes = [DaemonProcess(pg_url, "--node", name, "--config", str(config)).start() for name in ("a", "b")]
     try:
@@ -370,7 +353,7 @@ def test_an_http_post_reaches_every_node_and_durable_notifier(pg_url, tmp_path):
         item_id = json.loads(body)["id"]
         for listener in listeners:  # the other node too: the NOTIFY was part of the posting transaction
             assert listener.read_line() == b"notif: classified\r\n"
-        eventually(lambda: delivered.exists() and delivered.read_text().split() == [str(item_id)])
+        eventually(lambda: delivered_ids(delivered) == [item_id])
         # A database that fails the transaction: 503, and nothing of the group is stored.
         from tests import pg
 

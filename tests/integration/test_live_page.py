@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import TIMEOUT, eventually
+from tests.integration.conftest import eventually
 from tests.require import require_tool
 
 pytestmark = pytest.mark.integration

@@ -17,6 +17,7 @@ import pytest
 
 from notifd.posting import ITEMS_LOCK
 from tests import pg
+from tests.integration.collector import collector_config, delivered_ids
 from tests.integration.conftest import (
     TIMEOUT,
     LineClient,
@@ -45,20 +46,6 @@ END $$ LANGUAGE plpgsql;
 CREATE TRIGGER hold_slow_posts BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTION hold_slow_posts();
 """
 
-# A durable notifier that writes each item id it is handed to a file.
-COLLECTOR = """
-from notifd import Notifier, hookimpl
-
-
-@hookimpl
-def register_notifiers(register, settings):
-    def notify(item):
-        with open(settings["path"], "a") as f:
-            f.write(f"{item.id}\\n")
-
-    register(Notifier("collector", notify, durable=True))
-"""
-
 # One command per posting path: {text} and {n} are filled in per poster.
 PATHS = {
     "plain": lambda text, n, tmp: ["add", "classified", text],
@@ -77,11 +64,7 @@ def _batch_file(tmp, n, content) -> str:
 def setup(tmp_path, pg_url, daemon):
     ensure_database(pg_url)
     pg.execute(pg_url, SLOW_INSERT)
-    (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "collector.py").write_text(COLLECTOR)
-    delivered = tmp_path / "delivered.txt"
-    config = tmp_path / "notifd.toml"
-    config.write_text(f'plugins_dirs = ["plugins"]\n\n[plugins.collector]\npath = "{delivered}"\n')
+    config, delivered = collector_config(tmp_path)
     nodes = [daemon("--node", name, "--config", str(config)) for name in NODES]
     return pg_url, config, delivered, nodes
 
@@ -187,11 +170,7 @@ def test_an_item_committed_after_a_higher_id_is_not_skipped(setup, gate, tmp_pat
         assert [anonymous.ask("classified?") for _ in range(3)] == ["slow one", "fast two", ""]
 
     # The durable notifier gets both (each once: nodes enqueue each item once).
-    def both_delivered():
-        ids = delivered.read_text().split() if delivered.exists() else []
-        return sorted(map(int, ids)) == [slow_id, fast_id] and ids
-
-    eventually(both_delivered, timeout=3 * TIMEOUT)
+    eventually(lambda: delivered_ids(delivered) == [slow_id, fast_id], timeout=3 * TIMEOUT)
 
 
 @pytest.mark.parametrize("path", PATHS)
