@@ -181,12 +181,20 @@ class Api(resource.Resource):
     # --- the live page's view -----------------------------------------------------------------
 
     def status(self, request) -> bytes | int:
+        # Readable by whoever may read items: it shows the newest ones.
+        watch_disconnect(request)
+        d = self.web.reader(request)
+        d.addCallback(lambda reader: finish(request, reader if isinstance(reader, bytes) else self._status(request, reader)))
+        d.addErrback(self._read_failed, request)
+        return server.NOT_DONE_YET
+
+    def _status(self, request, reader) -> bytes:
         web = self.web
         hub = web.server.hub
         newest = {}
         for name in web.server.types:
             memory = hub.recent.get(name)
-            items = [] if memory is None else memory.newest_items(5)
+            items = [] if memory is None or not reader.allows(name) else memory.newest_items(5)
             newest[name] = [item_json(item, name) for item in reversed(items)]
         line = [c for c in web.server.connections if not getattr(c, "over_websocket", False)]
         body = {

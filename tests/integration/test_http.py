@@ -192,6 +192,7 @@ def test_without_anonymous_clients_reads_need_a_token(daemon, notifctl, tmp_path
     api = Http(server.http_port)
     assert detail(api.request("GET", "/v1/items/classified/next"))[0] == 401
     assert detail(api.request("GET", "/v1/events"))[0] == 401
+    assert detail(api.request("GET", "/v1/status"))[0] == 401  # it shows the newest items
 
 
 # --- limits ---------------------------------------------------------------------------------------

@@ -95,6 +95,11 @@ async function start() {
   $("post").addEventListener("submit", post);
   const answer = await fetch("v1/status", {cache: "no-store"});
   const status = await answer.json();
+  if (!answer.ok) {  // anonymous clients are not served here: nothing to show without a token
+    $("node").textContent = status.detail;
+    $("feed-state").textContent = "off";
+    return;
+  }
   showStatus(status);
   follow(status.types);
   setInterval(refresh, 5000);
