@@ -540,12 +540,17 @@ class Node:
 @writes
 def node_alive(
     conn: Connection, node: str, *, version: str, pid: int, listen: str, started_at: datetime,
-    connections: int, subscribers: int, now: datetime | None = None,
+    connections: int, subscribers: int, types: Sequence[str] | None = None, now: datetime | None = None,
 ) -> None:
-    """Record that a daemon runs (at start, then every heartbeat): the row is created if missing."""
+    """Record that a daemon runs (at start, then every heartbeat): the row is created if missing.
+
+    `types`: the item types it serves (None: not known), so that notifctl can tell a post
+    that no running daemon serves.
+    """
     values = dict(
         version=version, pid=pid, listen=listen, started_at=started_at, heartbeat_at=now or utcnow(),
         stopped_at=None, connections=connections, subscribers=subscribers,
+        types=None if types is None else ",".join(types),
     )
     conn.execute(_insert(conn, nodes).values(node=node, **values).on_conflict_do_update(
         index_elements=[nodes.c.node], set_=values,

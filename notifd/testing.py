@@ -130,12 +130,22 @@ class DaemonProcess:
             if pattern.search(line):
                 return line
 
+    def logged(self, pattern: re.Pattern | str, timeout: float = TIMEOUT) -> str:
+        """The first log line matching `pattern`, logged already or within `timeout`."""
+        pattern = re.compile(pattern) if isinstance(pattern, str) else pattern
+        for line in self.drained_log():
+            if pattern.search(line):
+                return line
+        return self.wait_for_log(pattern, timeout)
+
     def drained_log(self) -> list[str]:
         """Everything logged so far (without waiting), for failure messages."""
         while not self.log_lines.empty():
             line = self.log_lines.get_nowait()
-            if line:
-                self.log.append(line)
+            if not line:
+                self.log_lines.put("")  # the end stays the end for a wait
+                break
+            self.log.append(line)
         return self.log
 
     def connect(self) -> "LineClient":

@@ -65,6 +65,26 @@ def add(ctx: click.Context, type_name: str | None, text: str | None, key: str | 
         posts = [Post(type_name, _checked(item_type, text, max_line), key)]
     stored = _post(db, posts)
     click.echo("\n".join(str(posted.item.id) for posted in stored))
+    warning = _unserved(db, [post.type for post in posts])
+    if warning:
+        click.echo(f"notifctl: warning: {warning}", err=True)
+
+
+def _unserved(db: Store, types: list[str]) -> str | None:
+    """Says so when no running daemon serves a posted type (a plugin loaded by notifctl only)."""
+    from datetime import datetime, timezone
+
+    from .. import posting
+
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    path = posting.sqlite_file(db.config.db)
+    if path is not None:  # without SQLAlchemy, as the post itself
+        rows = posting.sqlite_nodes(path)
+    else:
+        from .. import store
+
+        rows = [(n.node, n.types, n.heartbeat_at, n.stopped_at) for n in db.call(store.list_nodes)]
+    return posting.unserved(types, posting.running_daemons(rows, now))
 
 
 def _item_type(types, type_name: str, where: str = ""):
