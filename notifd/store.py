@@ -49,7 +49,7 @@ from .posting import ITEMS_LOCK, Post, Posted, store_posts
 # The Alembic revision this code expects. tests/unit/test_migrations.py checks it is the
 # head of migrations/; kept here so that notifctl can check the schema without importing
 # Alembic on every call.
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 
 metadata = MetaData()
 
@@ -129,6 +129,7 @@ outbox = Table(
     Column("created_at", DateTime, nullable=False),
     Index("ix_outbox_due", "notifier", "state", "next_attempt_at"),
     Index("ux_outbox_item_notifier", "item_id", "notifier", unique=True),
+    sqlite_autoincrement=True,  # a delivery's id names it for good (`notifctl outbox retry ID`)
 )
 
 outbox_marks = Table(
@@ -151,6 +152,7 @@ changes = Table(
     Column("kind", String(16), nullable=False),  # one of CHANGE_KINDS
     Column("subject", Integer, nullable=False),  # the item's or the client's id
     Column("created_at", DateTime, nullable=False),
+    sqlite_autoincrement=True,  # ids only grow, even once old rows are pruned
 )
 
 ITEM_REMOVED = "item removed"
@@ -771,6 +773,18 @@ def list_outbox(conn: Connection, limit: int | None = None) -> list[Delivery]:
     if limit is not None:
         query = query.limit(limit)
     return [_delivery(row) for row in conn.execute(query)]
+
+
+def not_queued(conn: Connection) -> list[tuple[str, Item]]:
+    """(notifier, item) for each item above a durable notifier's mark, oldest first: committed,
+    but not in its outbox yet. A daemon with that notifier queues them at its next round, or
+    when it starts."""
+    rows = conn.execute(
+        select(outbox_marks.c.notifier, items)
+        .join(items, items.c.id > outbox_marks.c.last_item_id)
+        .order_by(outbox_marks.c.notifier, items.c.id)
+    )
+    return [(row.notifier, _item(row)) for row in rows]
 
 
 def count_outbox(conn: Connection) -> dict[tuple[str, str], int]:

@@ -72,6 +72,9 @@ def test_deliveries_survive_a_kill_and_items_posted_while_down_are_sent(notifd_d
     assert http_receiver.next().json["id"] == first
     assert notifd_daemon.kill(signal.SIGKILL) == -signal.SIGKILL
     second = int(notifctl("add", "classified", "posted while down").stdout)
+    # Seen while the daemon is down: the interrupted delivery, and the item not queued yet.
+    assert [(row["state"], row["item_id"]) for row in outbox(notifctl)] == [("delivering", first), ("new", second)]
+    assert notifctl("outbox").stdout.splitlines()[-1].startswith(f"-\tnew\twebhook\titem {second} (classified)\t")
     http_receiver.hold.set()
 
     notifd_daemon.start()
