@@ -402,6 +402,12 @@ def _notifier_tables(value: Any) -> dict[str, dict[str, Any]]:
         if not isinstance(table, dict):
             raise ConfigError(f"notifiers.{name}: expected a table")
         for key in table:
+            if key not in NOTIFIER_KEYS and isinstance(table[key], dict):
+                # [notifiers.mail.ops] is the table "ops" inside "mail" for TOML.
+                raise ConfigError(
+                    f"notifiers.{name}.{key}: a notifier name with dots is written in quotes: "
+                    f'[notifiers."{name}.{key}"]'
+                )
             if key not in NOTIFIER_KEYS:
                 raise ConfigError(f"unknown key 'notifiers.{name}.{key}'")
         tables[name] = {key: NOTIFIER_KEYS[key](f"notifiers.{name}.{key}", v) for key, v in table.items()}

@@ -228,3 +228,21 @@ def test_a_function_named_like_a_hook_without_hookimpl_is_warned_about(tmp_path)
         "so notifd never calls it"
     ]
     assert get_plugin_manager(entry_points=False).warnings == []  # the built-ins are marked
+
+
+# --- dotted notifier names in TOML --------------------------------------------------------------
+
+
+def test_a_dotted_notifier_name_is_written_in_quotes(tmp_path):
+    from notifd.config import ConfigError
+
+    path = tmp_path / "notifd.toml"
+    path.write_text('[notifiers."mail.ops"]\ntimeout = 5\n')
+    assert build(read_file(path)).notifiers == {"mail.ops": {"timeout": 5.0}}
+    path.write_text("[notifiers.mail.ops]\ntimeout = 5\n")
+    with pytest.raises(ConfigError) as caught:
+        read_file(path)
+    assert str(caught.value) == (
+        f'config file {path}: notifiers.mail.ops: a notifier name with dots is written in quotes: '
+        '[notifiers."mail.ops"]'
+    )
