@@ -246,3 +246,20 @@ def test_a_dotted_notifier_name_is_written_in_quotes(tmp_path):
         f'config file {path}: notifiers.mail.ops: a notifier name with dots is written in quotes: '
         '[notifiers."mail.ops"]'
     )
+
+
+def test_a_fresh_value_that_fails_in_notifctl_is_one_line(notifctl, tmp_path):
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "dice.py").write_text(textwrap.dedent("""
+        from notifd import ItemType, hookimpl
+
+        def fresh():
+            raise OSError("no entropy")
+
+        @hookimpl
+        def register_item_types(register):
+            register(ItemType("dice", fresh=fresh))
+    """))
+    result = notifctl("--plugins-dir", str(tmp_path / "plugins"), "add", "dice")
+    assert (result.code, result.err) == (1, "notifctl: the dice plugin failed to draw a fresh value: OSError: no entropy\n")
+    assert notifctl("list").out == ""  # nothing stored
