@@ -255,10 +255,12 @@ def test_each_item_of_its_types_is_appended(notifd_daemon, notifctl, tmp_path):
 
 
 @pytest.mark.parametrize("notifd_config", [{"plugins": {"${name}": {"path": 42}}}])
-def test_a_bad_setting_stops_notifctl_and_notifd_naming_it(notifctl):
+def test_a_bad_setting_is_refused_naming_the_plugin_and_key(notifctl):
     result = notifctl("plugins", check=False)
     assert result.returncode == 1
-    assert result.stderr == 'notifctl: plugin ${name}: [plugins.${name}] path: expected a file name, like "${name}.jsonl"\\n'
+    assert result.stderr == (
+        'notifctl: plugin ${name}: [plugins.${name}] path: expected a file name, like "${name}.jsonl"\\n'
+    )
 ''')
 
 _README_COMMON = '''

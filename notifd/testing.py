@@ -363,7 +363,9 @@ class Harness:
     def notifctl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         """Run notifctl on this configuration; with `check`, fail unless it exits 0."""
         ensure_database(self.db_path)  # notifctl would refuse to create it
-        return run_notifctl(self.db_path, "--config", str(self.config_path), *args, stdin=input, check=check, env=self.env)
+        return run_notifctl(
+            self.db_path, "--config", str(self.config_path), *args, stdin=input, check=check, env=self.env
+        )
 
     def close(self) -> None:
         for daemon in self.daemons:

@@ -51,8 +51,12 @@ def plugin() -> None:
 
 @plugin.command("new", context_settings=HELP)
 @click.argument("name")
-@click.option("--type", "kind", flag_value="type", default=True, help="An item type NAME, validated and rendered [default].")
-@click.option("--notifier", "kind", flag_value="notifier", help="A durable notifier NAME, configured in [plugins.NAME].")
+@click.option(
+    "--type", "kind", flag_value="type", default=True, help="An item type NAME, validated and rendered [default]."
+)
+@click.option(
+    "--notifier", "kind", flag_value="notifier", help="A durable notifier NAME, configured in [plugins.NAME]."
+)
 @click.option(
     "--dir", "directory", type=click.Path(file_okay=False), default=".", show_default=True,
     help="Where to create the package's directory, notifd-NAME.",
