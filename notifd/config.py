@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import socket
 import tomllib
@@ -203,6 +204,7 @@ class Config:
     plugins_dirs: tuple[str, ...] = ()  # directories whose *.py files are plugins
     plugins: dict[str, dict[str, Any]] = field(default_factory=dict)  # [plugins.<name>]: given to that plugin
     notifiers: dict[str, dict[str, Any]] = field(default_factory=dict)  # [notifiers.<name>]: timeout, retry
+    config_dir: str | None = None  # the configuration file's directory; relative paths in it start there
     # keys given explicitly somewhere (file, environment, flag): "unset" differs from "0"
     given: frozenset[str] = frozenset()
 
@@ -336,9 +338,36 @@ def read_file(path: str | Path) -> dict[str, Any]:
         settings = _check(raw)
     except ConfigError as e:
         raise ConfigError(f"config file {path}: {e}") from None
-    if "plugins_dirs" in settings:  # relative to the file, not to wherever notifd starts
-        settings["plugins_dirs"] = tuple(str(Path(path).parent / Path(d).expanduser()) for d in settings["plugins_dirs"])
+    # Paths are relative to the file, not to wherever notifd starts.
+    directory = Path(os.path.abspath(path)).parent
+    settings["config_dir"] = str(directory)
+    if "plugins_dirs" in settings:
+        settings["plugins_dirs"] = tuple(str(directory / Path(d).expanduser()) for d in settings["plugins_dirs"])
+    if "plugins" in settings:
+        settings["plugins"] = {name: resolve_paths(table, directory) for name, table in settings["plugins"].items()}
     return settings
+
+
+# A plugin setting whose key says it is a path: "path", "log_file", "state_dir", "cert_files"...
+PATH_KEY = re.compile(r"(?:\A|_)(?:path|file|dir|directory)s?\Z")
+
+
+def resolve_paths(table: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """A plugin's table with the values of path-like keys (PATH_KEY, at any depth; a string or a
+    list of strings) made absolute against `directory`, after expanding `~`."""
+
+    def resolved(value: Any) -> Any:
+        return str(directory / Path(value).expanduser()) if isinstance(value, str) and value else value
+
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out[key] = resolve_paths(value, directory)
+        elif PATH_KEY.search(key):
+            out[key] = [resolved(v) for v in value] if isinstance(value, list) else resolved(value)
+        else:
+            out[key] = value
+    return out
 
 
 def _check(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -390,6 +419,12 @@ def _notifier_tables(value: Any) -> dict[str, dict[str, Any]]:
         if not isinstance(table, dict):
             raise ConfigError(f"notifiers.{name}: expected a table")
         for key in table:
+            if key not in NOTIFIER_KEYS and isinstance(table[key], dict):
+                # [notifiers.mail.ops] is the table "ops" inside "mail" for TOML.
+                raise ConfigError(
+                    f"notifiers.{name}.{key}: a notifier name with dots is written in quotes: "
+                    f'[notifiers."{name}.{key}"]'
+                )
             if key not in NOTIFIER_KEYS:
                 raise ConfigError(f"unknown key 'notifiers.{name}.{key}'")
         tables[name] = {key: NOTIFIER_KEYS[key](f"notifiers.{name}.{key}", v) for key, v in table.items()}

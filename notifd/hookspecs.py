@@ -2,7 +2,8 @@
 # reference for its hook, and docs/plugins.md repeats it (tests/test_docs.py checks).
 #
 # Registration hooks run once, when notifd or notifctl starts; a plugin that raises there
-# stops the start with a message naming the plugin. Hooks are called with keyword
+# stops the start with a message naming the plugin. Life-cycle hooks (startup, shutdown) run
+# in the daemon only. Hooks are called with keyword
 # arguments only, so an implementation may take fewer arguments than its spec: declare
 # only the ones you use.
 import pluggy
@@ -40,3 +41,34 @@ def register_notifiers(register, settings, reactor):
     retried with back-off after a failure, across restarts. Pushing ``notif: <type>`` to
     clients in notification mode is itself a (live) notifier.
     """
+
+
+@hookspec
+def startup(context):
+    """Start what the plugin runs beside the daemon (a connection, a timer, a server).
+
+    Called once by ``notifd`` only (never by ``notifctl``), plugin by plugin in load
+    order, after the database is open and before notifd listens. ``context`` is this
+    plugin's own: ``name``, ``settings`` (as for ``register_item_types``), ``config_dir``
+    (the configuration file's directory, or None without one), ``state_dir`` (a directory
+    the daemon may write to), ``reactor`` and ``log`` (a Twisted ``Logger`` named after the
+    plugin). It may return a Deferred: notifd waits for it, at most 30 seconds. An
+    exception, a failed Deferred or a timeout stops the start with one line naming the
+    plugin (plugins already started are shut down).
+    """
+
+
+@hookspec
+def shutdown(context):
+    """Stop what ``startup`` started: called once when ``notifd`` stops.
+
+    Called after clients are disconnected and notifiers are no longer called, in reverse
+    load order, for each plugin whose ``startup`` succeeded (or that has none), with the
+    same ``context``. It may return a Deferred: notifd waits for all of them together, at
+    most 10 seconds, then cancels those still running. An exception, a failed Deferred or
+    a timeout is logged with the plugin's name, and the stop goes on.
+    """
+
+
+NAMES = frozenset(name for name, value in dict(globals()).items() if hasattr(value, "notifd_spec"))
+"""The name of every hook."""

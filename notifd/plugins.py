@@ -4,13 +4,15 @@
 #
 # Rule: plugin code is entered through this module only: registration hooks through
 # `item_types()` / `notifiers()`, which name the plugin in any error, and everything the
-# reactor calls (notifiers) through `call_plugin()`, which never lets an exception out,
-# applies the timeout, logs with the plugin's name and counts the failure.
+# reactor calls (notifiers, the startup and shutdown hooks through `Lifecycle`) through
+# `call_plugin()`, which never lets an exception out, applies the timeout, logs with the
+# plugin's name and counts the failure.
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -33,6 +35,9 @@ DEFAULT_PLUGINS = {
     "apprise": "notifd.default_plugins.apprise_notifier",
 }
 
+STARTUP_TIMEOUT = 30.0  # seconds a plugin's startup may take before the start fails
+SHUTDOWN_TIMEOUT = 10.0  # seconds the shutdown hooks may take, together, before the stop goes on
+
 errors: Counter[str] = Counter()
 """Failures of plugin code entered through `call_plugin`, per plugin, since the process started."""
 
@@ -48,6 +53,7 @@ class PluginManager(pluggy.PluginManager):
         super().__init__("notifd")
         self.add_hookspecs(hookspecs)
         self.origins: dict[str, str] = {}
+        self.warnings: list[str] = []  # mistakes that load nonetheless: the programs show them
 
     def add(self, plugin: object, name: str, origin: str) -> None:
         """Register `plugin` as `name`; a second plugin of the same name is an error."""
@@ -68,6 +74,20 @@ class PluginManager(pluggy.PluginManager):
             self.unregister(plugin)
             raise PluginError(f"plugin {name} ({origin}): unknown hook {unknown[0]!r}")
         self.origins[name] = origin
+        for hook in _unmarked_hooks(plugin):
+            self.warnings.append(
+                f"plugin {name} ({origin}): {hook}() is not marked @hookimpl, so notifd never calls it"
+            )
+
+
+def _unmarked_hooks(plugin: object) -> list[str]:
+    """Functions of a plugin module named like a hook but not marked as one (a forgotten @hookimpl)."""
+    found = []
+    for name in sorted(hookspecs.NAMES):
+        value = getattr(plugin, name, None)
+        if callable(value) and not hasattr(value, "notifd_impl"):  # the attribute HookimplMarker sets
+            found.append(name)
+    return found
 
 
 def get_plugin_manager(
@@ -234,6 +254,100 @@ def describe(pm: PluginManager, settings: Mapping[str, Mapping] = {}, reactor: A
         )
         for name, origin in pm.origins.items()
     ]
+
+
+# --- life-cycle hooks ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PluginContext:
+    """What a plugin's `startup` and `shutdown` hooks are given: its own view of the daemon."""
+
+    name: str
+    settings: dict[str, Any]  # its [plugins.<name>] table; path-like keys already resolved
+    config_dir: Path | None  # the configuration file's directory; None without one
+    state_dir: Path  # where the daemon may keep files (see state_directory)
+    reactor: Any
+    log: Any  # a twisted.logger.Logger in the namespace notifd.plugin.<name>
+
+
+def state_directory(db: str | None) -> Path:
+    """The daemon's own directory: systemd's StateDirectory, else the SQLite database's, else per user."""
+    from .posting import sqlite_file
+
+    given = os.environ.get("STATE_DIRECTORY")
+    if given:
+        return Path(given.split(":")[0])
+    database = sqlite_file(db)
+    if database is not None:
+        return database.parent
+    import platformdirs
+
+    return platformdirs.user_data_path("notifd")
+
+
+class Lifecycle:
+    """Runs the plugins' startup hooks when the daemon starts and their shutdown hooks when it stops."""
+
+    def __init__(
+        self, pm: pluggy.PluginManager, settings: Mapping[str, Mapping], config_dir: str | None, state_dir: Path,
+        reactor: Any,
+    ) -> None:
+        from twisted.logger import Logger
+
+        self.pm = pm
+        self.reactor = reactor
+        self.startups = pm.hook.startup.get_hookimpls()  # in load order
+        self.shutdowns = pm.hook.shutdown.get_hookimpls()
+        if self.startups or self.shutdowns:
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # before the reactor runs
+        self.contexts = {
+            impl.plugin_name: PluginContext(
+                name=impl.plugin_name,
+                settings=dict(settings.get(impl.plugin_name, {})),
+                config_dir=Path(config_dir) if config_dir else None,
+                state_dir=state_dir,
+                reactor=reactor,
+                log=Logger(namespace=f"notifd.plugin.{impl.plugin_name}"),
+            )
+            for impl in [*self.startups, *self.shutdowns]
+        }
+        self.began = False
+        self.started: set[str] = set()
+
+    def start(self):
+        """Call each startup hook in turn; the Deferred fails with a PluginError naming the first that failed."""
+        from twisted.internet import defer
+
+        self.began = True
+
+        @defer.inlineCallbacks
+        def run():
+            for impl in self.startups:
+                error = yield self._call(impl, "startup", STARTUP_TIMEOUT)
+                if error is not None:
+                    raise PluginError(f"plugin {impl.plugin_name}: startup failed: {error}")
+                self.started.add(impl.plugin_name)
+
+        return run()
+
+    def stop(self):
+        """Call the shutdown hooks in reverse load order; fires once all are done, or SHUTDOWN_TIMEOUT later."""
+        from twisted.internet import defer
+
+        if not self.began:
+            return defer.succeed(None)
+        with_startup = {impl.plugin_name for impl in self.startups}
+        due = [impl for impl in reversed(self.shutdowns)
+               if impl.plugin_name in self.started or impl.plugin_name not in with_startup]
+        return defer.gatherResults([self._call(impl, "shutdown", SHUTDOWN_TIMEOUT) for impl in due])
+
+    def _call(self, impl, hook_name: str, timeout: float):
+        context = self.contexts[impl.plugin_name]
+        arguments = {"context": context} if "context" in impl.argnames else {}
+        return call_plugin(
+            impl.plugin_name, hook_name, lambda: impl.function(**arguments), timeout=timeout, clock=self.reactor
+        )
 
 
 # --- the door from the reactor -----------------------------------------------------------

@@ -30,9 +30,10 @@ from typing import Any, Callable, Sequence
 
 from .items import Item
 
-SCHEMA_HEAD = "0005"  # == store.SCHEMA_HEAD; a test keeps them equal
+SCHEMA_HEAD = "0006"  # == store.SCHEMA_HEAD; a test keeps them equal
 SQLITE_BUSY_TIMEOUT_MS = 5000  # == db.SQLITE_BUSY_TIMEOUT_MS; a test keeps them equal
 KEY_MAX = 200  # characters in an idempotency key (items.key)
+HEARTBEAT_SECONDS = 5.0  # == service.HEARTBEAT_SECONDS; a test keeps them equal
 ITEMS_LOCK = 0x6E6F7470  # PostgreSQL advisory lock key: posters take turns (Rule 1)
 
 
@@ -205,5 +206,54 @@ def _post_to_file(path: Path, posts: Sequence[Post], now: datetime) -> list[Post
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    finally:
+        conn.close()
+
+
+# --- what the running daemons serve -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """A daemon's heartbeat as notifctl reads it: its name, and the item types it serves (None: not said)."""
+
+    node: str
+    types: frozenset[str] | None
+
+
+def running_daemons(rows: Sequence[tuple[str, str | None, Any, Any]], now: datetime) -> list[Running]:
+    """The daemons alive at `now`, from `nodes` rows (node, types, heartbeat_at, stopped_at)."""
+    running = []
+    for node, types, heartbeat_at, stopped_at in rows:
+        if isinstance(heartbeat_at, str):  # sqlite3 gives SQLAlchemy's text format
+            heartbeat_at = datetime.fromisoformat(heartbeat_at)
+        if stopped_at is None and (now - heartbeat_at).total_seconds() < 3 * HEARTBEAT_SECONDS:
+            running.append(Running(node, None if types is None else frozenset(filter(None, types.split(",")))))
+    return running
+
+
+def unserved(types: Sequence[str], running: Sequence[Running]) -> str | None:
+    """A warning when a posted type is served by none of the running daemons, else None.
+
+    Nothing is said when no daemon runs (the item waits for one) or when one does not say
+    what it serves (an older notifd).
+    """
+    if not running or any(daemon.types is None for daemon in running):
+        return None
+    missing = [name for name in dict.fromkeys(types) if not any(name in daemon.types for daemon in running)]
+    if not missing:
+        return None
+    served = "; ".join(f"{daemon.node} serves {', '.join(sorted(daemon.types)) or 'nothing'}" for daemon in running)
+    return f"{', '.join(missing)}: served by no running notifd ({served})"
+
+
+NODES_QUERY = "SELECT node, types, heartbeat_at, stopped_at FROM nodes"
+
+
+def sqlite_nodes(path: Path) -> list[tuple]:
+    """The `nodes` rows of a SQLite file at the schema's head, without SQLAlchemy."""
+    conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+    try:
+        return conn.execute(NODES_QUERY).fetchall()
     finally:
         conn.close()

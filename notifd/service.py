@@ -94,6 +94,11 @@ class Daemon:
             hello_limiter=FailureLimiter(reactor, config.hello_failures, config.hello_window),
         )
         self._apply_limits(config)
+        for warning in pm.warnings:
+            self.log.warn("{warning}", warning=warning)
+        self.lifecycle = plugins.Lifecycle(
+            pm, config.plugins, config.config_dir, plugins.state_directory(config.db), reactor
+        )
         self.factory = ConnectionFactory(self.server)
         self.web = None
         if config.http_listen:
@@ -173,6 +178,7 @@ class Daemon:
             yield self.outbox.start()
         if self.wakeups is not None:
             yield defer.maybeDeferred(self.wakeups.start)
+        yield self.lifecycle.start()  # before listening: a plugin that cannot start stops the daemon
         addresses = []
         for index, description in enumerate(self.config.listen):
             if self.shared_ports is not None:
@@ -276,6 +282,7 @@ class Daemon:
         yield self._close_connections()
         if self.metrics_port is not None:
             yield self.metrics_port.stopListening()
+        yield self.lifecycle.stop()  # bounded: a plugin cannot hold the stop
         # Each pool runs jobs in order: once these are done, everything queued before is.
         try:
             yield self.server.read_marks.flushed()
@@ -317,7 +324,7 @@ class Daemon:
         d = self.db.run(
             store.node_alive, self.config.node, version=__version__, pid=os.getpid(), listen=self.listening,
             started_at=self.started_at, connections=len(self.server.connections),
-            subscribers=len(self.hub.subscribers),
+            subscribers=len(self.hub.subscribers), types=sorted(self.types),
         )
         d.addErrback(lambda failure: None)  # the database logs an outage, once
         return d

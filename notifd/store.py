@@ -50,7 +50,7 @@ from .wakeup import CHANNEL as WAKEUP_CHANNEL
 # The Alembic revision this code expects. tests/unit/test_migrations.py checks it is the
 # head of migrations/; kept here so that notifctl can check the schema without importing
 # Alembic on every call.
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 
 metadata = MetaData()
 
@@ -131,6 +131,7 @@ outbox = Table(
     Column("created_at", DateTime, nullable=False),
     Index("ix_outbox_due", "notifier", "state", "next_attempt_at"),
     Index("ux_outbox_item_notifier", "item_id", "notifier", unique=True),
+    sqlite_autoincrement=True,  # a delivery's id names it for good (`notifctl outbox retry ID`)
 )
 
 outbox_marks = Table(
@@ -153,6 +154,7 @@ changes = Table(
     Column("kind", String(16), nullable=False),  # one of CHANGE_KINDS
     Column("subject", Integer, nullable=False),  # the item's or the client's id
     Column("created_at", DateTime, nullable=False),
+    sqlite_autoincrement=True,  # ids only grow, even once old rows are pruned
 )
 
 ITEM_REMOVED = "item removed"
@@ -701,12 +703,17 @@ class Node:
 @writes
 def node_alive(
     conn: Connection, node: str, *, version: str, pid: int, listen: str, started_at: datetime,
-    connections: int, subscribers: int, now: datetime | None = None,
+    connections: int, subscribers: int, types: Sequence[str] | None = None, now: datetime | None = None,
 ) -> None:
-    """Record that a daemon runs (at start, then every heartbeat): the row is created if missing."""
+    """Record that a daemon runs (at start, then every heartbeat): the row is created if missing.
+
+    `types`: the item types it serves (None: not known), so that notifctl can tell a post
+    that no running daemon serves.
+    """
     values = dict(
         version=version, pid=pid, listen=listen, started_at=started_at, heartbeat_at=now or utcnow(),
         stopped_at=None, connections=connections, subscribers=subscribers,
+        types=None if types is None else ",".join(types),
     )
     conn.execute(_insert(conn, nodes).values(node=node, **values).on_conflict_do_update(
         index_elements=[nodes.c.node], set_=values,
@@ -927,6 +934,18 @@ def list_outbox(conn: Connection, limit: int | None = None) -> list[Delivery]:
     if limit is not None:
         query = query.limit(limit)
     return [_delivery(row) for row in conn.execute(query)]
+
+
+def not_queued(conn: Connection) -> list[tuple[str, Item]]:
+    """(notifier, item) for each item above a durable notifier's mark, oldest first: committed,
+    but not in its outbox yet. A daemon with that notifier queues them at its next round, or
+    when it starts."""
+    rows = conn.execute(
+        select(outbox_marks.c.notifier, items)
+        .join(items, items.c.id > outbox_marks.c.last_item_id)
+        .order_by(outbox_marks.c.notifier, items.c.id)
+    )
+    return [(row.notifier, _item(row)) for row in rows]
 
 
 def count_outbox(conn: Connection) -> dict[tuple[str, str], int]:

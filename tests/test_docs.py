@@ -88,6 +88,8 @@ FILES_IN_PLUGINS_MD = [
     "plugins/weather/pyproject.toml",  # plugins/weather/test_weather.py (its entry point)
     "docs/examples/announce.py",  # below
     "docs/examples/webhook.toml",  # below
+    "docs/examples/ticker.py",  # below
+    "plugins/weather/test_weather_served.py",  # run with the example plugins' tests
 ]
 
 
@@ -146,3 +148,27 @@ def test_the_webhook_config_example_configures_the_webhook(tmp_path):
     webhook = config.notifier(webhook)
     assert (plugin, webhook.name, webhook.durable, webhook.timeout) == ("webhook", "webhook", True, 10.0)
     assert webhook.retry == Retry(max_attempts=8, first_delay=30.0, max_delay=3600.0)
+
+
+def test_the_ticker_example_logs_while_the_daemon_runs(tmp_path):
+    from twisted.internet import task
+
+    from notifd.plugins import Lifecycle
+
+    spec = importlib.util.spec_from_file_location("ticker", ROOT / "docs" / "examples" / "ticker.py")
+    ticker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ticker)
+    clock = task.Clock()
+    life = Lifecycle(get_plugin_manager([ticker], entry_points=False), {"ticker": {"interval": 10}}, None,
+                     tmp_path, clock)
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        life.start()
+        clock.pump([10, 10, 5])
+        life.stop()
+        clock.advance(100)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    shown = [formatEvent(e) for e in events if e.get("log_namespace") == "notifd.plugin.ticker"]
+    assert shown == [f"still here (state in {tmp_path})"] * 3  # at 0, 10 and 20 s; none after the stop

@@ -32,7 +32,7 @@ def notifctl(ctx: click.Context, db: str | None, plugins_dir: tuple[str, ...]) -
 
 
 for command in (
-    items.add, items.list_, items.rm, clients.client, clients.clients, plugins.plugins, plugins.outbox,
+    items.add, items.list_, items.rm, clients.client, clients.clients, plugins.plugins, plugins.plugin, plugins.outbox,
     database.db_group, database.prune, status.status, tokens.token, watch.watch,
 ):
     notifctl.add_command(command)

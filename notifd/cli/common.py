@@ -98,6 +98,8 @@ class Store:
 
             self._plugin_manager = get_plugin_manager(dirs=self.config.plugins_dirs)
             self.config.check_plugins(self._plugin_manager.origins)
+            for warning in self._plugin_manager.warnings:
+                click.echo(f"notifctl: warning: {warning}", err=True)
         return self._plugin_manager
 
     @property

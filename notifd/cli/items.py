@@ -57,7 +57,7 @@ def add(ctx: click.Context, type_name: str | None, text: str | None, key: str | 
             if text is None:
                 raise click.ClickException(f"invalid {type_name}: text is over the line limit of {max_line} bytes")
         if not text and item_type.fresh is not None:
-            text = item_type.fresh()
+            text = _fresh(item_type)
         if key is not None and not key.strip():
             raise click.ClickException("--id must not be empty")
         if key is not None and len(key) > KEY_MAX:
@@ -65,6 +65,26 @@ def add(ctx: click.Context, type_name: str | None, text: str | None, key: str | 
         posts = [Post(type_name, _checked(item_type, text, max_line), key)]
     stored = _post(db, posts)
     click.echo("\n".join(str(posted.item.id) for posted in stored))
+    warning = _unserved(db, [post.type for post in posts])
+    if warning:
+        click.echo(f"notifctl: warning: {warning}", err=True)
+
+
+def _unserved(db: Store, types: list[str]) -> str | None:
+    """Says so when no running daemon serves a posted type (a plugin loaded by notifctl only)."""
+    from datetime import datetime, timezone
+
+    from .. import posting
+
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    path = posting.sqlite_file(db.config.db)
+    if path is not None:  # without SQLAlchemy, as the post itself
+        rows = posting.sqlite_nodes(path)
+    else:
+        from .. import store
+
+        rows = [(n.node, n.types, n.heartbeat_at, n.stopped_at) for n in db.call(store.list_nodes)]
+    return posting.unserved(types, posting.running_daemons(rows, now))
 
 
 def _item_type(types, type_name: str, where: str = ""):
@@ -72,6 +92,16 @@ def _item_type(types, type_name: str, where: str = ""):
     if item_type is None:
         raise click.ClickException(f"{where}unknown item type {type_name!r} (known: {', '.join(types)})")
     return item_type
+
+
+def _fresh(item_type, where: str = "") -> str:
+    """The type's fresh value to post, or one line naming the plugin that failed to draw it."""
+    try:
+        return item_type.fresh()
+    except Exception as e:
+        raise click.ClickException(
+            f"{where}the {item_type.name} plugin failed to draw a fresh value: {type(e).__name__}: {e}"
+        ) from None
 
 
 def _checked(item_type, text: str | None, max_line: int, where: str = "") -> str:
@@ -117,7 +147,7 @@ def _read_batch(source: str, type_name: str | None, types, max_line: int) -> lis
                 raise click.ClickException(f"{where}expected 'TYPE TEXT'")
             item_type = _item_type(types, name, where)
         if not text and item_type.fresh is not None:
-            text = item_type.fresh()
+            text = _fresh(item_type, where)
         posts.append(Post(item_type.name, _checked(item_type, text, max_line, where)))
     return posts
 

@@ -1,4 +1,6 @@
-# `notifctl plugins` and `notifctl outbox`: what the plugins add, and deliveries to durable notifiers.
+# `notifctl plugins`, `notifctl plugin new` and `notifctl outbox`: what the plugins add, a new
+# plugin package, and deliveries to durable notifiers. As with `clients` / `client add`, the
+# plural lists and the singular group acts.
 from __future__ import annotations
 
 import json
@@ -42,25 +44,81 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{info.name}\t{info.origin}\t{', '.join(adds) or '-'}")
 
 
+@click.group(context_settings=HELP)
+def plugin() -> None:
+    """Write a new plugin (`notifctl plugins` lists the loaded ones)."""
+
+
+@plugin.command("new", context_settings=HELP)
+@click.argument("name")
+@click.option(
+    "--type", "kind", flag_value="type", default=True, help="An item type NAME, validated and rendered [default]."
+)
+@click.option(
+    "--notifier", "kind", flag_value="notifier", help="A durable notifier NAME, configured in [plugins.NAME]."
+)
+@click.option(
+    "--dir", "directory", type=click.Path(file_okay=False), default=".", show_default=True,
+    help="Where to create the package's directory, notifd-NAME.",
+)
+def plugin_new(name: str, kind: str, directory: str) -> None:
+    """Create a plugin package: pyproject.toml with its entry point, the module, a test, a README.
+
+    It installs with pip and its tests pass as generated (they run a real notifd with the
+    fixtures of notifd.testing).
+    """
+    from pathlib import Path
+
+    from ..scaffold import ScaffoldError, write
+
+    try:
+        target = write(Path(directory), name, kind)
+    except ScaffoldError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"created {target}: {', '.join(sorted(p.name for p in target.iterdir()))}")
+    click.echo(f"next: cd {target} && python -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pytest")
+
+
 @click.group(invoke_without_command=True, context_settings=HELP)
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of the deliveries.")
 @click.pass_context
 def outbox(ctx: click.Context, as_json: bool) -> None:
-    """Show the deliveries to durable notifiers still pending, and the dead ones."""
+    """Show the deliveries to durable notifiers still pending, the dead ones, and the items not queued yet.
+
+    An item committed while no daemon runs is in no outbox yet: it is shown as `new`, and
+    queued when notifd starts.
+    """
     if ctx.invoked_subcommand is not None:
         return
-    from .. import store
+    from .. import posting, store
 
     now = store.utcnow()
-    rows = [_delivery_json(d, now) for d in store_of(ctx).call(store.list_outbox)]
+    deliveries, new, nodes = store_of(ctx).call(
+        lambda conn: (store.list_outbox(conn), store.not_queued(conn), store.list_nodes(conn))
+    )
+    rows = [_delivery_json(d, now) for d in deliveries] + [_new_json(notifier, item) for notifier, item in new]
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
+    running = posting.running_daemons([(n.node, n.types, n.heartbeat_at, n.stopped_at) for n in nodes], now)
+    when = "being queued" if running else "queued when notifd starts"
     for row in rows:
+        if row["state"] == "new":
+            click.echo(f"-\tnew\t{row['notifier']}\titem {row['item_id']} ({row['type']})\tnot queued yet: {when}")
+            continue
         click.echo(
             f"{row['id']}\t{row['state']}\t{row['notifier']}\titem {row['item_id']} ({row['type']})"
             f"\tattempts {row['attempts']}\tnext {row['next_attempt_at']}\t{row['last_error'] or '-'}"
         )
+    if not rows:
+        click.echo("the outbox is empty: nothing waits for a durable notifier")
+
+
+def _new_json(notifier: str, item) -> dict[str, Any]:
+    return {
+        "id": None, "state": "new", "notifier": notifier, "item_id": item.id, "type": item.type, "attempts": 0,
+        "next_attempt_at": None, "last_error": None, "created_at": None,
+    }
 
 
 def _delivery_json(delivery, now) -> dict[str, Any]:

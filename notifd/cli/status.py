@@ -26,6 +26,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
             "node": node.node, "up": up, "version": node.version, "pid": node.pid, "listen": node.listen,
             "started_at": iso(node.started_at), "uptime_seconds": int((now - node.started_at).total_seconds()) if up else None,
             "last_seen": iso(node.heartbeat_at), "connections": node.connections, "notif_mode": node.subscribers,
+            "types": None if node.types is None else [t for t in node.types.split(",") if t],
         })
     running = [row for row in rows if row["up"]]
     if as_json:

@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import eventually
+from notifd.testing import eventually
 
 pytestmark = pytest.mark.integration
 
-PLUGIN = Path(__file__).with_name("notifd_exec.py")
+HERE = Path(__file__).parent
 
 # The command the notifier runs: records what it was given, and fails while `fail` exists.
 HANDLER = """
@@ -32,24 +31,19 @@ if (here / "fail").exists():
 
 
 @pytest.fixture
-def config(tmp_path):
-    (tmp_path / "plugins").mkdir()
-    shutil.copy(PLUGIN, tmp_path / "plugins" / "exec.py")
+def notifd_plugins():
+    return [HERE]  # this package, through its entry point
+
+
+@pytest.fixture
+def notifd_config(tmp_path):
     (tmp_path / "handler.py").write_text(HANDLER)
-    path = tmp_path / "notifd.toml"
-    path.write_text(f"""
-poll_interval = 0.1
-plugins_dirs = ["plugins"]
-
-[plugins.exec]
-command = [{json.dumps(sys.executable)}, {json.dumps(str(tmp_path / "handler.py"))}, {json.dumps(str(tmp_path))}]
-types = ["classified"]
-
-[notifiers.exec]
-timeout = 2
-first_delay = 0.2
-""")
-    return str(path)
+    return {
+        "plugins": {"exec": {
+            "command": [sys.executable, str(tmp_path / "handler.py"), str(tmp_path)], "types": ["classified"],
+        }},
+        "notifiers": {"exec": {"timeout": 2, "first_delay": 0.2}},
+    }
 
 
 def runs(tmp_path):
@@ -57,38 +51,36 @@ def runs(tmp_path):
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def outbox(notifctl, config):
-    return json.loads(notifctl("--config", config, "outbox", "--json").stdout)
+def outbox(notifctl):
+    return json.loads(notifctl("outbox", "--json").stdout)
 
 
-def test_the_command_gets_the_item_and_a_failure_is_retried(daemon, notifctl, config, tmp_path):
-    daemon("--config", config)
+def test_the_command_gets_the_item_and_a_failure_is_retried(notifd_daemon, notifctl, tmp_path):
     (tmp_path / "fail").touch()
-    item_id = int(notifctl("--config", config, "add", "classified", "Vélo à vendre").stdout)
-    notifctl("--config", config, "add", "random", "42")  # not one of its types
+    item_id = int(notifctl("add", "classified", "Vélo à vendre").stdout)
+    notifctl("add", "random", "42")  # not one of its types
     first = eventually(lambda: runs(tmp_path))[0]
     assert first == {
         "NOTIFD_ITEM_ID": str(item_id), "NOTIFD_ITEM_TYPE": "classified", "NOTIFD_ITEM_TEXT": "Vélo à vendre",
         "NOTIFD_ITEM_CREATED_AT": first["NOTIFD_ITEM_CREATED_AT"], "stdin": "Vélo à vendre\n",
     }
-    [pending] = eventually(lambda: [d for d in outbox(notifctl, config) if d["last_error"]])
+    [pending] = eventually(lambda: [d for d in outbox(notifctl) if d["last_error"]])
     assert pending["last_error"] == "CommandFailed: exit status 3: the printer is on fire"
     (tmp_path / "fail").unlink()
-    eventually(lambda: outbox(notifctl, config) == [])
+    eventually(lambda: outbox(notifctl) == [])
     assert [run["NOTIFD_ITEM_ID"] for run in runs(tmp_path)][-1] == str(item_id)
     assert {run["NOTIFD_ITEM_TYPE"] for run in runs(tmp_path)} == {"classified"}
 
 
-def test_a_command_past_its_timeout_is_killed_and_retried(daemon, notifctl, config, tmp_path):
-    daemon("--config", config)
+def test_a_command_past_its_timeout_is_killed_and_retried(notifd_daemon, notifctl, tmp_path):
     (tmp_path / "hang").touch()
-    notifctl("--config", config, "add", "classified", "slow")
-    [pending] = eventually(lambda: [d for d in outbox(notifctl, config) if d["last_error"]])
+    notifctl("add", "classified", "slow")
+    [pending] = eventually(lambda: [d for d in outbox(notifctl) if d["last_error"]])
     assert pending["last_error"] == "timed out after 2.0 s"
     pid = int((tmp_path / "hung.pid").read_text())
     eventually(lambda: not _alive(pid))  # killed, not left behind
     (tmp_path / "hang").unlink()
-    eventually(lambda: outbox(notifctl, config) == [])
+    eventually(lambda: outbox(notifctl) == [])
     assert [run["stdin"] for run in runs(tmp_path)] == ["slow\n"]
 
 
@@ -100,7 +92,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie is dead, waiting for its parent
 
 
-def test_a_command_that_does_not_exist_is_refused_at_start(notifctl, config):
-    Path(config).write_text(Path(config).read_text().replace("command = [", 'command = ["/no/such/handler", '))
-    result = notifctl("--config", config, "plugins", check=False)
+@pytest.mark.parametrize("notifd_config", [{"plugins": {"exec": {"command": ["/no/such/handler"]}}}])
+def test_a_command_that_does_not_exist_is_refused_at_start(notifctl):
+    result = notifctl("plugins", check=False)
     assert result.stderr == "notifctl: plugin exec: [plugins.exec] command: '/no/such/handler' is not an executable file\n"

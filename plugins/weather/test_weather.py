@@ -2,8 +2,6 @@
 installed package's entry point), and the whole path through a real notifd."""
 from __future__ import annotations
 
-import shutil
-import tomllib
 from pathlib import Path
 
 import notifd_weather
@@ -11,7 +9,7 @@ import pytest
 
 from notifd import InvalidItem, Pick
 from notifd.plugins import get_plugin_manager, item_types
-from tests.dist import install
+from notifd.testing import declare_entry_points
 
 HERE = Path(__file__).parent
 
@@ -49,10 +47,9 @@ def test_bad_reports_are_refused_with_a_reason(text, reason):
 
 
 def test_the_package_entry_point_loads_the_plugin(tmp_path, monkeypatch):
-    # What `pip install plugins/weather` leaves in site-packages, from our pyproject.toml.
-    project = tomllib.loads((HERE / "pyproject.toml").read_text())["project"]
-    install(tmp_path, project, (HERE / "notifd_weather.py").read_text())
-    monkeypatch.syspath_prepend(str(tmp_path))
+    # The entry point `pip install plugins/weather` declares, from our pyproject.toml.
+    for path in declare_entry_points(HERE, tmp_path):
+        monkeypatch.syspath_prepend(str(path))
     pm = get_plugin_manager()
     weather = item_types(pm)["weather"]
     assert weather.pick is Pick.NEWEST and weather.validate is notifd_weather.validate
@@ -60,19 +57,11 @@ def test_the_package_entry_point_loads_the_plugin(tmp_path, monkeypatch):
 
 
 @pytest.mark.integration
-def test_a_dropped_in_plugin_is_validated_served_and_announced(daemon, notifctl, tmp_path):
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    shutil.copy(HERE / "notifd_weather.py", plugins / "weather.py")
-    server = daemon("--plugins-dir", str(plugins))
-    client = server.connect()
-    assert client.ask("notif weather") == "will send notifs"
-
-    refused = notifctl("--plugins-dir", str(plugins), "add", "weather", "tornado", check=False)
-    assert refused.returncode == 1 and refused.stderr.startswith("notifctl: invalid weather: unknown condition")
-    notifctl("--plugins-dir", str(plugins), "add", "classified", "not subscribed to this one")
-    notifctl("--plugins-dir", str(plugins), "add", "weather", "Rain, 54F")
-    assert client.read_line() == b"notif: weather\r\n"
-    assert client.ask("stop_notif") == "OK"
-    assert client.ask("weather?") == "rain, 12°C"
-    assert client.ask("weather?") == ""  # read; nothing newer
+@pytest.mark.parametrize("notifd_plugins", [[HERE / "notifd_weather.py"]])
+def test_a_dropped_in_plugin_file_is_loaded_too(notifd_harness, notifd_client, notifctl):
+    # test_weather_served.py loads the package; here the file alone, from a plugins directory.
+    notifd_client.notif("weather")
+    notifctl("add", "weather", "Rain, 54F")
+    notifd_client.expect("notif: weather")
+    path = notifd_harness.plugins_dir / "notifd_weather.py"  # named after the file
+    assert f"notifd_weather\t{path}\ttype weather\n" in notifctl("plugins").stdout

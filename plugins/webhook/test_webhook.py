@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -14,51 +13,33 @@ import pytest
 from notifd import db as dbmod
 from notifd import store
 from notifd.posting import Post
+from notifd.testing import TIMEOUT, eventually
 from notifd.wakeup import send_wakeup
-from tests.integration.conftest import TIMEOUT, eventually
-from tests.integration.receiver import Receiver
 
 pytestmark = pytest.mark.integration
 
-PLUGIN = Path(__file__).with_name("notifd_webhook.py")
+
+@pytest.fixture
+def notifd_plugins():
+    return [Path(__file__).parent]  # this package, through its entry point
 
 
 @pytest.fixture
-def receiver():
-    with Receiver() as receiver:
-        yield receiver
+def notifd_config(http_receiver):
+    """The plugin aimed at the test's HTTP server, with quick retries."""
+    return {
+        "plugins": {"webhook": {"url": http_receiver.url, "headers": {"Authorization": "Bearer s3cret"}}},
+        "notifiers": {"webhook": {"timeout": 5, "first_delay": 0.3, "max_attempts": 3}},
+    }
 
 
-@pytest.fixture
-def config(tmp_path, receiver):
-    """A config file loading the plugin from a plugins dir, with quick retries."""
-    (tmp_path / "plugins").mkdir()
-    shutil.copy(PLUGIN, tmp_path / "plugins" / "webhook.py")
-    path = tmp_path / "notifd.toml"
-    path.write_text(f"""
-poll_interval = 0.1
-plugins_dirs = ["plugins"]
-
-[plugins.webhook]
-url = "{receiver.url}"
-headers = {{ Authorization = "Bearer s3cret" }}
-
-[notifiers.webhook]
-timeout = 5
-first_delay = 0.3
-max_attempts = 3
-""")
-    return str(path)
+def outbox(notifctl):
+    return json.loads(notifctl("outbox", "--json").stdout)
 
 
-def outbox(notifctl, config):
-    return json.loads(notifctl("--config", config, "outbox", "--json").stdout)
-
-
-def test_each_new_item_is_posted_as_json(daemon, notifctl, config, receiver):
-    daemon("--config", config)
-    item_id = int(notifctl("--config", config, "add", "classified", "Vélo à vendre").stdout)
-    request = receiver.next()
+def test_each_new_item_is_posted_as_json(notifd_daemon, notifctl, http_receiver):
+    item_id = int(notifctl("add", "classified", "Vélo à vendre").stdout)
+    request = http_receiver.next()
     assert request.path == "/hook"
     assert request.json["id"] == item_id
     assert (request.json["type"], request.json["text"]) == ("classified", "Vélo à vendre")
@@ -66,58 +47,58 @@ def test_each_new_item_is_posted_as_json(daemon, notifctl, config, receiver):
     assert request.headers["Content-Type"] == "application/json"
     assert request.headers["Idempotency-Key"] == f"notifd-{item_id}"
     assert request.headers["Authorization"] == "Bearer s3cret"
-    eventually(lambda: outbox(notifctl, config) == [])  # delivered: nothing left
+    eventually(lambda: outbox(notifctl) == [])  # delivered: nothing left
 
 
-def test_failures_back_off_then_die_and_retry_delivers(daemon, notifctl, config, receiver):
-    server = daemon("--config", config)
-    receiver.status = 500
-    notifctl("--config", config, "add", "classified", "ad")
-    arrivals = [receiver.next().at for _ in range(3)]
+def test_failures_back_off_then_die_and_retry_delivers(notifd_daemon, notifctl, http_receiver):
+    http_receiver.status = 500
+    notifctl("add", "classified", "ad")
+    arrivals = [http_receiver.next().at for _ in range(3)]
     # Back-off: 0.3 s, then 0.6 s (plus up to one poll of 0.1 s each).
     assert arrivals[1] - arrivals[0] >= 0.3 and arrivals[2] - arrivals[1] >= 0.6
-    server.wait_for_log(re.compile(r"delivery \d+ of item \d+ to webhook is dead after 3 attempts: WebhookFailed: HTTP 500"))
-    [dead] = outbox(notifctl, config)
+    notifd_daemon.wait_for_log(re.compile(r"delivery \d+ of item \d+ to webhook is dead after 3 attempts: WebhookFailed: HTTP 500"))
+    [dead] = outbox(notifctl)
     assert (dead["state"], dead["attempts"], dead["last_error"]) == ("dead", 3, "WebhookFailed: HTTP 500 Internal Server Error")
 
-    receiver.status = 200
-    notifctl("--config", config, "outbox", "retry", str(dead["id"]))
-    assert receiver.next().json["text"] == "ad"
-    eventually(lambda: outbox(notifctl, config) == [])
+    http_receiver.status = 200
+    notifctl("outbox", "retry", str(dead["id"]))
+    assert http_receiver.next().json["text"] == "ad"
+    eventually(lambda: outbox(notifctl) == [])
 
 
-def test_deliveries_survive_a_kill_and_items_posted_while_down_are_sent(daemon, notifctl, config, receiver):
-    server = daemon("--config", config)
-    receiver.hold.clear()  # the endpoint hangs: the daemon dies while delivering
-    first = int(notifctl("--config", config, "add", "classified", "in flight").stdout)
-    assert receiver.next().json["id"] == first
-    assert server.kill(signal.SIGKILL) == -signal.SIGKILL
-    second = int(notifctl("--config", config, "add", "classified", "posted while down").stdout)
-    receiver.hold.set()
+def test_deliveries_survive_a_kill_and_items_posted_while_down_are_sent(notifd_daemon, notifctl, http_receiver):
+    http_receiver.hold.clear()  # the endpoint hangs: the daemon dies while delivering
+    first = int(notifctl("add", "classified", "in flight").stdout)
+    assert http_receiver.next().json["id"] == first
+    assert notifd_daemon.kill(signal.SIGKILL) == -signal.SIGKILL
+    second = int(notifctl("add", "classified", "posted while down").stdout)
+    # Seen while the daemon is down: the interrupted delivery, and the item not queued yet.
+    assert [(row["state"], row["item_id"]) for row in outbox(notifctl)] == [("delivering", first), ("new", second)]
+    assert notifctl("outbox").stdout.splitlines()[-1].startswith(f"-\tnew\twebhook\titem {second} (classified)\t")
+    http_receiver.hold.set()
 
-    daemon("--config", config)
+    notifd_daemon.start()
     # The interrupted delivery is resumed at once (not after its lease), the other one found.
-    assert sorted(receiver.next().json["id"] for _ in range(2)) == [first, second]
-    eventually(lambda: outbox(notifctl, config) == [])
+    assert sorted(http_receiver.next().json["id"] for _ in range(2)) == [first, second]
+    eventually(lambda: outbox(notifctl) == [])
 
 
-def test_bad_settings_stop_the_start_naming_the_plugin_and_key(notifctl, config):
-    Path(config).write_text(Path(config).read_text().replace('url = "http', 'url = "ftp'))
-    result = notifctl("--config", config, "plugins", check=False)
+@pytest.mark.parametrize("notifd_config", [{"plugins": {"webhook": {"url": "ftp://127.0.0.1:21/hook"}}}])
+def test_bad_settings_stop_the_start_naming_the_plugin_and_key(notifctl):
+    result = notifctl("plugins", check=False)
     assert result.returncode == 1
     assert re.fullmatch(r"notifctl: plugin webhook: \[plugins\.webhook\] url: expected an http:// or https:// URL, "
                         r"got 'ftp://127\.0\.0\.1:\d+/hook'\n", result.stderr)
 
 
-def test_notifctl_plugins_shows_the_durable_notifier(notifctl, config):
-    listed = json.loads(notifctl("--config", config, "plugins", "--json").stdout)
+def test_notifctl_plugins_shows_the_durable_notifier(notifctl):
+    listed = json.loads(notifctl("plugins", "--json").stdout)
     assert listed[-1]["name"] == "webhook"
     assert listed[-1]["notifiers"] == [{"name": "webhook", "durable": True}]
 
 
-def test_latency_and_throughput(daemon, config, receiver, db_path, notifctl, report):
-    daemon("--config", config)
-    engine = dbmod.open_engine(dbmod.database_url(str(db_path)))
+def test_latency_and_throughput(notifd_daemon, notifd_harness, http_receiver, notifctl, record_property):
+    engine = dbmod.open_engine(dbmod.database_url(str(notifd_harness.db_path)))
 
     def post(count: int) -> float:
         """Commit `count` items in one transaction and wake the daemon, as `notifctl add` does."""
@@ -130,15 +111,15 @@ def test_latency_and_throughput(daemon, config, receiver, db_path, notifctl, rep
 
     try:
         started = post(1)
-        latency = receiver.next().at - started
+        latency = http_receiver.next().at - started
         started = post(500)
         # Generous deadlines: this is a measurement, and the machine may be busy.
-        assert len({receiver.next(timeout=3 * TIMEOUT).json["id"] for _ in range(500)}) == 500
+        assert len({http_receiver.next(timeout=3 * TIMEOUT).json["id"] for _ in range(500)}) == 500
         elapsed = time.monotonic() - started
     finally:
         engine.dispose()
-    eventually(lambda: outbox(notifctl, config) == [], timeout=3 * TIMEOUT)
-    report(
+    eventually(lambda: outbox(notifctl) == [], timeout=3 * TIMEOUT)
+    record_property("measurement", (
         f"webhook (durable, through the outbox): commit to POST {latency * 1000:.1f} ms; "
         f"500 items committed at once: {elapsed:.2f} s ({500 / elapsed:.0f}/s, 8 in flight, a new connection each)"
-    )
+    ))

@@ -49,6 +49,7 @@ RUNS = [
     (("token", "rotate"), ["shop"], 0),
     (("token", "remove"), ["shop"], 0),
     (("plugins",), [], 0),
+    (("plugin", "new"), ["example", "--dir", "{tmp}"], 0),
     (("outbox",), [], 0),
     (("outbox", "retry"), ["1"], 1),  # the built-ins have no durable notifier: no delivery 1
     (("db", "check"), [], 0),

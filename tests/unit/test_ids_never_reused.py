@@ -1,0 +1,96 @@
+"""Delivery and change ids are never handed out twice, on a new database and on one upgraded
+from the schema before (migration 0006), with every row kept."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from alembic import command
+from sqlalchemy import insert, select
+
+from notifd import db as dbmod
+from notifd import store
+from tests.posts import add_item
+
+NOW = datetime(2026, 12, 1, 12, 0, 0)
+
+
+def deliver_all(database, notifier="hook"):
+    """Enqueue the new items for `notifier`, claim them and record them delivered; returns the ids used."""
+    database.call(store.enqueue_new_items, [notifier], now=NOW)
+    claimed = database.call(store.claim_deliveries, {notifier: 100}, node="n", now=NOW,
+                            lease_until={notifier: NOW + timedelta(minutes=1)})
+    for delivery in claimed:
+        database.call(store.delivered, delivery.id)
+    return [delivery.id for delivery in claimed]
+
+
+def test_a_delivered_delivery_id_is_not_given_again(database):
+    database.call(store.add_marks, ["hook"])
+    database.call(add_item, "classified", "one")
+    [first] = deliver_all(database)
+    database.call(add_item, "classified", "two")
+    [second] = deliver_all(database)
+    assert second > first  # the outbox was empty in between: SQLite would have given `first` again
+
+
+def test_a_change_id_is_not_given_again_once_changes_are_pruned(database):
+    [(item_id, _)] = [database.call(add_item, "classified", "gone")]
+    database.call(store.remove_items, [item_id], now=NOW)
+    before = database.call(store.max_change_id)
+    assert database.call(store.prune_changes, NOW + timedelta(days=2)) == 1
+    [(item_id, _)] = [database.call(add_item, "classified", "gone too")]
+    database.call(store.remove_items, [item_id], now=NOW)
+    assert database.call(store.max_change_id) > before  # running daemons read changes above their mark
+
+
+def _at_0005(path):
+    """A database built up to the schema before 0006, as an older notifd left it."""
+    engine = dbmod.make_engine(dbmod.database_url(str(path)))
+    config = dbmod._alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0005")
+    return engine
+
+
+def test_upgrading_keeps_every_row_and_stops_the_reuse(tmp_path):
+    path = tmp_path / "old.db"
+    engine = _at_0005(path)
+    with engine.begin() as conn:
+        item_id = conn.execute(insert(store.items).values(type="classified", text="ad", created_at=NOW)).inserted_primary_key[0]
+        conn.execute(insert(store.outbox).values(id=7, item_id=item_id, notifier="hook", state="dead", attempts=3,
+                                                 last_error="HTTP 500", created_at=NOW))
+        conn.execute(insert(store.changes).values(id=4, kind=store.ITEM_REMOVED, subject=99, created_at=NOW))
+    engine.dispose()
+
+    engine = dbmod.open_engine(dbmod.database_url(str(path)))  # upgrades to head
+    try:
+        database = dbmod.Database.synchronous(engine)
+        [dead] = database.call(store.list_outbox)
+        assert (dead.id, dead.item.text, dead.state, dead.last_error) == (7, "ad", "dead", "HTTP 500")
+        database.call(store.delivered, 7)
+        with engine.begin() as conn:
+            again = conn.execute(insert(store.outbox).values(item_id=item_id, notifier="hook", state="pending",
+                                                             attempts=0, created_at=NOW)).inserted_primary_key[0]
+            assert again == 8
+            assert conn.execute(select(store.changes.c.id)).scalars().all() == [4]
+        # The foreign key still cascades: removing the item removes its deliveries.
+        database.call(store.remove_items, [item_id])
+        assert database.call(store.list_outbox) == []
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def engine(any_engine):
+    return any_engine
+
+
+def test_on_both_engines_a_deleted_delivery_id_is_not_reused(engine):
+    database = dbmod.Database.synchronous(engine)
+    database.call(store.add_marks, ["hook"])
+    database.call(add_item, "classified", "one")
+    [first] = deliver_all(database)
+    database.call(add_item, "classified", "two")
+    assert deliver_all(database)[0] > first

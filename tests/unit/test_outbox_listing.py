@@ -1,0 +1,44 @@
+"""`notifctl outbox` shows what waits for a durable notifier, queued or not yet, and says when nothing does."""
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from notifd import store
+from tests.posts import add_item
+
+
+def test_an_empty_outbox_says_so(notifctl):
+    result = notifctl("outbox")
+    assert (result.code, result.out) == (0, "the outbox is empty: nothing waits for a durable notifier\n")
+    assert json.loads(notifctl("outbox", "--json").out) == []
+
+
+def test_items_committed_while_no_daemon_runs_are_shown_as_new(notifctl, database):
+    database.call(add_item, "classified", "before the notifier ran")
+    database.call(store.add_marks, ["webhook"])  # the daemon ran once with the notifier, then stopped
+    first, _ = database.call(add_item, "classified", "posted while down")
+    second, _ = database.call(add_item, "random", "7")
+    assert notifctl("outbox").out.splitlines() == [
+        f"-\tnew\twebhook\titem {first} (classified)\tnot queued yet: queued when notifd starts",
+        f"-\tnew\twebhook\titem {second} (random)\tnot queued yet: queued when notifd starts",
+    ]
+    rows = json.loads(notifctl("outbox", "--json").out)
+    assert [(r["id"], r["state"], r["notifier"], r["item_id"]) for r in rows] == [
+        (None, "new", "webhook", first), (None, "new", "webhook", second),
+    ]
+
+    # A daemon runs: they are about to be queued; once queued they are deliveries like any other.
+    now = store.utcnow()
+    database.call(store.node_alive, "n1", version="1", pid=1, listen="", started_at=now, connections=0,
+                  subscribers=0, types=["classified", "random"])
+    assert notifctl("outbox").out.splitlines()[0].endswith("\tnot queued yet: being queued")
+    database.call(store.enqueue_new_items, ["webhook"], now=now)
+    shown = notifctl("outbox").out.splitlines()
+    assert [line.split("\t")[1:4] for line in shown] == [
+        ["pending", "webhook", f"item {first} (classified)"], ["pending", "webhook", f"item {second} (random)"],
+    ]
+    for delivery in database.call(store.claim_deliveries, {"webhook": 10}, node="n1", now=now,
+                                  lease_until={"webhook": now + timedelta(minutes=1)}):
+        database.call(store.delivered, delivery.id)
+    assert notifctl("outbox").out == "the outbox is empty: nothing waits for a durable notifier\n"
