@@ -22,6 +22,8 @@ from bench.stats import proc_cpu_seconds, proc_rss_kib
 
 TICKS = os.sysconf("SC_CLK_TCK")
 LISTENING = re.compile(r"notifd listening on TCP [\d.]+:(\d+)")
+HTTP_ON = re.compile(r"HTTP API and live page on http://[\d.]+:(\d+)/")
+METRICS_ON = re.compile(r"metrics on http TCP [\d.]+:(\d+)")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -95,7 +97,7 @@ class Notifd(Target):
     name = "notifd"
     kind = "notifd"
 
-    def __init__(self, config: str = "", workers: int = 1) -> None:
+    def __init__(self, config: str = "", workers: int = 1, metrics: bool = False) -> None:
         # Thousands of subscribers from one address: the per-address limit is for the network.
         self.config_text = "[limits]\nmax_connections = 0\nmax_connections_per_address = 0\n\n" + config
         if workers > 1:
@@ -103,10 +105,13 @@ class Notifd(Target):
             # memory figures add up the parent and its workers.
             self.config_text = f"workers = {workers}\n" + self.config_text
             self.name = f"notifd --workers {workers}"
+        self.metrics = metrics
         self.proc: subprocess.Popen | None = None
         self.tmp: tempfile.TemporaryDirectory | None = None
         self.engine = None
         self.log: list[str] = []
+        self.http_port = 0  # the HTTP API's: a free port, not the default every daemon would share
+        self.metrics_port = 0
 
     def start(self) -> None:
         from notifd import db as dbmod
@@ -118,20 +123,26 @@ class Notifd(Target):
         self.engine = dbmod.open_engine(dbmod.database_url(str(self.db_path)))
         notifd = Path(sys.executable).with_name("notifd")
         command = [str(notifd)] if notifd.exists() else [sys.executable, "-c", "from notifd.cli import notifd_main; notifd_main()"]
+        metrics = ["--metrics", "tcp:0:interface=127.0.0.1"] if self.metrics else []
         self.proc = subprocess.Popen(
-            [*command, "--config", str(config), "--db", str(self.db_path), "--listen", "tcp:0:interface=127.0.0.1:backlog=1024"],
+            [*command, "--config", str(config), "--db", str(self.db_path), "--listen", "tcp:0:interface=127.0.0.1:backlog=1024",
+             "--http", "tcp:0:interface=127.0.0.1", *metrics],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, "NOTIFD_CONFIG": "", "NOTIFD_LOG_FORMAT": "text"},
         )
         found = threading.Event()
+        wanted = {"port": LISTENING, "http_port": HTTP_ON, **({"metrics_port": METRICS_ON} if self.metrics else {})}
 
         def drain() -> None:
             for line in self.proc.stderr:
                 self.log.append(line)
-                if (match := LISTENING.search(line)) and not found.is_set():
-                    self.port = int(match.group(1))
+                for field, pattern in wanted.items():
+                    if (match := pattern.search(line)) and not getattr(self, field):
+                        setattr(self, field, int(match.group(1)))
+                if all(getattr(self, field) for field in wanted):
                     found.set()
 
         threading.Thread(target=drain, daemon=True).start()
@@ -157,8 +168,9 @@ class Notifd(Target):
         from notifd.posting import Post
         from notifd.wakeup import send_wakeup
 
-        with self.engine.begin() as conn:
-            store.post_items(conn, [Post(type_name, text)])
+        from notifd.db import Database
+
+        Database.synchronous(self.engine).call(store.post_items, [Post(type_name, text)])  # durable, as notifctl's
         committed = time.time_ns()
         send_wakeup(self.engine)
         return committed
