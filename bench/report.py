@@ -207,11 +207,31 @@ def _roundtrip(section: dict) -> list[str]:
 
 
 def _ingest(section: dict) -> list[str]:
-    return ["## Ingest", "",
-            f"- `notifctl add classified TEXT`: wall p50 {section['add_p50_ms']:.0f} ms, p99 {section['add_p99_ms']:.0f} ms "
-            f"over {section['add_runs']} runs (import time of the command: {section.get('import_ms', 0):.0f} ms).",
-            f"- `notifctl add --batch FILE` of {section['batch_items']:,} items: {section['batch_seconds']:.2f} s, "
-            f"{section['batch_items_per_s']:,.0f} items/s; from stdin: {section['stdin_items_per_s']:,.0f} items/s.", ""]
+    out = ["## Ingest", "",
+           f"- `notifctl add classified TEXT`: wall p50 {section['add_p50_ms']:.0f} ms, p99 {section['add_p99_ms']:.0f} ms "
+           f"over {section['add_runs']} runs (import time of the command: {section.get('import_ms', 0):.0f} ms).",
+           f"- `notifctl add --batch FILE` of {section['batch_items']:,} items: {section['batch_seconds']:.2f} s, "
+           f"{section['batch_items_per_s']:,.0f} items/s; from stdin: {section['stdin_items_per_s']:,.0f} items/s."]
+    if "normal_add_p50_ms" in section:
+        syncs = section.get("syncs") or {}
+
+        def described(counts) -> str:
+            if counts is None:
+                return "not counted (no strace)"
+            files = {"wal": "the WAL", "directory": "its directory", "database": "the database file"}
+            return ", ".join(f"{n} of {files.get(kind, kind)}" for kind, n in sorted(counts.items(), reverse=True)) or "none"
+
+        out += [
+            f"- What durability costs, measured in the same run: the posting transaction at `synchronous=NORMAL` "
+            f"(the WAL not synced at commit, as before posts were durable; `bench/normal_notifctl.py`, notifctl "
+            f"with that one pragma changed) against FULL through the same launcher: `notifctl add` p50 "
+            f"{section['normal_add_p50_ms']:.0f} ms against {section['control_add_p50_ms']:.0f} ms, p99 "
+            f"{section['normal_add_p99_ms']:.0f} ms against {section['control_add_p99_ms']:.0f} ms; `--batch` "
+            f"{section['normal_batch_items_per_s']:,.0f} items/s against {section['batch_items_per_s']:,.0f} "
+            f"(median of {section['batch_runs']} each).",
+            f"- Syncs of one `notifctl add` (strace): at FULL {described(syncs.get('full'))}; at NORMAL "
+            f"{described(syncs.get('normal'))}."]
+    return out + [""]
 
 
 def _sustained(section: dict) -> list[str]:

@@ -167,6 +167,15 @@ def test_sustained_read_latencies_by_minute():
         "by_minute": [[2.0], []], "on_entering": 1, "without_item": 1}
 
 
+def test_syncs_are_counted_by_file():
+    from bench.ingest import sync_counts
+
+    trace = ("123 fdatasync(4</tmp/x/bench.db-wal>) = 0\n123 fdatasync(6</tmp/x>) = 0\n"
+             "123 fsync(3</tmp/x/bench.db>) = 0\n123 +++ exited with 0 +++\n")
+    assert sync_counts(trace) == {"wal": 1, "directory": 1, "database": 1}
+    assert sync_counts("") == {}
+
+
 def test_the_markdown_report_of_sustained_read_and_http():
     minute = {"minute": 1, "posts": 1200, "reads": 360_000, "unread": 0, "p50_ms": 30.0, "p99_ms": 250.0,
               "max_ms": 400.0, "notifications": 300, "notif_p50_ms": 12.0, "notif_p99_ms": 40.0, "queries": 720_000,
