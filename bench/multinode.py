@@ -13,6 +13,7 @@ shares. Standalone: it needs only notifd installed (pip install -e '.[postgresql
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import queue
 import re
@@ -100,26 +101,45 @@ CONFIG = "[limits]\nmax_connections = 0\nmax_connections_per_address = 0\n"
 
 
 class Node:
-    def __init__(self, url: str, name: str) -> None:
+    """One notifd process on `url`; returns once it listens. Its HTTP API gets a free port
+    (the default one would be shared by every node), and so do its metrics with `metrics`."""
+
+    HTTP_ON = re.compile(r"HTTP API and live page on http://[\d.]+:(\d+)/")
+    METRICS_ON = re.compile(r"metrics on http TCP [\d.]+:(\d+)")
+
+    def __init__(self, url: str, name: str, metrics: bool = False, command: list[str] | None = None,
+                 cwd: str | None = None, config: str = CONFIG) -> None:
         self.config = tempfile.NamedTemporaryFile("w", suffix=".toml", prefix="notifd-bench-")
-        self.config.write(CONFIG)
+        self.config.write(config)
         self.config.flush()
+        extra = ["--metrics", "tcp:0:interface=127.0.0.1"] if metrics else []
         self.proc = subprocess.Popen(
-            [_script("notifd"), "--config", self.config.name, "--db", url, "--node", name,
-             "--listen", "tcp:0:interface=127.0.0.1"],
+            [*(command or [_script("notifd")]), "--config", self.config.name, "--db", url, "--node", name,
+             "--listen", "tcp:0:interface=127.0.0.1:backlog=1024", "--http", "tcp:0:interface=127.0.0.1", *extra],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "NOTIFD_CONFIG": ""},
+            env={**os.environ, "NOTIFD_CONFIG": "", "NOTIFD_LOG_FORMAT": "text"}, cwd=cwd,
         )
+        self.pid = self.proc.pid
+        self.log: list[str] = []
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._drain, daemon=True).start()
+        self.port = int(self._wait_for(LISTENING).group(1))
+        self.http_port = int(self._wait_for(self.HTTP_ON).group(1))
+        self.metrics_port = int(self._wait_for(self.METRICS_ON).group(1)) if metrics else None
+
+    def _wait_for(self, pattern: re.Pattern) -> re.Match:
         deadline = time.monotonic() + TIMEOUT
         while True:
-            line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            try:
+                line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                self.stop()
+                raise SystemExit(f"notifd did not log {pattern.pattern!r}: {''.join(self.log)}") from None
             if not line:
-                raise SystemExit(f"notifd {name} exited: {self.proc.wait()}")
-            if match := LISTENING.search(line):
-                self.port = int(match.group(1))
-                return
+                raise SystemExit(f"notifd exited ({self.proc.wait()}): {''.join(self.log)}")
+            self.log.append(line)
+            if match := pattern.search(line):
+                return match
 
     def _drain(self) -> None:
         for line in self.proc.stderr:
@@ -127,9 +147,32 @@ class Node:
         self.lines.put("")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=TIMEOUT)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=TIMEOUT)
         self.config.close()
+
+
+@contextlib.contextmanager
+def postgresql_database(tag: str):
+    """A database of its own on the server ($NOTIFD_BENCH_POSTGRESQL), created with notifd's
+    schema for the run and dropped after; yields its URL."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from notifd import db as dbmod
+
+    name = f"notifd_bench_{os.getpid()}_{tag}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = make_url(ADMIN_URL).set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+        dbmod.open_engine(dbmod.database_url(url)).dispose()  # the schema
+        yield url
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -138,64 +181,55 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def run(total: int, posts: int, node_count: int, subscriber_count: int) -> dict:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
     from notifd import db as dbmod
     from notifd import store
     from notifd.posting import Post
     from notifd.wakeup import send_wakeup
 
-    name = f"notifd_bench_{os.getpid()}_{total}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(ADMIN_URL).set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
-    engine = dbmod.open_engine(dbmod.database_url(url))
-    nodes, subs = [], []
-    try:
-        nodes = [Node(url, f"bench-{n}") for n in range(1, node_count + 1)]
-        ports = ",".join(str(node.port) for node in nodes)
-        share = [total // subscriber_count + (1 if i < total % subscriber_count else 0) for i in range(subscriber_count)]
-        started = time.monotonic()
-        subs = [
-            subprocess.Popen([sys.executable, __file__, "--subscriber", ports, str(count)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            for count in share
-        ]
-        for sub in subs:
-            assert sub.stdout.readline().strip() == "ready", "a subscriber failed to connect"
-        connect_s = time.monotonic() - started
-        firsts, lasts = [], []
-        for n in range(posts):
+    with postgresql_database(str(total)) as url:
+        engine = dbmod.open_engine(dbmod.database_url(url))
+        nodes, subs = [], []
+        try:
+            nodes = [Node(url, f"bench-{n}") for n in range(1, node_count + 1)]
+            ports = ",".join(str(node.port) for node in nodes)
+            share = [total // subscriber_count + (1 if i < total % subscriber_count else 0) for i in range(subscriber_count)]
+            started = time.monotonic()
+            subs = [
+                subprocess.Popen([sys.executable, __file__, "--subscriber", ports, str(count)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                for count in share
+            ]
             for sub in subs:
-                sub.stdin.write("go\n")
-                sub.stdin.flush()
-            with engine.begin() as conn:
-                store.post_items(conn, [Post("classified", f"bench ad {n}")])
-            committed = time.clock_gettime(time.CLOCK_MONOTONIC)
-            send_wakeup(engine)
-            rounds = [sub.stdout.readline().split() for sub in subs]
-            for fields in rounds:
-                if fields[0] != "round":
-                    raise SystemExit(f"a subscriber gave up: {' '.join(fields)}")
-            firsts.append(min(float(f[1]) for f in rounds) - committed)
-            lasts.append(max(float(f[2]) for f in rounds) - committed)
-        return {
-            "clients": total, "nodes": node_count, "subscribers": subscriber_count, "posts": posts,
-            "connect_s": connect_s,
-            "first_p50": 1000 * statistics.median(firsts), "first_p99": 1000 * percentile(firsts, 99),
-            "last_p50": 1000 * statistics.median(lasts), "last_p99": 1000 * percentile(lasts, 99),
-        }
-    finally:
-        for sub in subs:
-            sub.stdin.close()
-            sub.wait(timeout=TIMEOUT)
-        for node in nodes:
-            node.stop()
-        engine.dispose()
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                assert sub.stdout.readline().strip() == "ready", "a subscriber failed to connect"
+            connect_s = time.monotonic() - started
+            firsts, lasts = [], []
+            database = dbmod.Database.synchronous(engine)
+            for n in range(posts):
+                for sub in subs:
+                    sub.stdin.write("go\n")
+                    sub.stdin.flush()
+                database.call(store.post_items, [Post("classified", f"bench ad {n}")])  # as notifctl add
+                committed = time.clock_gettime(time.CLOCK_MONOTONIC)
+                send_wakeup(engine)
+                rounds = [sub.stdout.readline().split() for sub in subs]
+                for fields in rounds:
+                    if fields[0] != "round":
+                        raise SystemExit(f"a subscriber gave up: {' '.join(fields)}")
+                firsts.append(min(float(f[1]) for f in rounds) - committed)
+                lasts.append(max(float(f[2]) for f in rounds) - committed)
+            return {
+                "clients": total, "nodes": node_count, "subscribers": subscriber_count, "posts": posts,
+                "connect_s": connect_s,
+                "first_p50": 1000 * statistics.median(firsts), "first_p99": 1000 * percentile(firsts, 99),
+                "last_p50": 1000 * statistics.median(lasts), "last_p99": 1000 * percentile(lasts, 99),
+            }
+        finally:
+            for sub in subs:
+                sub.stdin.close()
+                sub.wait(timeout=TIMEOUT)
+            for node in nodes:
+                node.stop()
+            engine.dispose()
 
 
 def main() -> None:

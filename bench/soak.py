@@ -50,7 +50,8 @@ class Daemon:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [*_program("notifd"), "--config", str(self.config), "--db", str(self.db_path),
-             "--listen", "tcp:0:interface=127.0.0.1:backlog=1024"],
+             # The HTTP API on a free port: its default one may be taken by another daemon.
+             "--listen", "tcp:0:interface=127.0.0.1:backlog=1024", "--http", "tcp:0:interface=127.0.0.1"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "NOTIFD_CONFIG": ""},
         )

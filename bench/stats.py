@@ -100,3 +100,14 @@ def settled_growth_per_client(before_kib: int, after_kib: int, clients: int) -> 
     if clients <= 0:
         raise ValueError("no clients")
     return (after_kib - before_kib) / clients
+
+
+def prometheus_samples(text: str) -> dict[str, float]:
+    """The samples of a Prometheus text exposition, by name with its labels as written:
+    `notifd_database_seconds_count`, `notifd_bench_database_calls_total{query="mark_read"}`."""
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples

@@ -29,10 +29,13 @@ CHUNK = 250  # connections opened (and their handshakes pipelined) at a time
 class Target:
     """How to subscribe on one target and count messages in what it sends."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, path: str = "") -> None:
         self.kind = kind
+        self.path = path  # sse: the event stream's path
 
     def handshake(self, sock: socket.socket, index: int, prefix: str) -> bytes:
+        if self.kind == "sse":
+            return wire.sse_subscribe(self.path)
         if self.kind in ("notifd", "anchor"):
             return wire.NOTIFD_SUBSCRIBE
         if self.kind == "redis":
@@ -44,6 +47,12 @@ class Target:
         raise ValueError(self.kind)
 
     def handshake_done(self, data: bytes) -> bool:
+        if self.kind == "sse":
+            if b"\r\n\r\n" not in data:
+                return False
+            if wire.http_status(data) != 200:
+                raise ConnectionError(f"the event stream was refused: {data[:200]!r}")
+            return True
         if self.kind in ("notifd", "anchor"):
             return wire.NOTIFD_SUBSCRIBED in data
         if self.kind == "redis":
@@ -55,6 +64,8 @@ class Target:
         raise ValueError(self.kind)
 
     def messages(self, data: bytes) -> int:
+        if self.kind == "sse":
+            return wire.sse_events(data)
         if self.kind in ("notifd", "anchor"):
             return wire.notifd_notifications(data)
         if self.kind == "redis":
@@ -83,8 +94,8 @@ class Subscribers:
 
     # --- connecting -------------------------------------------------------------------------
 
-    def connect(self, group: str, target: str, host: str, port: int, count: int, prefix: str) -> int:
-        kind = Target(target)
+    def connect(self, group: str, target: str, host: str, port: int, count: int, prefix: str, path: str = "") -> int:
+        kind = Target(target, path)
         fds = self.groups.setdefault(group, set())
         made = 0
         while made < count:
@@ -302,6 +313,70 @@ def run_roundtrips(host: str, port: int, count: int, setup: list[bytes], request
         sock.close()
 
 
+def run_http_posts(host: str, port: int, count: int, request: bytes, channel: Channel) -> None:
+    """`count` keep-alive connections, one POST in flight each, as fast as the server answers.
+
+    A connection the server closes (`Connection: close`, after its requests per connection)
+    is opened again, as an HTTP client library would. Reports the statuses and each
+    request's time from its send to its whole response.
+    """
+
+    def open_one() -> socket.socket:
+        sock = socket.create_connection((host, port), timeout=30)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.setblocking(False)
+        return sock
+
+    epoll = select.epoll()
+    socks = [open_one() for _ in range(count)]
+    channel.say("ready")
+    commands: list[dict] = []
+    while not commands:
+        commands = channel.lines()
+    duration = commands[0]["seconds"]
+    conns = {sock.fileno(): (sock, wire.HttpResponses()) for sock in socks}
+    sent_at: dict[int, int] = {}
+    statuses: dict[str, int] = {}
+    latencies: list[float] = []
+    reconnects = 0
+    cpu0 = cpu_seconds()
+    start = time.monotonic()
+    end = start + duration
+
+    def send(fd: int) -> None:
+        sent_at[fd] = time.perf_counter_ns()
+        conns[fd][0].send(request)
+
+    for fd in conns:
+        epoll.register(fd, select.EPOLLIN)
+        send(fd)
+    while (now := time.monotonic()) < end:
+        for fd, _ in epoll.poll(end - now):
+            sock, responses = conns[fd]
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("the server closed a publisher's connection mid-request")
+            for status, close in responses.feed(data):
+                latencies.append((time.perf_counter_ns() - sent_at[fd]) / 1e6)
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+                if close:
+                    epoll.unregister(fd)
+                    sock.close()
+                    del conns[fd]
+                    sock = open_one()
+                    fd = sock.fileno()
+                    conns[fd] = (sock, wire.HttpResponses())
+                    epoll.register(fd, select.EPOLLIN)
+                    reconnects += 1
+                send(fd)
+    elapsed = time.monotonic() - start
+    channel.say("http_posts", statuses=statuses, seconds=elapsed, cpu=cpu_seconds() - cpu0, reconnects=reconnects,
+                latencies=[round(ms, 3) for ms in latencies])
+    for sock, _ in conns.values():
+        sock.close()
+
+
 def main() -> None:
     # Several targets' subscribers at once: raise the descriptor limit as far as allowed.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -318,7 +393,8 @@ def main() -> None:
         for cmd in channel.lines():
             name = cmd["cmd"]
             if name == "connect":
-                n = subs.connect(cmd["group"], cmd["target"], cmd["host"], cmd["port"], cmd["count"], cmd["prefix"])
+                n = subs.connect(cmd["group"], cmd["target"], cmd["host"], cmd["port"], cmd["count"], cmd["prefix"],
+                                 cmd.get("path", ""))
                 subs.ack = cmd.get("ack", "round")
                 channel.say("connected", count=n)
             elif name == "settle":
@@ -332,6 +408,8 @@ def main() -> None:
             elif name == "roundtrips":
                 setup = [line.encode() for line in cmd.get("setup", [])]
                 run_roundtrips(cmd["host"], cmd["port"], cmd["count"], setup, cmd["request"].encode(), channel)
+            elif name == "http_posts":
+                run_http_posts(cmd["host"], cmd["port"], cmd["count"], cmd["request"].encode("latin-1"), channel)
             elif name == "cpu":
                 channel.say("cpu", seconds=cpu_seconds())
             elif name == "close":

@@ -22,6 +22,8 @@ from bench.stats import proc_cpu_seconds, proc_rss_kib
 
 TICKS = os.sysconf("SC_CLK_TCK")
 LISTENING = re.compile(r"notifd listening on TCP [\d.]+:(\d+)")
+HTTP_ON = re.compile(r"HTTP API and live page on http://[\d.]+:(\d+)/")
+METRICS_ON = re.compile(r"metrics on http TCP [\d.]+:(\d+)")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -54,7 +56,12 @@ class Target:
     kind = "?"  # the subscriber protocol, see bench.subscriber.Target
     host = "127.0.0.1"
     port = 0
+    path = ""  # sse: the event stream's path
     pid: int | None = None
+
+    def subscribe_port(self) -> int:
+        """Where subscribers connect."""
+        return self.port
 
     def start(self) -> None:
         """Start or find the server; raises Absent."""
@@ -95,7 +102,7 @@ class Notifd(Target):
     name = "notifd"
     kind = "notifd"
 
-    def __init__(self, config: str = "", workers: int = 1) -> None:
+    def __init__(self, config: str = "", workers: int = 1, metrics: bool = False) -> None:
         # Thousands of subscribers from one address: the per-address limit is for the network.
         self.config_text = "[limits]\nmax_connections = 0\nmax_connections_per_address = 0\n\n" + config
         if workers > 1:
@@ -103,10 +110,13 @@ class Notifd(Target):
             # memory figures add up the parent and its workers.
             self.config_text = f"workers = {workers}\n" + self.config_text
             self.name = f"notifd --workers {workers}"
+        self.metrics = metrics
         self.proc: subprocess.Popen | None = None
         self.tmp: tempfile.TemporaryDirectory | None = None
         self.engine = None
         self.log: list[str] = []
+        self.http_port = 0  # the HTTP API's: a free port, not the default every daemon would share
+        self.metrics_port = 0
 
     def start(self) -> None:
         from notifd import db as dbmod
@@ -118,20 +128,26 @@ class Notifd(Target):
         self.engine = dbmod.open_engine(dbmod.database_url(str(self.db_path)))
         notifd = Path(sys.executable).with_name("notifd")
         command = [str(notifd)] if notifd.exists() else [sys.executable, "-c", "from notifd.cli import notifd_main; notifd_main()"]
+        metrics = ["--metrics", "tcp:0:interface=127.0.0.1"] if self.metrics else []
         self.proc = subprocess.Popen(
-            [*command, "--config", str(config), "--db", str(self.db_path), "--listen", "tcp:0:interface=127.0.0.1:backlog=1024"],
+            [*command, "--config", str(config), "--db", str(self.db_path), "--listen", "tcp:0:interface=127.0.0.1:backlog=1024",
+             "--http", "tcp:0:interface=127.0.0.1", *metrics],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, "NOTIFD_CONFIG": "", "NOTIFD_LOG_FORMAT": "text"},
         )
         found = threading.Event()
+        wanted = {"port": LISTENING, "http_port": HTTP_ON, **({"metrics_port": METRICS_ON} if self.metrics else {})}
 
         def drain() -> None:
             for line in self.proc.stderr:
                 self.log.append(line)
-                if (match := LISTENING.search(line)) and not found.is_set():
-                    self.port = int(match.group(1))
+                for field, pattern in wanted.items():
+                    if (match := pattern.search(line)) and not getattr(self, field):
+                        setattr(self, field, int(match.group(1)))
+                if all(getattr(self, field) for field in wanted):
                     found.set()
 
         threading.Thread(target=drain, daemon=True).start()
@@ -157,8 +173,9 @@ class Notifd(Target):
         from notifd.posting import Post
         from notifd.wakeup import send_wakeup
 
-        with self.engine.begin() as conn:
-            store.post_items(conn, [Post(type_name, text)])
+        from notifd.db import Database
+
+        Database.synchronous(self.engine).call(store.post_items, [Post(type_name, text)])  # durable, as notifctl's
         committed = time.time_ns()
         send_wakeup(self.engine)
         return committed
@@ -368,6 +385,225 @@ class Nats(Target):
     def version(self) -> str:
         match = re.search(r'"version":"([^"]+)"', self.info)
         return match.group(1) if match else ""
+
+
+class _HttpPublisher:
+    """One keep-alive connection that posts and reads each answer."""
+
+    def __init__(self, port: int, request: bytes) -> None:
+        self.port = port
+        self.request = request
+        self.sock = None
+        self.responses = None
+
+    def post(self) -> int:
+        if self.sock is None:
+            self.sock = _free_port_connection("127.0.0.1", self.port)
+            self.responses = wire.HttpResponses()
+        t0 = time.time_ns()
+        self.sock.sendall(self.request)
+        return t0
+
+    def answer(self) -> int:
+        while True:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("the server closed the publisher's connection")
+            done = self.responses.feed(data)
+            if done:
+                status, close = done[0]
+                if close:
+                    self.close()
+                return status
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class NotifdHttp(Notifd):
+    """notifd over HTTP: posts with a publisher token (durable, committed in groups), event streams."""
+
+    kind = "sse"
+    path = "/v1/events?types=classified"
+    name = "notifd"
+
+    def __init__(self) -> None:
+        super().__init__(metrics=True)
+        self.token = ""
+        self.publisher = None
+
+    def start(self) -> None:
+        super().start()
+        from notifd import store
+
+        self.token = self.call(store.add_publisher, "bench", ["classified"])
+        self.publisher = _HttpPublisher(self.http_port, self.post_request())
+
+    def subscribe_port(self) -> int:
+        return self.http_port
+
+    def post_request(self) -> bytes:
+        return wire.http_post("/v1/items/classified", "bench post", self.token)
+
+    def publish(self) -> int:
+        return self.publisher.post()
+
+    def after_publish(self) -> dict:
+        status = self.publisher.answer()
+        if status != 201:
+            raise RuntimeError(f"notifd answered the post with {status}")
+        return {}
+
+    def stop(self) -> None:
+        if self.publisher is not None:
+            self.publisher.close()
+            self.publisher = None
+        super().stop()
+
+
+NCHAN_MODULES = ("/usr/lib/nginx/modules/ngx_nchan_module.so", "/usr/share/nginx/modules/ngx_nchan_module.so")
+NCHAN_CONFIG = """\
+load_module {module};
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 32768; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port} backlog=1024;
+        location = /pub {{ nchan_publisher; nchan_channel_id bench; }}
+        location = /sub {{ nchan_subscriber eventsource; nchan_channel_id bench; }}
+    }}
+}}
+"""
+
+
+def _nginx() -> str | None:
+    return shutil.which("nginx", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+
+
+def _nchan_module() -> str | None:
+    return next((path for path in NCHAN_MODULES if Path(path).exists()), None)
+
+
+def install_nchan(log) -> None:
+    """apt-get install nginx and its nchan module when they are missing (root only)."""
+    if _nginx() and _nchan_module():
+        return
+    if os.geteuid() != 0:
+        raise Absent("nginx with nchan is not installed (apt-get install nginx libnginx-mod-nchan)")
+    log("  installing nginx and libnginx-mod-nchan with apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "nginx", "libnginx-mod-nchan"]
+    result = subprocess.run(install, env=env, capture_output=True, text=True)
+    if result.returncode != 0:  # a stale package list: update it once
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+        result = subprocess.run(install, env=env, capture_output=True, text=True)
+    if result.returncode != 0 or not (_nginx() and _nchan_module()):
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        raise Absent(f"apt-get could not install nginx and nchan: {lines[-1] if lines else result.returncode}")
+
+
+class Nchan(Target):
+    """nginx with its pub/sub module nchan, started here on 127.0.0.1 with a config of our own:
+    one worker process (notifd serves from one), messages kept in memory (nchan's way)."""
+
+    name = "nchan"
+    kind = "sse"
+    path = "/sub"
+
+    def __init__(self, log=lambda message: None) -> None:
+        self.log = log
+        self.proc = None
+        self.tmp = None
+        self.publisher = None
+
+    def start(self) -> None:
+        install_nchan(self.log)
+        self.tmp = tempfile.TemporaryDirectory(prefix="nchan-bench-")
+        os.chmod(self.tmp.name, 0o755)  # nginx's worker runs as nobody
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        config = Path(self.tmp.name) / "nginx.conf"
+        config.write_text(NCHAN_CONFIG.format(module=_nchan_module(), tmp=self.tmp.name, port=self.port))
+        self.proc = subprocess.Popen(
+            [_nginx(), "-p", self.tmp.name, "-e", f"{self.tmp.name}/error.log", "-c", str(config), "-g", "daemon off;"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection((self.host, self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    error = Path(self.tmp.name, "error.log")
+                    log = error.read_text() if error.exists() else ""
+                    self.stop()
+                    raise RuntimeError(f"nginx did not start: {log}")
+                time.sleep(0.05)
+        self.pid = self.proc.pid
+        self.publisher = _HttpPublisher(self.port, self.post_request())
+
+    def post_request(self) -> bytes:
+        return wire.http_post("/pub", "bench post")
+
+    def publish(self) -> int:
+        return self.publisher.post()
+
+    def after_publish(self) -> dict:
+        status = self.publisher.answer()
+        if not 200 <= status < 300:
+            raise RuntimeError(f"nchan answered the post with {status}")
+        return {}
+
+    def _pids(self) -> list[int]:
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        return [self.pid, *map(int, children)]
+
+    def cpu_seconds(self) -> float:
+        return sum(proc_cpu_seconds(Path(f"/proc/{pid}/stat").read_text(), TICKS) for pid in self._pids())
+
+    def rss_kib(self) -> int:
+        return sum(proc_rss_kib(Path(f"/proc/{pid}/status").read_text()) for pid in self._pids())
+
+    def stop(self) -> None:
+        if self.publisher is not None:
+            self.publisher.close()
+            self.publisher = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()  # nginx's fast shutdown
+                try:
+                    self.proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            self.proc = None
+        if self.tmp is not None:
+            self.tmp.cleanup()
+            self.tmp = None
+
+    def version(self) -> str:
+        try:
+            nginx = subprocess.run([_nginx(), "-v"], capture_output=True, text=True, timeout=10).stderr.strip()
+            nchan = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "libnginx-mod-nchan"],
+                                   capture_output=True, text=True, timeout=10).stdout.strip()
+            # "1:1.3.6+dfsg-2": the upstream version, without epoch and Debian revision.
+            upstream = nchan.partition(":")[2] or nchan
+            return f"{upstream.split('+')[0].split('-')[0]} (nginx {nginx.rpartition('/')[2]})"
+        except Exception:
+            return ""
 
 
 def peers(clients: int) -> list[Target]:

@@ -1,5 +1,6 @@
 # The wire protocols the benchmark speaks, raw, on plain sockets: notifd (and the
-# bare-Twisted anchor, which speaks the same lines), Redis RESP, MQTT 3.1.1 and NATS.
+# bare-Twisted anchor, which speaks the same lines), Redis RESP, MQTT 3.1.1, NATS, and
+# HTTP/1.1 (posts, and Server-Sent Events for notifd and nginx's nchan).
 #
 # Speaking them raw keeps every subscriber the same code (one epoll loop, kernel receipt
 # times) whatever the target, so no client library's speed or threading is measured.
@@ -123,6 +124,85 @@ def nats_messages(data: bytes) -> int:
 
 def nats_pings(data: bytes) -> int:
     return data.count(b"PING\r\n")
+
+
+# --- HTTP/1.1: posts and Server-Sent Events ------------------------------------------------
+
+
+def http_request(method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
+    """One request on a keep-alive connection to 127.0.0.1."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    if body or method == "POST":
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def http_post(path: str, text: str, token: str | None = None) -> bytes:
+    headers = {"Content-Type": "text/plain; charset=utf-8"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return http_request("POST", path, text.encode(), headers)
+
+
+def sse_subscribe(path: str) -> bytes:
+    return http_request("GET", path, headers={"Accept": "text/event-stream", "Cache-Control": "no-cache"})
+
+
+def http_status(head: bytes) -> int:
+    """The status code of a response's head (`HTTP/1.1 200 OK...`)."""
+    parts = head.split(b"\r\n", 1)[0].split()
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        raise ValueError(f"not an HTTP response: {head[:60]!r}")
+    return int(parts[1])
+
+
+def sse_events(data: bytes) -> int:
+    """How many events a chunk of an event stream holds: its `id:` lines."""
+    return data.count(b"\nid:") + data.startswith(b"id:")
+
+
+class HttpResponses:
+    """Reads the responses of one keep-alive connection from the bytes as they come."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+
+    def feed(self, data: bytes) -> list[tuple[int, bool]]:
+        """The responses completed by `data`: (status, whether the server closes the connection after it)."""
+        self.buffer += data
+        done = []
+        while (response := self._next()) is not None:
+            done.append(response)
+        return done
+
+    def _next(self) -> tuple[int, bool] | None:
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        head = self.buffer[:end].lower()
+        fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
+        fields = {name.strip(): value.strip() for name, value in fields.items()}
+        body = end + 4
+        if fields.get(b"transfer-encoding") == b"chunked":
+            at = body
+            while True:  # size line, data, CRLF; a size of 0 ends it (no trailers here)
+                line_end = self.buffer.find(b"\r\n", at)
+                if line_end < 0:
+                    return None
+                size = int(self.buffer[at:line_end].split(b";")[0], 16)
+                at = line_end + 2 + size + 2
+                if len(self.buffer) < at:
+                    return None
+                if size == 0:
+                    break
+        else:
+            at = body + int(fields.get(b"content-length", b"0"))
+            if len(self.buffer) < at:
+                return None
+        status = http_status(self.buffer[:end])
+        self.buffer = self.buffer[at:]
+        return status, fields.get(b"connection") == b"close"
 
 
 # --- the coordinator <-> subscriber process channel: JSON lines -------------------------

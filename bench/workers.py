@@ -17,12 +17,12 @@ class WorkerError(Exception):
 
 
 class Workers:
-    """`count` subscriber processes, driven together."""
+    """`count` subscriber processes (or those of another module speaking the same channel), driven together."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, module: str = "bench.subscriber") -> None:
         self.procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "bench.subscriber"],
+                [sys.executable, "-m", module],
                 cwd=REPO,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -93,8 +93,8 @@ class Workers:
     def connect(self, target, total: int, ack: str = "round", timeout: float = 300) -> None:
         for i, (proc, count) in enumerate(zip(self.procs, self.split(total))):
             self.send(
-                proc, "connect", group=target.name, target=target.kind, host=target.host, port=target.port,
-                count=count, prefix=f"bench-{os.getpid()}-{i}", ack=ack,
+                proc, "connect", group=target.name, target=target.kind, host=target.host, port=target.subscribe_port(),
+                count=count, prefix=f"bench-{os.getpid()}-{i}", ack=ack, path=target.path,
             )
         self.expect("connected", timeout)
 
