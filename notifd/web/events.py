@@ -26,6 +26,7 @@ from .api import item_json
 from .problems import problem
 
 KEEPALIVE_SECONDS = 15.0
+ENCODED_KEPT = 4096  # items whose encoded event is kept for the streams still to send it
 REPLAY_LIMIT = 1000  # items a stream is sent on resuming, at most per type (the recent window bounds it too)
 
 
@@ -37,6 +38,7 @@ class Events:
     def __init__(self, web: Any) -> None:
         self.web = web
         self.streams: set[Stream] = set()
+        self._encoded: dict[int, bytes | None] = {}  # item id -> its event, built once for every stream
         self._keepalive = task.LoopingCall(self._ping)
         self._keepalive.clock = web.clock
 
@@ -76,6 +78,20 @@ class Events:
         """A new item, from the hub (a live notifier): to every stream that wants it."""
         for stream in list(self.streams):
             stream.offer(item)
+
+    def encoded(self, item: Item) -> bytes | None:
+        """The event of an item, rendered and encoded once whatever the number of streams;
+        None for an item that cannot be sent (it is skipped, as by `<type>?`)."""
+        if item.id not in self._encoded:
+            if len(self._encoded) >= ENCODED_KEPT:
+                self._encoded.clear()  # the items of a moment ago: streams past them need none
+            server_ = self.web.server
+            line = server_.render(item, server_.types[item.type])
+            self._encoded[item.id] = None if line is None else (
+                f"id: {item.id}\nevent: {item.type}\n"
+                f"data: {json.dumps(dict(item_json(item, item.type), text=line), ensure_ascii=False)}\n\n"
+            ).encode()
+        return self._encoded[item.id]
 
     def revoke(self, change: store.Change) -> None:
         """A client was removed or its token rotated: end its streams."""
@@ -134,12 +150,10 @@ class Stream:
         if self.replaying is not None:
             self.replaying.append(item)
             return
-        server_ = self.events.web.server
-        line = server_.render(item, server_.types[item.type])
+        event = self.events.encoded(item)
         self.sent[item.type] = item.id
-        if line is not None:  # an item that cannot be sent is skipped, as by `<type>?`
-            data = dict(item_json(item, item.type), text=line)
-            self.write(f"id: {item.id}\nevent: {item.type}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode())
+        if event is not None:
+            self.write(event)
         self.reader.moved(item.type, item.id)
 
     def write(self, data: bytes) -> None:
