@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 from .items import Item
 
-SCHEMA_HEAD = "0006"  # == store.SCHEMA_HEAD; a test keeps them equal
+SCHEMA_HEAD = "0007"  # == store.SCHEMA_HEAD; a test keeps them equal
 SQLITE_BUSY_TIMEOUT_MS = 5000  # == db.SQLITE_BUSY_TIMEOUT_MS; a test keeps them equal
 KEY_MAX = 200  # characters in an idempotency key (items.key)
 HEARTBEAT_SECONDS = 5.0  # == service.HEARTBEAT_SECONDS; a test keeps them equal

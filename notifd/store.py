@@ -50,7 +50,7 @@ from .wakeup import CHANNEL as WAKEUP_CHANNEL
 # The Alembic revision this code expects. tests/unit/test_migrations.py checks it is the
 # head of migrations/; kept here so that notifctl can check the schema without importing
 # Alembic on every call.
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0007"
 
 metadata = MetaData()
 
@@ -64,6 +64,7 @@ items = Table(
     # `notifctl add --id KEY`: a retried post finds its first copy instead of adding one.
     Column("key", String(200), nullable=True, unique=True),
     Index("ix_items_type_id", "type", "id"),
+    sqlite_autoincrement=True,  # readers follow ids: one must never come back after a delete
 )
 
 clients = Table(

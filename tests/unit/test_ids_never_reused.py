@@ -94,3 +94,40 @@ def test_on_both_engines_a_deleted_delivery_id_is_not_reused(engine):
     [first] = deliver_all(database)
     database.call(add_item, "classified", "two")
     assert deliver_all(database)[0] > first
+
+
+def test_an_item_id_is_not_given_again_after_the_newest_is_removed_or_all_are_pruned(database):
+    first, _ = database.call(add_item, "classified", "kept")
+    newest, _ = database.call(add_item, "classified", "removed")
+    database.call(store.remove_items, [newest])
+    again, _ = database.call(add_item, "classified", "after the removal")
+    assert again > newest  # daemons, cursors and outbox marks have passed `newest` already
+    assert database.call(store.prune_batch, None, (), NOW + timedelta(days=3650), 100) == 2  # the table empties
+    last, _ = database.call(add_item, "classified", "after the pruning")
+    assert last > again
+
+
+def test_upgrading_to_item_ids_that_only_grow_keeps_items_and_their_deliveries(tmp_path):
+    path = tmp_path / "old.db"
+    engine = dbmod.make_engine(dbmod.database_url(str(path)))
+    config = dbmod._alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0006")
+    with engine.begin() as conn:
+        for text in ("one", "two", "three"):
+            conn.execute(insert(store.items).values(type="classified", text=text, created_at=NOW))
+        conn.execute(insert(store.outbox).values(item_id=3, notifier="hook", state="pending", attempts=0, created_at=NOW))
+    engine.dispose()
+
+    engine = dbmod.open_engine(dbmod.database_url(str(path)))  # upgrades to head
+    try:
+        database = dbmod.Database.synchronous(engine)
+        assert [item.text for item in database.call(store.list_items)] == ["three", "two", "one"]
+        [delivery] = database.call(store.list_outbox)
+        assert delivery.item.id == 3  # kept across the rebuild of `items`
+        database.call(store.remove_items, [3])  # the newest, and its delivery with it (the cascade holds)
+        assert database.call(store.list_outbox) == []
+        assert database.call(add_item, "classified", "four")[0] == 4
+    finally:
+        engine.dispose()
