@@ -36,8 +36,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="fan-out sizes [fanout: 1000,5000,10000; http: 1000,5000; idle: the largest]")
     parser.add_argument("--posts", type=int, default=20, help="posts per fan-out size (at least 20 for a report)")
     parser.add_argument("--processes", type=int, default=2, help="subscriber processes")
-    parser.add_argument("--ack", choices=["round", "immediate"], default="round",
-                        help="notifd subscribers answer OK after each round is measured, or at once on receipt")
+    parser.add_argument("--ack", choices=["round", "immediate"], default="immediate",
+                        help="notifd subscribers answer OK at once on receipt, as real clients do [default], "
+                             "or after each round is measured (the server then sends before it reads any OK)")
     parser.add_argument("--only", action="append", help="only this target (notifd, anchor, redis, mqtt, nats); repeatable")
     parser.add_argument("--seconds", type=float, default=None,
                         help="duration of idle (20), roundtrip (10), sustained (60), sustained-read (300), "
