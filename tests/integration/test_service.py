@@ -109,7 +109,7 @@ def test_status_while_running_and_after(daemon, notifctl):
     status = json.loads(result.stdout)
     (node,) = status["nodes"]
     assert status["running"] and node["up"] and node["pid"] == server.proc.pid
-    assert node["listen"] == f"TCP 127.0.0.1:{server.port}"
+    assert node["listen"] == f"TCP 127.0.0.1:{server.port} HTTP 127.0.0.1:{server.http_port}"
     server.kill(signal.SIGTERM)
     after = notifctl("status", check=False)
     assert after.returncode == 3 and "not running" in after.stdout

@@ -95,7 +95,7 @@ def test_the_log_and_status_name_a_tls_port_as_tls(daemon, notifctl, certificate
     server = daemon(listen=ssl_listen(cert, key))
     assert f"notifd listening on TLS 127.0.0.1:{server.port}" in "".join(server.log)
     (node,) = json.loads(notifctl("status", "--json").stdout)["nodes"]
-    assert node["listen"] == f"TLS 127.0.0.1:{server.port}"
+    assert node["listen"] == f"TLS 127.0.0.1:{server.port} HTTP 127.0.0.1:{server.http_port}"
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated")
