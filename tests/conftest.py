@@ -1,4 +1,7 @@
-"""Shared fixtures: a real temporary SQLite database at head, and the built-in item types."""
+"""Shared fixtures: a real temporary SQLite database at head, the built-in item types, a rig.
+
+The helpers behind them (and others the unit tests share) are in tests/harness.py.
+"""
 from __future__ import annotations
 
 import io
@@ -9,6 +12,7 @@ from twisted.logger import globalLogPublisher
 
 from notifd import cli, plugins
 from notifd import db as dbmod
+from tests.harness import Rig
 from tests.pg import pg_url  # noqa: F401  (a fixture: a fresh PostgreSQL database)
 
 
@@ -43,6 +47,14 @@ def database(engine):
 @pytest.fixture
 def item_types():
     return plugins.item_types(plugins.get_plugin_manager())
+
+
+@pytest.fixture
+def rig(database, item_types):
+    """A server and its hub on the test database (tests/harness.py: Rig); the hub is stopped after."""
+    rig = Rig(database, item_types)
+    yield rig
+    rig.hub.stop()
 
 
 class Result:

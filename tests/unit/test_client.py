@@ -14,7 +14,7 @@ from notifd import store
 from notifd.client import Failover, NotifClient, NotifdError
 from notifd.watch import follow, watch
 from tests import transcript
-from tests.unit.test_wire import Rig
+from tests.harness import Rig
 
 
 class RecordingClient(NotifClient):

@@ -10,8 +10,8 @@ from twisted.logger import formatEvent
 from notifd import Notifier, Window, store
 from notifd.hub import Hub
 from notifd.plugins import errors
+from tests.harness import HeldDatabase, Rig
 from tests.posts import add_item
-from tests.unit.test_wire import HeldDatabase, Rig
 
 
 class Listener:

@@ -13,8 +13,8 @@ from twisted.internet import defer, task
 from notifd import Notifier, Retry, store
 from notifd.outbox import Outbox
 from notifd.plugins import errors
+from tests.harness import HeldDatabase
 from tests.posts import add_item
-from tests.unit.test_wire import HeldDatabase
 
 RETRY = Retry(max_attempts=3, first_delay=10.0, max_delay=15.0)
 

@@ -5,7 +5,7 @@ from twisted.internet import task
 
 from notifd import store
 from notifd.readmarks import ReadMarks
-from tests.unit.test_wire import HeldDatabase
+from tests.harness import HeldDatabase
 
 
 def _client(database, name="a"):

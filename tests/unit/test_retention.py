@@ -11,8 +11,8 @@ from notifd import store
 from notifd.config import Config
 from notifd.items import Pick, Window
 from notifd.retention import Pruner, Rule, expired, prune_now, rules
+from tests.harness import HeldDatabase
 from tests.posts import add_item
-from tests.unit.test_wire import HeldDatabase
 
 DAY = timedelta(days=1)
 

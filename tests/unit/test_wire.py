@@ -1,93 +1,14 @@
 """The Twisted adapter (notifd.wire) over StringTransport, with a real SQLite store and a Clock."""
 from __future__ import annotations
 
-import time
-from collections import deque
-
 import pytest
-from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from notifd import ItemType, Window, store, wire
-from notifd.hub import Hub
-from notifd.wire import ConnectionFactory, Server
 from tests import transcript
+from tests.harness import HeldDatabase, LateAnswers, NamedRig, Rig, TcpPair, said
 from tests.posts import add_item
-
-
-class HeldDatabase:
-    """The real Database, but each call waits until the test releases it: timing under test control."""
-
-    def __init__(self, database):
-        self.database = database
-        self.held: deque = deque()
-
-    def run(self, f, *args, **kwargs):
-        d = defer.Deferred()
-        self.held.append((f, args, kwargs, d))
-        return d
-
-    def release(self):
-        """Run every held call, and those they lead to."""
-        while self.held:
-            self.release_one()
-
-    def release_one(self):
-        f, args, kwargs, d = self.held.popleft()
-        self.database.run(f, *args, **kwargs).chainDeferred(d)
-
-
-class Rig:
-    """A server with its hub, and helpers to connect clients and post items."""
-
-    def __init__(self, database, item_types, db=None):
-        self.database = database
-        self.clock = task.Clock()
-        self.clock.advance(time.time())
-        self.db = db or database
-        windows = {name: t.window for name, t in item_types.items()}
-        self.hub = Hub(self.db, self.clock, windows)
-        self.hub.notifiers = [("notifd.hub", n) for n in _notifiers(self.hub)]
-        self.hub.start()
-        if isinstance(self.db, HeldDatabase):
-            self.db.release()
-        self.server = Server(self.db, self.hub, item_types, self.clock, 4096, "test-node")
-        self.hub.revoked = self.server.revoke  # as the service wires them
-        self.factory = ConnectionFactory(self.server)
-
-    def connect(self):
-        proto = self.factory.buildProtocol(None)
-        transport = StringTransport()
-        proto.makeConnection(transport)
-        return proto, transport
-
-    def post(self, type_name, text):
-        item_id, _ = self.database.call(add_item, type_name, text)
-        self.hub.wake()
-        if isinstance(self.db, HeldDatabase):
-            self.db.release()
-        self.clock.advance(0)  # the push runs at the end of the reactor turn
-        return item_id
-
-
-def _notifiers(hub):
-    found = []
-    hub.register_notifiers(register=found.append)
-    return found
-
-
-@pytest.fixture
-def rig(database, item_types):
-    rig = Rig(database, item_types)
-    yield rig
-    rig.hub.stop()
-
-
-def said(transport) -> bytes:
-    data = transport.value()
-    transport.clear()
-    return data
 
 
 def test_tutorial_session_replays_exactly(rig):
@@ -151,28 +72,6 @@ def test_named_client_state_is_stored(rig):
     proto, transport = rig.connect()
     proto.dataReceived(f"hello kiosk {token}\r\nclassified?\r\nclassified?\r\n".encode())
     assert said(transport) == b"OK\r\nsecond\r\n\r\n"
-
-
-class LateAnswers:
-    """The real Database, run at once; but the answers of `slow` queries reach the reactor only
-    when the test delivers them: a check done before a change, heard of after it."""
-
-    def __init__(self, database, slow):
-        self.database, self.slow, self.late = database, slow, []
-
-    def run(self, f, *args, **kwargs):
-        d = self.database.run(f, *args, **kwargs)
-        if f not in self.slow:
-            return d
-        late = defer.Deferred()
-        self.late.append((d, late))
-        return late
-
-    def deliver(self):
-        """Deliver the answers held now (not those of the queries they lead to)."""
-        current, self.late = self.late, []
-        for d, late in current:
-            d.chainDeferred(late)
 
 
 def test_a_query_after_a_second_wake_up_waits_for_the_check_that_covers_it(database, item_types):
@@ -476,46 +375,6 @@ def test_hostile_bytes_on_one_connection_do_not_affect_another(rig, garbage):
 # --- the write fast path: real sockets under a real tcp.Server, no reactor running ---
 
 
-class TcpPair:
-    """A real TCP connection on loopback: `server` wrapped in Twisted's tcp.Server over a MemoryReactor."""
-
-    def __init__(self, protocol):
-        import socket
-
-        from twisted.internet import tcp
-        from twisted.internet.testing import MemoryReactorClock
-
-        listener = socket.create_server(("127.0.0.1", 0))
-        self.peer = socket.create_connection(listener.getsockname())
-        sock, address = listener.accept()
-        listener.close()
-        sock.setblocking(False)
-        self.peer.settimeout(5)
-        self.reactor = MemoryReactorClock()
-        self.protocol = protocol
-        self.transport = tcp.Server(sock, protocol, address, None, 1, self.reactor)
-        protocol.makeConnection(self.transport)
-
-    def __enter__(self) -> "TcpPair":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def read(self, size):
-        data = b""
-        while len(data) < size:
-            chunk = self.peer.recv(size - len(data))
-            assert chunk, "closed"
-            data += chunk
-        return data
-
-    def close(self):
-        self.peer.close()
-        if hasattr(self.transport, "socket"):  # connectionLost already closed it
-            self.transport.socket.close()
-
-
 def test_client_connections_have_keep_alives_and_no_nagle(rig):
     import socket
 
@@ -690,24 +549,6 @@ def test_thousands_of_pipelined_random_queries(rig):
     proto.dataReceived(b"random?\r\n" * 5000)  # answered in a loop, not by recursion
     lines = said(transport).split(b"\r\n")
     assert len(lines) == 5001 and all(line.isdigit() for line in lines[:-1])
-
-
-class NamedRig:
-    """A rig whose database calls are held, `ads` classified ads, and a named client connected."""
-
-    def __init__(self, database, item_types, ads: int):
-        self.held = HeldDatabase(database)
-        self.rig = Rig(database, item_types, db=self.held)
-        self.ids = [self.rig.post("classified", f"ad {n}") for n in range(ads)]
-        self.token = database.call(store.add_client, "kiosk")
-        self.proto, self.transport = self.connect()
-
-    def connect(self):
-        proto, transport = self.rig.connect()
-        proto.dataReceived(f"hello kiosk {self.token}\n".encode())
-        self.held.release()  # the hello, then its presence row
-        assert said(transport) == b"OK\r\n"
-        return proto, transport
 
 
 def test_classified_is_answered_from_memory_and_read_marks_are_written_in_groups(database, item_types):
