@@ -10,8 +10,9 @@ import sys
 import pytest
 from twisted.logger import globalLogPublisher
 
-from notifd import cli, plugins
+from notifd import plugins
 from notifd import db as dbmod
+from notifd.cli import notifctl_main
 from tests.harness import Rig
 from tests.pg import pg_url  # noqa: F401  (a fixture: a fresh PostgreSQL database)
 
@@ -69,11 +70,12 @@ class Result:
 
 
 @pytest.fixture
-def notifctl(db_path, monkeypatch, capsys):
-    """Run notifctl through its real entry point; --db is the test database unless db=False.
+def cli(db_path, monkeypatch, capsys):
+    """Run notifctl in this process through its real entry point: `cli("add", "classified", "ad")`
+    returns a Result (code, out, err). --db is the test database unless db=False.
 
     The database is created at head first (notifctl itself refuses to create one), unless
-    create=False.
+    create=False. The integration tests' `notifctl` fixture runs it as a process instead.
     """
 
     def run(*args, stdin: bytes = b"", db=True, create=True) -> Result:
@@ -84,7 +86,7 @@ def notifctl(db_path, monkeypatch, capsys):
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))
         code = 0
         try:
-            cli.notifctl_main()
+            notifctl_main()
         except SystemExit as e:
             code = e.code or 0
         captured = capsys.readouterr()

@@ -13,37 +13,37 @@ from tests.posts import add_item
 from tests.require import require_root
 
 
-def items(notifctl):
-    return json.loads(notifctl("list", "--json").out)
+def items(cli):
+    return json.loads(cli("list", "--json").out)
 
 
-def test_add_prints_the_id_and_list_shows_it(notifctl):
-    first = notifctl("add", "classified", "Nice appart in the 11e.")
+def test_add_prints_the_id_and_list_shows_it(cli):
+    first = cli("add", "classified", "Nice appart in the 11e.")
     assert first.code == 0 and first.out == "1\n"
-    assert notifctl("add", "random", "89765234756").out == "2\n"
-    listed = items(notifctl)
+    assert cli("add", "random", "89765234756").out == "2\n"
+    listed = items(cli)
     assert [(i["id"], i["type"], i["text"]) for i in listed] == [
         (2, "random", "89765234756"),
         (1, "classified", "Nice appart in the 11e."),
     ]
     assert listed[0]["created_at"].endswith("Z")
-    assert notifctl("list", "--type", "random", "--json").out.count('"id"') == 1
+    assert cli("list", "--type", "random", "--json").out.count('"id"') == 1
 
 
-def test_text_from_stdin(notifctl):
-    assert notifctl("add", "classified", stdin="Vélo à vendre\n".encode()).code == 0
-    assert items(notifctl)[0]["text"] == "Vélo à vendre"
+def test_text_from_stdin(cli):
+    assert cli("add", "classified", stdin="Vélo à vendre\n".encode()).code == 0
+    assert items(cli)[0]["text"] == "Vélo à vendre"
 
 
-def test_random_without_a_value_draws_one(notifctl):
-    result = notifctl("add", "random")
+def test_random_without_a_value_draws_one(cli):
+    result = cli("add", "random")
     assert result.code == 0
-    assert items(notifctl)[0]["text"].isdigit()
+    assert items(cli)[0]["text"].isdigit()
 
 
-def test_random_values_are_normalised(notifctl):
-    notifctl("add", "random", "+007")
-    assert items(notifctl)[0]["text"] == "7"
+def test_random_values_are_normalised(cli):
+    cli("add", "random", "+007")
+    assert items(cli)[0]["text"] == "7"
 
 
 BAD_INPUT = [
@@ -68,95 +68,95 @@ BAD_INPUT = [
 
 
 @pytest.mark.parametrize("args, stdin, message", BAD_INPUT)
-def test_bad_input_exits_non_zero_with_one_line_and_stores_nothing(notifctl, args, stdin, message):
-    result = notifctl(*args, stdin=stdin)
+def test_bad_input_exits_non_zero_with_one_line_and_stores_nothing(cli, args, stdin, message):
+    result = cli(*args, stdin=stdin)
     assert result.code != 0
     assert result.err == f"notifctl: {message}\n"
     assert result.out == ""
-    assert items(notifctl) == []
+    assert items(cli) == []
 
 
-def test_line_limit_comes_from_the_config(notifctl, tmp_path, monkeypatch):
+def test_line_limit_comes_from_the_config(cli, tmp_path, monkeypatch):
     config = tmp_path / "notifd.toml"
     config.write_text("[limits]\nmax_line_length = 10\n")
     monkeypatch.setenv("NOTIFD_CONFIG", str(config))
-    assert notifctl("add", "classified", "0123456789").code == 0
-    result = notifctl("add", "classified", "0123456789a")
+    assert cli("add", "classified", "0123456789").code == 0
+    result = cli("add", "classified", "0123456789a")
     assert result.err == "notifctl: invalid classified: text is 11 bytes, over the line limit of 10\n"
 
 
-def test_idempotent_add(notifctl):
-    first = notifctl("add", "--id", "post-42", "classified", "ad")
-    again = notifctl("add", "--id", "post-42", "classified", "ad")
+def test_idempotent_add(cli):
+    first = cli("add", "--id", "post-42", "classified", "ad")
+    again = cli("add", "--id", "post-42", "classified", "ad")
     assert first.code == again.code == 0 and first.out == again.out == "1\n"
-    conflict = notifctl("add", "--id", "post-42", "classified", "another ad")
+    conflict = cli("add", "--id", "post-42", "classified", "another ad")
     assert conflict.code == 1
     assert conflict.err == "notifctl: --id post-42: key already used by item 1 with another type or text\n"
-    notifctl("add", "--id", "post-43", "classified", "1")
-    other_type = notifctl("add", "--id", "post-43", "random", "1")
+    cli("add", "--id", "post-43", "classified", "1")
+    other_type = cli("add", "--id", "post-43", "random", "1")
     assert (other_type.code, other_type.err) == (  # the same text under another type
         1, "notifctl: --id post-43: key already used by item 2 with another type or text\n"
     )
-    assert len(items(notifctl)) == 2
+    assert len(items(cli)) == 2
 
 
-def test_named_clients(notifctl):
-    created = notifctl("client", "add", "kiosk")
+def test_named_clients(cli):
+    created = cli("client", "add", "kiosk")
     assert created.code == 0
     token = created.lines[-1]
     assert len(token) >= 43 and " " not in token
-    assert notifctl("client", "add", "kiosk").err == "notifctl: client 'kiosk' already exists\n"
-    assert notifctl("client", "add", "bad name").code == 1
-    notifctl("add", "classified", "a")
-    notifctl("add", "classified", "b")
-    listed = json.loads(notifctl("clients", "--json").out)
+    assert cli("client", "add", "kiosk").err == "notifctl: client 'kiosk' already exists\n"
+    assert cli("client", "add", "bad name").code == 1
+    cli("add", "classified", "a")
+    cli("add", "classified", "b")
+    listed = json.loads(cli("clients", "--json").out)
     assert listed == [
         {"name": "kiosk", "unread": {"classified": 2, "random": 0}, "last_seen": "-", "connections": 0}
     ]
-    assert "classified=2 random=0" in notifctl("clients").out
-    assert [c["name"] for c in json.loads(notifctl("client", "list", "--json").out)] == ["kiosk"]
-    assert notifctl("client", "remove", "kiosk").code == 0
-    assert notifctl("client", "remove", "kiosk").err == "notifctl: no client named 'kiosk'\n"
+    assert "classified=2 random=0" in cli("clients").out
+    assert [c["name"] for c in json.loads(cli("client", "list", "--json").out)] == ["kiosk"]
+    assert cli("client", "remove", "kiosk").code == 0
+    assert cli("client", "remove", "kiosk").err == "notifctl: no client named 'kiosk'\n"
 
 
-def test_db_upgrade(notifctl, db_path):
-    assert notifctl("db", "upgrade", create=False).out == "created the database at the current schema\n"
-    assert notifctl("db", "upgrade").out == "the schema is up to date\n"
+def test_db_upgrade(cli, db_path):
+    assert cli("db", "upgrade", create=False).out == "created the database at the current schema\n"
+    assert cli("db", "upgrade").out == "the schema is up to date\n"
     assert db_path.stat().st_mode & 0o777 == 0o600
 
 
-def test_a_database_newer_than_notifd_is_refused(notifctl, engine):
+def test_a_database_newer_than_notifd_is_refused(cli, engine):
     with engine.begin() as conn:
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
-    result = notifctl("add", "classified", "ad")
+    result = cli("add", "classified", "ad")
     assert result.code == 1
     assert result.err.startswith("notifctl: the database schema is at revision 9999, newer than this notifd")
     assert result.err.count("\n") == 1
 
 
-def test_config_errors_name_the_key(notifctl, tmp_path):
+def test_config_errors_name_the_key(cli, tmp_path):
     config = tmp_path / "bad.toml"
     config.write_text('db = "x.db"\nlisten_on = "tcp:1"\n')
-    result = notifctl("--config", str(config), "list", db=False)
+    result = cli("--config", str(config), "list", db=False)
     assert result.code == 1
     assert result.err == f"notifctl: config file {config}: unknown key 'listen_on'\n"
 
 
-def test_unwritable_database_is_one_clear_line(notifctl, tmp_path, monkeypatch):
+def test_unwritable_database_is_one_clear_line(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("NOTIFD_DB", str(tmp_path / "missing-dir" / "sub" / "x.db"))
     (tmp_path / "missing-dir").write_text("a file where a directory should be")
-    result = notifctl("add", "classified", "ad", db=False)
+    result = cli("add", "classified", "ad", db=False)
     assert result.code == 1 and result.err.count("\n") == 1 and result.err.startswith("notifctl: ")
 
 
-def test_help_exits_zero(notifctl):
-    result = notifctl("--help")
+def test_help_exits_zero(cli):
+    result = cli("--help")
     assert result.code == 0 and "add" in result.out
 
 
-def test_rotating_a_token(notifctl, database):
-    old = notifctl("client", "add", "kiosk").lines[-1]
-    rotated = notifctl("client", "rotate", "kiosk")
+def test_rotating_a_token(cli, database):
+    old = cli("client", "add", "kiosk").lines[-1]
+    rotated = cli("client", "rotate", "kiosk")
     assert rotated.code == 0
     new = rotated.lines[-1]
     assert new != old and len(new) >= 43
@@ -164,7 +164,7 @@ def test_rotating_a_token(notifctl, database):
 
     assert database.call(store.identify, "kiosk", old) is None
     assert database.call(store.identify, "kiosk", new) is not None
-    assert notifctl("client", "rotate", "nobody").err == "notifctl: no client named 'nobody'\n"
+    assert cli("client", "rotate", "nobody").err == "notifctl: no client named 'nobody'\n"
 
 
 HOSTILE = [
@@ -183,13 +183,13 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize("args, stdin, message", HOSTILE)
-def test_hostile_arguments_fail_cleanly(notifctl, args, stdin, message):
-    result = notifctl(*args, stdin=stdin)
+def test_hostile_arguments_fail_cleanly(cli, args, stdin, message):
+    result = cli(*args, stdin=stdin)
     if message is None:
-        assert result.code == 0 and len(items(notifctl)) == 1
+        assert result.code == 0 and len(items(cli)) == 1
         return
     assert (result.code, result.err, result.out) == (1, f"notifctl: {message}\n", "")
-    assert items(notifctl) == []
+    assert items(cli) == []
 
 
 # --- plugins and the outbox ----------------------------------------------------------
@@ -207,67 +207,67 @@ def plugins_dir(tmp_path):
     return directory
 
 
-def test_add_validates_with_the_plugin_from_a_plugins_dir(notifctl, plugins_dir):
-    assert notifctl("--plugins-dir", str(plugins_dir), "add", "weather", "Light rain, 54 F").out == "1\n"
-    assert items(notifctl)[0]["text"] == "light rain, 12°C"
-    refused = notifctl("--plugins-dir", str(plugins_dir), "add", "weather", "tornado")
+def test_add_validates_with_the_plugin_from_a_plugins_dir(cli, plugins_dir):
+    assert cli("--plugins-dir", str(plugins_dir), "add", "weather", "Light rain, 54 F").out == "1\n"
+    assert items(cli)[0]["text"] == "light rain, 12°C"
+    refused = cli("--plugins-dir", str(plugins_dir), "add", "weather", "tornado")
     assert refused.code == 1 and refused.err.startswith("notifctl: invalid weather: unknown condition 'tornado'; known: ")
     assert refused.err.count("\n") == 1
     # Without the plugin, notifctl does not know the type.
-    assert notifctl("add", "weather", "sunny").err.startswith("notifctl: unknown item type 'weather'")
+    assert cli("add", "weather", "sunny").err.startswith("notifctl: unknown item type 'weather'")
 
 
-def test_plugins_dirs_from_the_environment_and_the_config_file(notifctl, plugins_dir, tmp_path, monkeypatch):
+def test_plugins_dirs_from_the_environment_and_the_config_file(cli, plugins_dir, tmp_path, monkeypatch):
     other = tmp_path / "more"
     other.mkdir()
     (other / "jobs.py").write_text(WEATHER_PLUGIN.read_text().replace('name="weather"', 'name="jobs"'))
     monkeypatch.setenv("NOTIFD_PLUGINS_DIR", f"{plugins_dir}:{other}")
-    assert notifctl("add", "jobs", "sunny").code == 0
+    assert cli("add", "jobs", "sunny").code == 0
     monkeypatch.delenv("NOTIFD_PLUGINS_DIR")
     config = tmp_path / "notifd.toml"
     config.write_text('plugins_dirs = ["plugins"]\n')  # relative to the file
-    assert notifctl("--config", str(config), "add", "weather", "sunny").code == 0
-    assert notifctl("--config", str(config), "add", "jobs", "sunny").err.startswith("notifctl: unknown item type")
+    assert cli("--config", str(config), "add", "weather", "sunny").code == 0
+    assert cli("--config", str(config), "add", "jobs", "sunny").err.startswith("notifctl: unknown item type")
 
 
-def test_a_plugin_that_cannot_load_stops_notifctl_with_one_line(notifctl, plugins_dir):
+def test_a_plugin_that_cannot_load_stops_notifctl_with_one_line(cli, plugins_dir):
     (plugins_dir / "weather.py").write_text("from notifd import hookimpl\nimport weather_station_driver\n")
-    result = notifctl("--plugins-dir", str(plugins_dir), "add", "classified", "ad")
+    result = cli("--plugins-dir", str(plugins_dir), "add", "classified", "ad")
     assert result.code == 1
     assert result.err == (
         f"notifctl: plugin weather ({plugins_dir / 'weather.py'}): cannot import: "
         "ModuleNotFoundError: No module named 'weather_station_driver'\n"
     )
-    assert items(notifctl) == []
+    assert items(cli) == []
 
 
-def test_validation_that_raises_unexpectedly_is_one_clear_line(notifctl, plugins_dir):
+def test_validation_that_raises_unexpectedly_is_one_clear_line(cli, plugins_dir):
     source = (plugins_dir / "weather.py").read_text()
     (plugins_dir / "weather.py").write_text(source.replace("    celsius = float(", "    1 / 0\n    celsius = float("))
-    result = notifctl("--plugins-dir", str(plugins_dir), "add", "weather", "rain 12C")
+    result = cli("--plugins-dir", str(plugins_dir), "add", "weather", "rain 12C")
     assert result.code == 1
     assert result.err == "notifctl: the weather plugin failed to validate the text: ZeroDivisionError: division by zero\n"
-    assert items(notifctl) == []
+    assert items(cli) == []
 
 
-def test_plugins_lists_what_each_plugin_adds(notifctl, plugins_dir):
-    listed = json.loads(notifctl("--plugins-dir", str(plugins_dir), "plugins", "--json").out)
+def test_plugins_lists_what_each_plugin_adds(cli, plugins_dir):
+    listed = json.loads(cli("--plugins-dir", str(plugins_dir), "plugins", "--json").out)
     assert listed[-1] == {
         "name": "weather", "origin": str(plugins_dir / "weather.py"), "item_types": ["weather"], "notifiers": []
     }
     assert [p["name"] for p in listed] == ["classified", "random", "apprise", "weather"]
-    text = notifctl("--plugins-dir", str(plugins_dir), "plugins").out
+    text = cli("--plugins-dir", str(plugins_dir), "plugins").out
     assert f"weather\t{plugins_dir / 'weather.py'}\ttype weather\n" in text
 
 
-def test_settings_for_a_plugin_that_is_not_loaded_are_refused(notifctl, tmp_path):
+def test_settings_for_a_plugin_that_is_not_loaded_are_refused(cli, tmp_path):
     config = tmp_path / "notifd.toml"
     config.write_text('[plugins.webhok]\nurl = "http://example.com/"\n')
-    result = notifctl("--config", str(config), "add", "classified", "ad")
+    result = cli("--config", str(config), "add", "classified", "ad")
     assert result.err == "notifctl: plugins.webhok: no plugin named 'webhok' is loaded\n"
 
 
-def test_outbox_lists_deliveries_and_retry_requeues_one(notifctl, database):
+def test_outbox_lists_deliveries_and_retry_requeues_one(cli, database):
     item_id, _ = database.call(add_item, "classified", "ad")
     database.call(store.enqueue_new_items, ["webhook"], now=store.utcnow())  # the mark starts here
     item_id, _ = database.call(add_item, "classified", "undeliverable")
@@ -275,36 +275,36 @@ def test_outbox_lists_deliveries_and_retry_requeues_one(notifctl, database):
     [pending] = database.call(store.list_outbox)
     database.call(store.delivery_failed, pending.id, "HTTP 500 Internal Server Error", None)
 
-    [row] = json.loads(notifctl("outbox", "--json").out)
+    [row] = json.loads(cli("outbox", "--json").out)
     assert {k: row[k] for k in ("id", "state", "notifier", "item_id", "type", "attempts", "last_error")} == {
         "id": pending.id, "state": "dead", "notifier": "webhook", "item_id": item_id, "type": "classified",
         "attempts": 0, "last_error": "HTTP 500 Internal Server Error",
     }
-    assert notifctl("outbox").out.startswith(f"{pending.id}\tdead\twebhook\titem {item_id} (classified)\t")
-    assert notifctl("outbox", "retry", str(pending.id)).out == f"re-queued delivery {pending.id}\n"
-    assert json.loads(notifctl("outbox", "--json").out)[0]["state"] == "pending"
-    missing = notifctl("outbox", "retry", "999")
+    assert cli("outbox").out.startswith(f"{pending.id}\tdead\twebhook\titem {item_id} (classified)\t")
+    assert cli("outbox", "retry", str(pending.id)).out == f"re-queued delivery {pending.id}\n"
+    assert json.loads(cli("outbox", "--json").out)[0]["state"] == "pending"
+    missing = cli("outbox", "retry", "999")
     assert (missing.code, missing.err) == (1, "notifctl: no outbox entry 999\n")
 
 
 # --- notifctl add --batch -------------------------------------------------------------------
 
 
-def test_batch_from_a_file_one_transaction_ids_in_order(notifctl, tmp_path):
+def test_batch_from_a_file_one_transaction_ids_in_order(cli, tmp_path):
     batch = tmp_path / "batch.txt"
     batch.write_bytes("classified Nice appart in the 11e.\r\nrandom 42\nrandom\nclassified Vélo à vendre\n".encode())
-    result = notifctl("add", "--batch", str(batch))
+    result = cli("add", "--batch", str(batch))
     assert result.code == 0 and result.lines == ["1", "2", "3", "4"]
-    listed = items(notifctl)
+    listed = items(cli)
     assert [(i["type"], i["text"]) for i in reversed(listed)][:2] == [("classified", "Nice appart in the 11e."), ("random", "42")]
     assert listed[1]["text"].isdigit()  # `random` alone draws a value, as `add random` does
     assert listed[0]["text"] == "Vélo à vendre"
 
 
-def test_batch_of_one_type_from_stdin(notifctl):
-    result = notifctl("add", "classified", "--batch", "-", stdin=b"first ad\nsecond ad")
+def test_batch_of_one_type_from_stdin(cli):
+    result = cli("add", "classified", "--batch", "-", stdin=b"first ad\nsecond ad")
     assert result.code == 0 and result.lines == ["1", "2"]
-    assert [i["text"] for i in items(notifctl)] == ["second ad", "first ad"]
+    assert [i["text"] for i in items(cli)] == ["second ad", "first ad"]
 
 
 BAD_BATCHES = [
@@ -321,20 +321,20 @@ BAD_BATCHES = [
 
 
 @pytest.mark.parametrize("args, stdin, message", BAD_BATCHES)
-def test_a_bad_batch_names_its_line_and_stores_nothing(notifctl, args, stdin, message):
-    result = notifctl("add", *args, "--batch", "-", stdin=stdin)
+def test_a_bad_batch_names_its_line_and_stores_nothing(cli, args, stdin, message):
+    result = cli("add", *args, "--batch", "-", stdin=stdin)
     assert result.code != 0
     assert result.err == f"notifctl: {message}\n"
     assert result.out == ""
-    assert items(notifctl) == []
+    assert items(cli) == []
 
 
-def test_a_missing_batch_file_is_one_line(notifctl, tmp_path):
-    result = notifctl("add", "--batch", str(tmp_path / "nope.txt"))
+def test_a_missing_batch_file_is_one_line(cli, tmp_path):
+    result = cli("add", "--batch", str(tmp_path / "nope.txt"))
     assert result.code == 1 and result.err == f"notifctl: cannot read {tmp_path / 'nope.txt'}: No such file or directory\n"
 
 
-def test_batch_goes_through_the_store_when_the_schema_is_older(notifctl, db_path):
+def test_batch_goes_through_the_store_when_the_schema_is_older(cli, db_path):
     from alembic import command
 
     engine = dbmod.open_engine(dbmod.database_url(str(db_path)))
@@ -343,38 +343,38 @@ def test_batch_goes_through_the_store_when_the_schema_is_older(notifctl, db_path
         config.attributes["connection"] = conn
         command.downgrade(config, "0003")
     engine.dispose()
-    assert notifctl("add", "classified", "--batch", "-", stdin=b"a\nb\n").lines == ["1", "2"]
-    assert len(items(notifctl)) == 2
-    assert notifctl("db", "check").code == 0  # upgraded on the way
+    assert cli("add", "classified", "--batch", "-", stdin=b"a\nb\n").lines == ["1", "2"]
+    assert len(items(cli)) == 2
+    assert cli("db", "check").code == 0  # upgraded on the way
 
 
 # --- notifctl rm ---------------------------------------------------------------------------------
 
 
-def test_rm_deletes_items_and_their_deliveries_and_leaves_cursors(notifctl, database):
+def test_rm_deletes_items_and_their_deliveries_and_leaves_cursors(cli, database):
     database.call(store.add_marks, ["webhook"])
-    ids = [int(notifctl("add", "classified", text).out) for text in ("keep", "drop", "drop too")]
+    ids = [int(cli("add", "classified", text).out) for text in ("keep", "drop", "drop too")]
     database.call(store.enqueue_new_items, ["webhook"], now=store.utcnow())
-    notifctl("client", "add", "kiosk")
+    cli("client", "add", "kiosk")
     [client] = database.call(store.list_clients)
     database.call(store.mark_read, [(client.id, "classified", ids[2])])
 
-    removed = notifctl("rm", str(ids[2]), str(ids[1]), "--json")
+    removed = cli("rm", str(ids[2]), str(ids[1]), "--json")
     assert removed.code == 0
     assert [(r["id"], r["text"]) for r in json.loads(removed.out)] == [(ids[1], "drop"), (ids[2], "drop too")]
-    assert [i["text"] for i in items(notifctl)] == ["keep"]
+    assert [i["text"] for i in items(cli)] == ["keep"]
     assert [d.item.id for d in database.call(store.list_outbox)] == [ids[0]]
     assert database.call(store.client_cursors, client.id) == {"classified": ids[2]}  # not moved back
-    assert notifctl("rm", str(ids[0])).out == f"removed {ids[0]}\tclassified\tkeep\n"
+    assert cli("rm", str(ids[0])).out == f"removed {ids[0]}\tclassified\tkeep\n"
 
 
-def test_rm_of_an_unknown_id_removes_nothing(notifctl):
-    notifctl("add", "classified", "kept")
-    result = notifctl("rm", "1", "7", "9")
+def test_rm_of_an_unknown_id_removes_nothing(cli):
+    cli("add", "classified", "kept")
+    result = cli("rm", "1", "7", "9")
     assert (result.code, result.out, result.err) == (1, "", "notifctl: no item 7, 9; nothing removed\n")
-    assert [i["text"] for i in items(notifctl)] == ["kept"]
-    assert notifctl("rm").code == 2  # usage: at least one ID
-    assert notifctl("rm", "abc").code == 2
+    assert [i["text"] for i in items(cli)] == ["kept"]
+    assert cli("rm").code == 2  # usage: at least one ID
+    assert cli("rm", "abc").code == 2
 
 
 # --- no database by accident ---------------------------------------------------------------------
@@ -384,13 +384,13 @@ def test_rm_of_an_unknown_id_removes_nothing(notifctl):
     ("add", "classified", "hi"), ("add", "--id", "k", "classified", "hi"), ("list",), ("client", "add", "kiosk"),
     ("rm", "1"), ("status",), ("prune",), ("db", "check"), ("outbox",),
 ])
-def test_no_command_but_db_upgrade_creates_a_database(notifctl, tmp_path, monkeypatch, args):
+def test_no_command_but_db_upgrade_creates_a_database(cli, tmp_path, monkeypatch, args):
     home = tmp_path / "home"
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("XDG_DATA_HOME", raising=False)
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
     monkeypatch.setenv("NOTIFD_CONFIG", "")
-    result = notifctl(*args, db=False)
+    result = cli(*args, db=False)
     expected = home / ".local" / "share" / "notifd" / "notifd.db"
     assert result.code == 1, result.out
     assert len(result.err.splitlines()) == 1 and f"no database at {expected}" in result.err
@@ -398,7 +398,7 @@ def test_no_command_but_db_upgrade_creates_a_database(notifctl, tmp_path, monkey
     assert not home.exists() or not list(home.rglob("*.db"))
 
 
-def test_a_database_created_by_root_belongs_to_the_owner_of_its_directory(notifctl, tmp_path):
+def test_a_database_created_by_root_belongs_to_the_owner_of_its_directory(cli, tmp_path):
     import os
 
     require_root("only root creates files for another user")
@@ -406,7 +406,7 @@ def test_a_database_created_by_root_belongs_to_the_owner_of_its_directory(notifc
     state.mkdir()
     os.chown(state, 65534, 65534)  # nobody, as /var/lib/notifd belongs to the service user
     target = state / "notifd.db"
-    assert notifctl("--db", str(target), "db", "upgrade", db=False).code == 0
+    assert cli("--db", str(target), "db", "upgrade", db=False).code == 0
     info = target.stat()
     assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (65534, 65534, 0o600)
 

@@ -120,18 +120,18 @@ def test_settings_for_a_type_nobody_declares_are_refused():
         config.check_types({"classified": ItemType("classified")})
 
 
-def test_precedence_flag_over_env_over_file(notifctl, tmp_path, monkeypatch):
+def test_precedence_flag_over_env_over_file(cli, tmp_path, monkeypatch):
     from_file, from_env, from_flag = (tmp_path / f"{name}.db" for name in ("file", "env", "flag"))
     for path in (from_file, from_env, from_flag):  # notifctl posts into a database, never creates one
         dbmod.open_engine(dbmod.database_url(str(path))).dispose()
     config = write(tmp_path, f'db = "{from_file}"\n')
     monkeypatch.setenv("NOTIFD_CONFIG", str(config))
-    assert notifctl("add", "classified", "to file", db=False).code == 0
+    assert cli("add", "classified", "to file", db=False).code == 0
     monkeypatch.setenv("NOTIFD_DB", str(from_env))
-    assert notifctl("add", "classified", "to env", db=False).code == 0
-    assert notifctl("--db", str(from_flag), "add", "classified", "to flag", db=False).code == 0
+    assert cli("add", "classified", "to env", db=False).code == 0
+    assert cli("--db", str(from_flag), "add", "classified", "to flag", db=False).code == 0
     for path, text in ((from_file, "to file"), (from_env, "to env"), (from_flag, "to flag")):
-        listed = notifctl("--db", str(path), "list", "--json", db=False).out
+        listed = cli("--db", str(path), "list", "--json", db=False).out
         assert f'"text": "{text}"' in listed and listed.count('"id"') == 1
 
 

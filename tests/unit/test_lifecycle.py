@@ -248,7 +248,7 @@ def test_a_dotted_notifier_name_is_written_in_quotes(tmp_path):
     )
 
 
-def test_a_fresh_value_that_fails_in_notifctl_is_one_line(notifctl, tmp_path):
+def test_a_fresh_value_that_fails_in_notifctl_is_one_line(cli, tmp_path):
     (tmp_path / "plugins").mkdir()
     (tmp_path / "plugins" / "dice.py").write_text(textwrap.dedent("""
         from notifd import ItemType, hookimpl
@@ -260,6 +260,6 @@ def test_a_fresh_value_that_fails_in_notifctl_is_one_line(notifctl, tmp_path):
         def register_item_types(register):
             register(ItemType("dice", fresh=fresh))
     """))
-    result = notifctl("--plugins-dir", str(tmp_path / "plugins"), "add", "dice")
+    result = cli("--plugins-dir", str(tmp_path / "plugins"), "add", "dice")
     assert (result.code, result.err) == (1, "notifctl: the dice plugin failed to draw a fresh value: OSError: no entropy\n")
-    assert notifctl("list").out == ""  # nothing stored
+    assert cli("list").out == ""  # nothing stored

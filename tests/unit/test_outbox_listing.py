@@ -8,22 +8,22 @@ from notifd import store
 from tests.posts import add_item
 
 
-def test_an_empty_outbox_says_so(notifctl):
-    result = notifctl("outbox")
+def test_an_empty_outbox_says_so(cli):
+    result = cli("outbox")
     assert (result.code, result.out) == (0, "the outbox is empty: nothing waits for a durable notifier\n")
-    assert json.loads(notifctl("outbox", "--json").out) == []
+    assert json.loads(cli("outbox", "--json").out) == []
 
 
-def test_items_committed_while_no_daemon_runs_are_shown_as_new(notifctl, database):
+def test_items_committed_while_no_daemon_runs_are_shown_as_new(cli, database):
     database.call(add_item, "classified", "before the notifier ran")
     database.call(store.add_marks, ["webhook"])  # the daemon ran once with the notifier, then stopped
     first, _ = database.call(add_item, "classified", "posted while down")
     second, _ = database.call(add_item, "random", "7")
-    assert notifctl("outbox").out.splitlines() == [
+    assert cli("outbox").out.splitlines() == [
         f"-\tnew\twebhook\titem {first} (classified)\tnot queued yet: queued when notifd starts",
         f"-\tnew\twebhook\titem {second} (random)\tnot queued yet: queued when notifd starts",
     ]
-    rows = json.loads(notifctl("outbox", "--json").out)
+    rows = json.loads(cli("outbox", "--json").out)
     assert [(r["id"], r["state"], r["notifier"], r["item_id"]) for r in rows] == [
         (None, "new", "webhook", first), (None, "new", "webhook", second),
     ]
@@ -32,13 +32,13 @@ def test_items_committed_while_no_daemon_runs_are_shown_as_new(notifctl, databas
     now = store.utcnow()
     database.call(store.node_alive, "n1", version="1", pid=1, listen="", started_at=now, connections=0,
                   subscribers=0, types=["classified", "random"])
-    assert notifctl("outbox").out.splitlines()[0].endswith("\tnot queued yet: being queued")
+    assert cli("outbox").out.splitlines()[0].endswith("\tnot queued yet: being queued")
     database.call(store.enqueue_new_items, ["webhook"], now=now)
-    shown = notifctl("outbox").out.splitlines()
+    shown = cli("outbox").out.splitlines()
     assert [line.split("\t")[1:4] for line in shown] == [
         ["pending", "webhook", f"item {first} (classified)"], ["pending", "webhook", f"item {second} (random)"],
     ]
     for delivery in database.call(store.claim_deliveries, {"webhook": 10}, node="n1", now=now,
                                   lease_until={"webhook": now + timedelta(minutes=1)}):
         database.call(store.delivered, delivery.id)
-    assert notifctl("outbox").out == "the outbox is empty: nothing waits for a durable notifier\n"
+    assert cli("outbox").out == "the outbox is empty: nothing waits for a durable notifier\n"
