@@ -13,7 +13,7 @@ from twisted.logger import globalLogPublisher
 from notifd import plugins
 from notifd import db as dbmod
 from notifd.cli import notifctl_main
-from tests.harness import Rig
+from tests.harness import DATABASES, Rig
 from tests.pg import pg_url  # noqa: F401  (a fixture: a fresh PostgreSQL database)
 
 
@@ -29,10 +29,13 @@ def engine(db_path):
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_engine(request, db_path):
-    """An engine at head on SQLite, then on PostgreSQL: a module that wants its queries run on
-    both says `engine = pytest.fixture(lambda any_engine: any_engine)`."""
+@pytest.fixture(params=DATABASES)
+def engine_on_each_database(request, db_path):
+    """An engine at head, once on SQLite and once on PostgreSQL: every test using it runs twice,
+    as test_x[sqlite] and test_x[postgresql] (skipped, saying why, when there is no server).
+
+    A module whose tests all run on both overrides `engine` with it, in a fixture that says so.
+    """
     url = str(db_path) if request.param == "sqlite" else request.getfixturevalue("pg_url")
     engine = dbmod.open_engine(dbmod.database_url(url))
     yield engine

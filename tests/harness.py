@@ -6,6 +6,7 @@
 - `NamedRig`: a Rig on a HeldDatabase, with classified ads posted and a named client connected.
 - `TcpPair`: a real loopback TCP connection under Twisted's tcp.Server, with no reactor running.
 - `said`: what a StringTransport received since the last call.
+- `DATABASES`: the parameters, and test ids, of the fixtures that run a test on each database.
 
 The `rig` fixture (tests/conftest.py) is a Rig on the test database.
 """
@@ -21,6 +22,9 @@ from notifd import store
 from notifd.hub import Hub
 from notifd.wire import ConnectionFactory, Server
 from tests.posts import add_item
+
+# A test on each database shows it in its id: test_x[sqlite], test_x[postgresql].
+DATABASES = ("sqlite", "postgresql")
 
 
 class HeldDatabase:

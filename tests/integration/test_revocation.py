@@ -12,14 +12,16 @@ import time
 
 import pytest
 
+from tests.harness import DATABASES
 from tests.integration.conftest import TIMEOUT, eventually
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=DATABASES)
 def db_path(request, tmp_path):
-    """One daemon on a SQLite file, or two nodes on one PostgreSQL database."""
+    """Every test here runs twice: [sqlite] one daemon on a SQLite file, [postgresql] two nodes
+    on one PostgreSQL database."""
     if request.param == "sqlite":
         return tmp_path / "notifd.db"
     return request.getfixturevalue("pg_url")

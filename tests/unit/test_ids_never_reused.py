@@ -83,8 +83,9 @@ def test_upgrading_keeps_every_row_and_stops_the_reuse(tmp_path):
 
 
 @pytest.fixture
-def engine(any_engine):
-    return any_engine
+def engine(engine_on_each_database):
+    """Each test here on the test database runs twice, as test_x[sqlite] and test_x[postgresql]."""
+    return engine_on_each_database
 
 
 def test_on_both_engines_a_deleted_delivery_id_is_not_reused(engine):

@@ -16,8 +16,10 @@ from tests.posts import add_item
 
 DAY = timedelta(days=1)
 
-# Every test here runs on SQLite, then on PostgreSQL.
-engine = pytest.fixture(lambda any_engine: any_engine)
+@pytest.fixture
+def engine(engine_on_each_database):
+    """Each test here on the test database runs twice, as test_x[sqlite] and test_x[postgresql]."""
+    return engine_on_each_database
 
 
 def add(database, type_name, text, age):
