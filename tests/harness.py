@@ -1,4 +1,6 @@
-"""What the unit tests share to drive the server without a reactor: find it here, not in a test module.
+"""What the tests share: find it here, not in a test module.
+
+For the unit tests (the server driven without a reactor, on the test database):
 
 - `HeldDatabase`: the real Database, each call held until the test releases it (ordering under test control).
 - `LateAnswers`: the real Database run at once, the answers of chosen queries delivered when the test says.
@@ -7,24 +9,48 @@
 - `TcpPair`: a real loopback TCP connection under Twisted's tcp.Server, with no reactor running.
 - `said`: what a StringTransport received since the last call.
 - `DATABASES`: the parameters, and test ids, of the fixtures that run a test on each database.
+- `clock_at_now`: a task.Clock reading the current time, as the stored items' timestamps do.
+- `plugin`: a plugin module made of hook functions, for a plugin manager.
+
+For the integration tests (a real notifd on a port):
+
+- `subscribe`, `receive_all`: many plain-socket clients in notification mode, and the fan-out they hear.
 
 The `rig` fixture (tests/conftest.py) is a Rig on the test database.
 """
 from __future__ import annotations
 
+import selectors
+import socket
 import time
+import types
 from collections import deque
 
 from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
 
-from notifd import store
+from notifd import hookimpl, store
 from notifd.hub import Hub
+from notifd.testing import TIMEOUT
 from notifd.wire import ConnectionFactory, Server
 from tests.posts import add_item
 
 # A test on each database shows it in its id: test_x[sqlite], test_x[postgresql].
 DATABASES = ("sqlite", "postgresql")
+
+
+def clock_at_now() -> task.Clock:
+    """A task.Clock at the current time: windows and back-offs compare it with items' created_at."""
+    clock = task.Clock()
+    clock.advance(time.time())
+    return clock
+
+
+def plugin(name, **hooks):
+    module = types.ModuleType(name)
+    for hook_name, f in hooks.items():
+        setattr(module, hook_name, hookimpl(f))
+    return module
 
 
 class HeldDatabase:
@@ -54,8 +80,7 @@ class Rig:
 
     def __init__(self, database, item_types, db=None):
         self.database = database
-        self.clock = task.Clock()
-        self.clock.advance(time.time())
+        self.clock = clock_at_now()
         self.db = db or database
         windows = {name: t.window for name, t in item_types.items()}
         self.hub = Hub(self.db, self.clock, windows)
@@ -172,3 +197,43 @@ class TcpPair:
         self.peer.close()
         if hasattr(self.transport, "socket"):  # connectionLost already closed it
             self.transport.socket.close()
+
+
+def subscribe(port: int, count: int) -> list[socket.socket]:
+    """`count` clients of 127.0.0.1:`port`, each in notification mode."""
+    clients = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        sock.sendall(b"notif\r\n")
+        clients.append(sock)
+    for sock in clients:
+        assert sock.recv(64) == b"will send notifs\r\n"
+    return clients
+
+
+def receive_all(clients: list[socket.socket], expected: bytes, timeout: float = 3 * TIMEOUT) -> tuple[float, float]:
+    """Wait until every client has received `expected`; returns the times (time.monotonic) of the
+    first and the last arrival."""
+    selector = selectors.DefaultSelector()
+    for sock in clients:
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ)
+    received: dict[socket.socket, bytes] = {}
+    first = last = None
+    deadline = time.monotonic() + timeout
+    while len(received) < len(clients) or any(not data.endswith(b"\n") for data in received.values()):
+        if time.monotonic() > deadline:
+            missing = len(clients) - sum(data.endswith(b"\n") for data in received.values())
+            raise AssertionError(f"{missing} of {len(clients)} clients were not notified")
+        for key, _ in selector.select(timeout=0.5):
+            sock = key.fileobj
+            received[sock] = received.get(sock, b"") + sock.recv(64)
+            last = time.monotonic()
+            first = first or last
+            if received[sock].endswith(b"\n"):
+                selector.unregister(sock)
+    selector.close()
+    assert set(received.values()) == {expected}
+    for sock in clients:
+        sock.setblocking(True)
+    return first, last

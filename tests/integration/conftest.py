@@ -52,11 +52,6 @@ def report():
 
 
 @pytest.fixture
-def db_path(tmp_path):
-    return tmp_path / "notifd.db"
-
-
-@pytest.fixture
 def daemon(db_path):
     started: list[DaemonProcess] = []
 

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import json
 import re
-import selectors
 import signal
-import socket
 import time
 
 import pytest
 
 from notifd import store
 from tests import pg
+from tests.harness import receive_all, subscribe
 from tests.integration.conftest import (
     TIMEOUT,
     DaemonProcess,
@@ -47,50 +46,13 @@ def slow_poll(tmp_path):
     return str(path)
 
 
-def subscribe(port: int, count: int) -> list[socket.socket]:
-    clients = []
-    for _ in range(count):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        sock.sendall(b"notif\r\n")
-        clients.append(sock)
-    for sock in clients:
-        assert sock.recv(64) == b"will send notifs\r\n"
-    return clients
-
-
-def receive_all(clients: list[socket.socket], expected: bytes, timeout: float = 3 * TIMEOUT) -> float:
-    """Wait until every client has received `expected`; returns the time of the last arrival."""
-    selector = selectors.DefaultSelector()
-    for sock in clients:
-        sock.setblocking(False)
-        selector.register(sock, selectors.EVENT_READ)
-    received: dict[socket.socket, bytes] = {}
-    last = None
-    deadline = time.monotonic() + timeout
-    while len(received) < len(clients) or any(not data.endswith(b"\n") for data in received.values()):
-        if time.monotonic() > deadline:
-            missing = len(clients) - sum(data.endswith(b"\n") for data in received.values())
-            raise AssertionError(f"{missing} of {len(clients)} clients were not notified")
-        for key, _ in selector.select(timeout=0.5):
-            sock = key.fileobj
-            received[sock] = received.get(sock, b"") + sock.recv(64)
-            last = time.monotonic()
-            if received[sock].endswith(b"\n"):
-                selector.unregister(sock)
-    selector.close()
-    assert set(received.values()) == {expected}
-    for sock in clients:
-        sock.setblocking(True)
-    return last
-
-
 def test_three_nodes_300_clients_one_add(nodes, notifctl, start_notifctl, report):
     servers = [nodes(f"node-{n}") for n in "abc"]
     clients = [sock for server in servers for sock in subscribe(server.port, 100)]
     poster = start_notifctl("add", "classified", "Nice appart in the 11e.")
     assert poster.stdout.readline().strip().isdigit()
     committed = time.monotonic()  # notifctl prints the id once the item is committed, then NOTIFYs
-    last = receive_all(clients, b"notif: classified\r\n")
+    _, last = receive_all(clients, b"notif: classified\r\n")
     assert poster.wait(timeout=TIMEOUT) == 0
     report(f"PostgreSQL, 3 nodes, 300 clients (100 each), one notifctl add: last notification "
            f"{1000 * (last - committed):.1f} ms after the commit")

@@ -1,16 +1,15 @@
 """The hub: finding new items in the store and handing them to notifiers."""
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import formatEvent
 
 from notifd import Notifier, Window, store
 from notifd.hub import Hub
 from notifd.plugins import errors
-from tests.harness import HeldDatabase, Rig
+from tests.harness import HeldDatabase, Rig, clock_at_now
 from tests.posts import add_item
 
 
@@ -24,8 +23,7 @@ class Listener:
 
 
 def make_hub(db, windows=None):
-    clock = task.Clock()
-    clock.advance(time.time())
+    clock = clock_at_now()
     hub = Hub(db, clock, windows or {"classified": Window(), "random": Window()}, poll_interval=1.0)
     return hub, clock
 

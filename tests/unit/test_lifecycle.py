@@ -3,14 +3,12 @@ settings resolved against the configuration file; hooks that are not marked."""
 from __future__ import annotations
 
 import textwrap
-import types
 from pathlib import Path
 
 import pytest
 from twisted.internet import defer, task
 from twisted.logger import formatEvent
 
-from notifd import hookimpl
 from notifd.config import build, read_file
 from notifd.plugins import (
     SHUTDOWN_TIMEOUT,
@@ -20,13 +18,7 @@ from notifd.plugins import (
     get_plugin_manager,
     state_directory,
 )
-
-
-def plugin(name, **hooks):
-    module = types.ModuleType(name)
-    for hook_name, f in hooks.items():
-        setattr(module, hook_name, hookimpl(f))
-    return module
+from tests.harness import plugin
 
 
 def outcome(d):

@@ -4,16 +4,15 @@ A real SQLite database run inline and a task.Clock: no reactor, thread or sleep.
 """
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from twisted.internet import defer, task
+from twisted.internet import defer
 
 from notifd import Notifier, Retry, store
 from notifd.outbox import Outbox
 from notifd.plugins import errors
-from tests.harness import HeldDatabase
+from tests.harness import HeldDatabase, clock_at_now
 from tests.posts import add_item
 
 RETRY = Retry(max_attempts=3, first_delay=10.0, max_delay=15.0)
@@ -45,9 +44,7 @@ class Endpoint:
 
 @pytest.fixture
 def clock():
-    clock = task.Clock()
-    clock.advance(time.time())
-    return clock
+    return clock_at_now()
 
 
 def make_outbox(database, clock, endpoint, name="hook", node="node-a", timeout=5.0, concurrency=8):

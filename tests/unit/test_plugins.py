@@ -6,13 +6,12 @@ import os
 import py_compile
 import re
 import textwrap
-import types
 
 import pytest
 from twisted.internet import defer, task
 from twisted.logger import formatEvent
 
-from notifd import ConfigError, InvalidItem, ItemType, Notifier, hookimpl
+from notifd import ConfigError, InvalidItem, ItemType, Notifier
 from notifd.default_plugins import random_number
 from notifd.plugins import (
     PluginError,
@@ -24,13 +23,7 @@ from notifd.plugins import (
     notifiers,
 )
 from tests.dist import install
-
-
-def plugin(name, **hooks):
-    module = types.ModuleType(name)
-    for hook_name, f in hooks.items():
-        setattr(module, hook_name, hookimpl(f))
-    return module
+from tests.harness import plugin
 
 
 def test_hook_register_item_types():

@@ -1,17 +1,15 @@
 """Retention: which items expire, pruning in batches, cursors that stay valid."""
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import pytest
-from twisted.internet import task
 
 from notifd import store
 from notifd.config import Config
 from notifd.items import Pick, Window
 from notifd.retention import Pruner, Rule, expired, prune_now, rules
-from tests.harness import HeldDatabase
+from tests.harness import HeldDatabase, clock_at_now
 from tests.posts import add_item
 
 DAY = timedelta(days=1)
@@ -59,8 +57,7 @@ def test_the_daemon_prunes_in_batches_between_other_work(database):
     for i in range(7):
         add(database, "classified", f"old {i}", 40 * DAY)
     held = HeldDatabase(database)
-    clock = task.Clock()
-    clock.advance(time.time())
+    clock = clock_at_now()
     pruned = []
     pruner = Pruner(held, clock, Config(retention=30 * DAY, prune_batch=3), on_pruned=pruned.append)
     pruner.start()
