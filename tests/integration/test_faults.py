@@ -1,7 +1,6 @@
 """Faults: a locked database, kill -9 during a stream of posts, clients vanishing mid-exchange."""
 from __future__ import annotations
 
-import random
 import re
 import signal
 import socket
@@ -78,7 +77,20 @@ def test_kill_9_during_a_stream_of_posts_loses_nothing_and_read_state_is_never_a
     received: list[str] = []  # every ad the named reader was sent, in order
     stop = threading.Event()
     port = {"value": None}
-    errors: list[str] = []
+    acknowledged = threading.Condition()  # notified at each acknowledged post
+    errors: list[str] = []  # a thread that crashed: its exception
+
+    def recording(f):
+        def run() -> None:
+            try:
+                f()
+            except BaseException as e:
+                errors.append(f"{f.__name__}: {e!r}")
+                stop.set()
+                with acknowledged:
+                    acknowledged.notify_all()
+
+        return run
 
     def post() -> None:
         n = 0
@@ -86,7 +98,9 @@ def test_kill_9_during_a_stream_of_posts_loses_nothing_and_read_state_is_never_a
             text = f"post {n}"
             result = notifctl("add", "classified", text, check=False)
             if result.returncode == 0:
-                posted[text] = int(result.stdout)
+                with acknowledged:
+                    posted[text] = int(result.stdout)
+                    acknowledged.notify_all()
             n += 1
 
     def read() -> None:
@@ -112,16 +126,19 @@ def test_kill_9_during_a_stream_of_posts_loses_nothing_and_read_state_is_never_a
             except OSError:
                 pass  # killed under us: reconnect
 
-    threads = [threading.Thread(target=post), threading.Thread(target=read)]
+    threads = [threading.Thread(target=recording(post)), threading.Thread(target=recording(read))]
     for t in threads:
         t.start()
     kills = 0
-    rng = random.Random(1234)
     try:
         for _ in range(6):
             server = DaemonProcess(db_path).start()
             port["value"] = server.port
-            time.sleep(rng.uniform(0.3, 1.2))  # a random moment to kill at, not a synchronisation
+            # Kill once a few more posts were acknowledged while this daemon ran: posts and
+            # reads are under way, whatever the machine's speed.
+            with acknowledged:
+                target = len(posted) + 3
+                assert acknowledged.wait_for(lambda: len(posted) >= target or stop.is_set(), TIMEOUT * 3), errors
             port["value"] = None
             assert server.kill(signal.SIGKILL) == -signal.SIGKILL
             kills += 1
@@ -130,7 +147,7 @@ def test_kill_9_during_a_stream_of_posts_loses_nothing_and_read_state_is_never_a
         for t in threads:
             t.join(timeout=TIMEOUT * 3)
     assert not errors
-    assert kills == 6 and len(posted) >= 5 and received
+    assert kills == 6 and len(posted) >= 18 and received
 
     engine = dbmod.open_engine(dbmod.database_url(str(db_path)))
     with engine.begin() as conn:
