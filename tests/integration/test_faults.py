@@ -25,26 +25,39 @@ def hold_write_lock(db_path):
     return other
 
 
-def test_notifctl_add_on_a_locked_database_fails_after_a_bounded_wait_and_stores_nothing(notifctl, db_path):
+@pytest.fixture
+def short_busy_timeout(tmp_path):
+    """A configuration whose SQLite busy timeout is 0.5 s: the real wait, not the default 5 s."""
+    path = tmp_path / "busy.toml"
+    path.write_text('sqlite_busy_timeout = 0.5\n')
+    path.chmod(0o600)
+    return path
+
+
+def test_notifctl_add_on_a_locked_database_fails_after_a_bounded_wait_and_stores_nothing(
+    notifctl, db_path, short_busy_timeout
+):
     notifctl("add", "classified", "before")
     lock = hold_write_lock(db_path)
     started = time.monotonic()
     try:
-        result = notifctl("add", "classified", "blocked", check=False)
+        result = notifctl("add", "classified", "blocked", check=False, env={"NOTIFD_CONFIG": str(short_busy_timeout)})
     finally:
         lock.execute("ROLLBACK")
         lock.close()
     waited = time.monotonic() - started
     assert result.returncode == 1
     assert result.stderr == "notifctl: database error: database is locked\n"
-    assert waited < TIMEOUT  # bounded: the busy timeout, then the error
+    assert 0.5 <= waited < TIMEOUT  # bounded: the busy timeout, then the error
     assert [line.split("\t")[3] for line in notifctl("list").stdout.splitlines()] == ["before"]
 
 
-def test_the_daemon_answers_what_it_can_while_the_database_is_locked_and_recovers(daemon, notifctl, db_path):
+def test_the_daemon_answers_what_it_can_while_the_database_is_locked_and_recovers(
+    daemon, notifctl, db_path, short_busy_timeout
+):
     token = notifctl("client", "add", "kiosk").stdout.splitlines()[-1]
     notifctl("add", "classified", "ad")
-    server = daemon()
+    server = daemon("--config", str(short_busy_timeout))
     clients = [server.connect() for _ in range(3)]
     lock = hold_write_lock(db_path)
     try:
