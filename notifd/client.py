@@ -37,6 +37,7 @@ continues where it left off on whichever node it reaches::
 from __future__ import annotations
 
 import enum
+import random
 from collections import deque
 from typing import Any, Callable, Iterable
 
@@ -327,7 +328,8 @@ class Failover:
     ``on_connect(client)``: run on each new connection before it is handed out (say
     ``hello``, enter notification mode); if it fails, the connection is dropped and the
     next endpoint is tried. Attempts after a failure wait ``initial_delay`` seconds, then
-    longer (times 1.5 each, with jitter), up to ``max_delay``; after a lost connection the
+    longer (times 1.5 each, plus ``jitter()`` seconds, by default random in [0, 1) so that
+    clients do not all return at once), up to ``max_delay``; after a lost connection the
     next node is tried after ``initial_delay``.
     """
 
@@ -339,12 +341,13 @@ class Failover:
         initial_delay: float = 0.5,
         max_delay: float = 30.0,
         clock: Any = None,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         resolved = [clientFromString(reactor, e) if isinstance(e, str) else e for e in endpoints]
         self.service = ClientService(
             RoundRobin(Secured(endpoint) for endpoint in resolved),
             Factory.forProtocol(NotifClient),
-            retryPolicy=backoffPolicy(initialDelay=initial_delay, maxDelay=max_delay),
+            retryPolicy=backoffPolicy(initialDelay=initial_delay, maxDelay=max_delay, jitter=jitter),
             clock=clock if clock is not None else reactor,
             prepareConnection=on_connect,
         )

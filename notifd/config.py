@@ -174,6 +174,7 @@ class Config:
     workers: int = 1  # processes serving the same listening ports
     max_line_length: int = DEFAULT_MAX_LINE
     poll_interval: float = 1.0  # seconds between safety checks for new items
+    sqlite_busy_timeout: float = 5.0  # seconds a SQLite writer waits for another's lock
     log_format: str = "text"
     log_level: str = "info"
     metrics: str | None = None  # endpoint serving /metrics and /healthz
@@ -280,6 +281,7 @@ KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "limits.keepalive": ("keepalive", _keepalive),
     "auth.anonymous": ("anonymous", _bool),
     "poll_interval": ("poll_interval", _interval),
+    "sqlite_busy_timeout": ("sqlite_busy_timeout", _interval),
     "metrics": ("metrics", _string),
     "log.format": ("log_format", _choice(*LOG_FORMATS)),
     "log.level": ("log_level", _choice(*LOG_LEVELS)),

@@ -95,12 +95,13 @@ def pg_connect_args(name: str = "notifd") -> dict[str, Any]:
             "connect_timeout": PG_CONNECT_TIMEOUT_S, **PG_KEEPALIVES}
 
 
-def make_engine(url: URL, name: str = "notifd") -> Engine:
+def make_engine(url: URL, name: str = "notifd", busy_timeout: float = SQLITE_BUSY_TIMEOUT_MS / 1000) -> Engine:
     """An engine with notifd's settings.
 
     SQLite: WAL, a busy timeout, and immediate transactions. PostgreSQL: psycopg 3, a
     pre-ping (a restarted server costs one failed check, not one failed query), and
-    `name` as the application name of the connections.
+    `name` as the application name of the connections. `busy_timeout`: seconds a SQLite
+    writer waits for a lock another process holds (config `sqlite_busy_timeout`).
     """
     if is_postgresql(url):
         try:
@@ -111,12 +112,13 @@ def make_engine(url: URL, name: str = "notifd") -> Engine:
             ) from None
         return create_engine(url, pool_pre_ping=True, connect_args=pg_connect_args(name))
     engine = create_engine(url)
+    busy_ms = int(busy_timeout * 1000)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
         # Take transaction control from the sqlite3 module so that "begin" below decides.
         dbapi_conn.isolation_level = None
-        dbapi_conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        dbapi_conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
         dbapi_conn.execute("PRAGMA foreign_keys = ON")
         dbapi_conn.execute("PRAGMA journal_mode = WAL")
         # NORMAL in WAL mode: a commit survives the process being killed, not a power cut;
@@ -130,8 +132,8 @@ def make_engine(url: URL, name: str = "notifd") -> Engine:
         # is locked" when another process committed in between. A reader stays deferred, so
         # it is served even while another process holds the write lock.
         options = conn.get_execution_options()
-        busy = options.get("notifd_busy_ms", SQLITE_BUSY_TIMEOUT_MS)
-        if conn.info.get("notifd_busy_ms", SQLITE_BUSY_TIMEOUT_MS) != busy:
+        busy = options.get("notifd_busy_ms", busy_ms)
+        if conn.info.get("notifd_busy_ms", busy_ms) != busy:
             conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(busy)}")
             conn.info["notifd_busy_ms"] = busy
         # A transaction that stores posted items is on disk when its commit returns (FULL
@@ -335,7 +337,9 @@ class NoDatabase(UnusableDatabase):
     """`open_engine(create=False)` found no notifd database where it looked; the message says where."""
 
 
-def open_engine(url: URL, name: str = "notifd", create: bool = True) -> Engine:
+def open_engine(
+    url: URL, name: str = "notifd", create: bool = True, busy_timeout: float = SQLITE_BUSY_TIMEOUT_MS / 1000
+) -> Engine:
     """An engine on a database whose schema is current: upgraded if needed, created if allowed.
 
     Raises UnusableDatabase when the database is newer than this notifd, and NoDatabase
@@ -347,7 +351,7 @@ def open_engine(url: URL, name: str = "notifd", create: bool = True) -> Engine:
         if not create:
             raise NoDatabase(missing(path))
         _create_sqlite(path)
-    engine = make_engine(url, name)
+    engine = make_engine(url, name, busy_timeout)
     try:
         with transaction(engine) as conn:  # a read: no need to wait for a writer's lock
             version = schema_version(conn)

@@ -167,7 +167,9 @@ def sqlite_file(value: str | None) -> Path | None:
     return Path(value).expanduser().resolve()
 
 
-def post_to_sqlite_file(path: Path, posts: Sequence[Post], now: datetime) -> list[Posted] | None:
+def post_to_sqlite_file(
+    path: Path, posts: Sequence[Post], now: datetime, busy_timeout: float = SQLITE_BUSY_TIMEOUT_MS / 1000
+) -> list[Posted] | None:
     """Store `posts` in the SQLite file at `path` in one durable transaction.
 
     Returns None, having stored nothing, when there is no such file or its schema is not
@@ -176,19 +178,19 @@ def post_to_sqlite_file(path: Path, posts: Sequence[Post], now: datetime) -> lis
     if not path.is_file():
         return None  # sqlite3 would create it; store.py says there is no database
     try:
-        return _post_to_file(path, posts, now)
+        return _post_to_file(path, posts, now, busy_timeout)
     except sqlite3.OperationalError as e:
         if on_read_only_file_system(path):
             raise read_only_database(path) from e
         raise
 
 
-def _post_to_file(path: Path, posts: Sequence[Post], now: datetime) -> list[Posted] | None:
-    conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+def _post_to_file(path: Path, posts: Sequence[Post], now: datetime, busy_timeout: float) -> list[Posted] | None:
+    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
     try:
         # The settings of db.make_engine (journal_mode=WAL is kept by the file), but FULL:
         # the WAL is synced before COMMIT returns (Rule 2). It must be set outside a transaction.
-        conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("BEGIN IMMEDIATE")

@@ -88,7 +88,7 @@ class Store:
         if self._engine is None:
             from ..db import open_engine
 
-            self._engine = open_engine(self.url, create=False)  # only `db upgrade` creates one
+            self._engine = open_engine(self.url, create=False, busy_timeout=self.config.sqlite_busy_timeout)  # only `db upgrade` creates one
         return self._engine
 
     @property

@@ -163,7 +163,7 @@ def _post(db: Store, posts: list) -> list:
     stored = None
     if path is not None:  # SQLite at the schema's head: without SQLAlchemy
         try:
-            stored = posting.post_to_sqlite_file(path, posts, now)
+            stored = posting.post_to_sqlite_file(path, posts, now, db.config.sqlite_busy_timeout)
         except posting.KeyConflict as e:
             raise click.ClickException(f"--id {posts[0].key}: {e}") from None
         except sqlite3_error() as e:

@@ -5,16 +5,11 @@ from __future__ import annotations
 import json
 import re
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
-from notifd import db as dbmod
-from notifd import store
-from notifd.posting import Post
-from notifd.testing import TIMEOUT, eventually
-from notifd.wakeup import send_wakeup
+from notifd.testing import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -97,29 +92,13 @@ def test_notifctl_plugins_shows_the_durable_notifier(notifctl):
     assert listed[-1]["notifiers"] == [{"name": "webhook", "durable": True}]
 
 
-def test_latency_and_throughput(notifd_daemon, notifd_harness, http_receiver, notifctl, record_property):
-    engine = dbmod.open_engine(dbmod.database_url(str(notifd_harness.db_path)))
-
-    def post(count: int) -> float:
-        """Commit `count` items in one transaction and wake the daemon, as `notifctl add` does."""
-        with engine.begin() as conn:
-            for n in range(count):
-                store.post_items(conn, [Post("classified", f"ad {n}")])
-        started = time.monotonic()
-        send_wakeup(engine)
-        return started
-
-    try:
-        started = post(1)
-        latency = http_receiver.next().at - started
-        started = post(500)
-        # Generous deadlines: this is a measurement, and the machine may be busy.
-        assert len({http_receiver.next(timeout=3 * TIMEOUT).json["id"] for _ in range(500)}) == 500
-        elapsed = time.monotonic() - started
-    finally:
-        engine.dispose()
-    eventually(lambda: outbox(notifctl) == [], timeout=3 * TIMEOUT)
-    record_property("measurement", (
-        f"webhook (durable, through the outbox): commit to POST {latency * 1000:.1f} ms; "
-        f"500 items committed at once: {elapsed:.2f} s ({500 / elapsed:.0f}/s, 8 in flight, a new connection each)"
-    ))
+def test_items_committed_at_once_are_each_delivered(notifd_daemon, notifctl, http_receiver):
+    # Delivery speed is measured by `python -m bench.webhook`; here, only that a batch
+    # (more than the 8 in flight) all arrives and the outbox empties.
+    posted = notifctl("add", "--batch", "-", "classified", input="".join(f"ad {n}\n" for n in range(20)))
+    expected = {int(line) for line in posted.stdout.split()}
+    received: set[int] = set()
+    while received != expected:  # a failed attempt is retried: an id may come twice
+        received.add(http_receiver.next().json["id"])
+        assert received <= expected
+    eventually(lambda: outbox(notifctl) == [])

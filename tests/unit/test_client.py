@@ -231,16 +231,17 @@ def test_failover_moves_to_the_next_node_when_its_node_goes_down(clock, two_node
 
 def test_backoff_grows_while_every_node_is_down(clock):
     nodes = [Node(), Node()]
-    failover = Failover(None, nodes, clock=clock, initial_delay=1.0, max_delay=8.0)
+    failover = Failover(None, nodes, clock=clock, initial_delay=1.0, max_delay=8.0, jitter=lambda: 0.25)
     failover.start()
-    attempts = []
-    for _ in range(40):
-        clock.advance(0.5)
-        attempts.append(sum(node.attempts for node in nodes))
-    # Attempts alternate between the nodes, ever more spaced, never more often than max_delay allows.
-    assert abs(nodes[0].attempts - nodes[1].attempts) <= 1
-    assert 4 <= attempts[-1] < 12
-    assert attempts[-1] - attempts[-17] <= 2  # in the last 8 s: once or twice
+    times, tried = [clock.seconds()], [nodes[0].attempts]
+    for _ in range(7):
+        (retry,) = clock.getDelayedCalls()
+        clock.advance(retry.getTime() - clock.seconds())
+        times.append(clock.seconds())
+        tried.append(nodes[0].attempts + nodes[1].attempts)
+    # Times 1.5 from 1 s up to 8 s, each plus the jitter; the nodes in turn.
+    assert [b - a for a, b in zip(times, times[1:])] == [1.75, 2.5, 3.625, 5.3125, 7.84375, 8.25, 8.25]
+    assert tried == [1, 2, 3, 4, 5, 6, 7, 8] and (nodes[0].attempts, nodes[1].attempts) == (4, 4)
     failover.stop()
 
 

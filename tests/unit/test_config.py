@@ -83,6 +83,11 @@ def test_an_item_past_its_retention_is_not_recent(tmp_path):
     assert config.window(weather) == Window(max_age=timedelta(hours=1), max_count=5)
     path.write_text('[retention]\nmax_age = 0\n')  # kept forever: the recent window alone
     assert build(read_file(path)).window(classified) == classified.window
+    # Both set: the shorter wins, whichever it is.
+    path.write_text('[recent]\nmax_age = "3d"\n[retention]\nmax_age = "2d"\n')
+    assert build(read_file(path)).window(classified) == Window(max_age=timedelta(days=2), max_count=100)
+    path.write_text('[recent]\nmax_age = "3d"\n[retention]\nmax_age = "10d"\n')
+    assert build(read_file(path)).window(classified) == Window(max_age=timedelta(days=3), max_count=100)
 
 
 @pytest.mark.parametrize(

@@ -93,7 +93,7 @@ def test_memory_answers_unless_a_wakeup_is_not_yet_followed_by_a_check(database)
     hub.stop()
 
 
-def test_a_failing_notifier_does_not_stop_the_others(database):
+def test_a_failing_notifier_does_not_stop_the_others(database, logged):
     hub, clock = make_hub(database)
     seen = []
 
@@ -111,6 +111,10 @@ def test_a_failing_notifier_does_not_stop_the_others(database):
     hub.wake()
     assert len(seen) == 1
     failed_later.errback(RuntimeError("late"))  # logged, not raised
+    assert [formatEvent(e) for e in logged if e.get("plugin") in ("bad", "slow")] == [
+        "plugin bad failed in notifier raises: RuntimeError: boom",
+        "plugin slow failed in notifier fails-later: RuntimeError: late",
+    ]
 
 
 def pushing_hub(database):

@@ -53,6 +53,13 @@ def test_sqlite_is_in_wal_mode_with_a_busy_timeout(engine):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == dbmod.SQLITE_BUSY_TIMEOUT_MS
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    # sqlite_busy_timeout reaches the engine, outside and inside transactions.
+    short = dbmod.open_engine(engine.url, busy_timeout=0.25)
+    with short.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 250
+    with dbmod.transaction(short, write=True) as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 250
+    short.dispose()
 
 
 def test_backup_is_a_consistent_copy(engine, database, db_path, tmp_path):
