@@ -151,13 +151,14 @@ def test_a_failed_transaction_leaves_nothing(database):
     assert database.call(store.list_items) == []
 
 
+# PostgreSQL only: SQLite has no read-only transactions.
+@pytest.mark.parametrize("engine_on_each_database", ["postgresql"], indirect=True)
 def test_a_query_not_marked_as_writing_cannot_write_on_postgresql(database, engine):
     # Reads run in read-only transactions there: a missing @store.writes shows at once.
     def sneaky(conn):
         add_item(conn, "classified", "unmarked")
 
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has no read-only transactions")
+    assert engine.dialect.name == "postgresql"
     from sqlalchemy.exc import InternalError
 
     with pytest.raises(InternalError, match="read-only transaction"):
