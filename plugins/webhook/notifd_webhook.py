@@ -12,7 +12,8 @@
 The body is `{"id": 7, "type": "classified", "text": "...", "created_at": "2026-11-26T10:00:00Z"}`.
 Any answer but 2xx within the timeout is a failure, retried from notifd's outbox with
 back-off, across restarts, until it is dead (`notifctl outbox`). Delivery is at least
-once: the `Idempotency-Key: notifd-<id>` header lets the receiver drop a repeat.
+once: the `Idempotency-Key: notifd-<id>` header lets the receiver drop a repeat. Connections
+are kept alive; a POST that meets one the receiver is closing is sent again at once on a new one.
 """
 import json
 from urllib.parse import urlsplit
@@ -41,7 +42,7 @@ class Webhook:
             return None
         # Twisted's web client is imported here, not at the top: `notifctl add` loads this
         # plugin too, and stays fast.
-        from twisted.web.client import Agent, HTTPConnectionPool, readBody
+        from twisted.web.client import Agent, HTTPConnectionPool, RequestNotSent, ResponseNeverReceived, readBody
         from twisted.web.http_headers import Headers
 
         if self._agent is None:
@@ -58,11 +59,19 @@ class Webhook:
         # notifd cancels this Deferred after the notifier's timeout: Agent then drops the connection.
         d = self._agent.request(b"POST", self.url, headers, _Body(body))
 
+        def again(failure):
+            # A kept-alive connection the receiver closed just as we sent on it (an HTTP/1.0
+            # server, or an idle timeout): no answer came, so try once more at once on a new
+            # connection rather than wait for the outbox's back-off. Twisted retries only
+            # idempotent methods itself; the Idempotency-Key makes this POST safe to repeat.
+            failure.trap(ResponseNeverReceived, RequestNotSent)
+            return self._agent.request(b"POST", self.url, headers, _Body(body))
+
         def check(response):
             # Read the body in any case, so the connection is released.
             return readBody(response).addCallback(lambda _: _raise_unless_2xx(response))
 
-        return d.addCallback(check)
+        return d.addErrback(again).addCallback(check)
 
 
 def _raise_unless_2xx(response) -> None:

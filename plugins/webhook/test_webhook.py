@@ -3,13 +3,16 @@ dead letters, `notifctl outbox retry`, and a daemon killed mid-delivery."""
 from __future__ import annotations
 
 import json
+import queue
 import re
 import signal
+import socket
+import threading
 from pathlib import Path
 
 import pytest
 
-from notifd.testing import eventually
+from notifd.testing import TIMEOUT, Harness, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -102,3 +105,48 @@ def test_items_committed_at_once_are_each_delivered(notifd_daemon, notifctl, htt
         received.add(http_receiver.next().json["id"])
         assert received <= expected
     eventually(lambda: outbox(notifctl) == [])
+
+class ClosesTheKeptConnection:
+    """An HTTP server that answers the first POST on each connection, keeping it alive, and
+    closes the connection without an answer when a second POST comes on it: the race of a
+    receiver closing an idle connection just as notifd sends on it, made certain."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook"
+        self.answered: queue.Queue[int] = queue.Queue()  # item ids, in the order answered
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as reader:
+            head = b"".join(iter(reader.readline, b"\r\n")).decode("latin-1").lower()
+            length = int(re.search(r"content-length: *(\d+)", head).group(1))
+            self.answered.put(json.loads(reader.read(length))["id"])
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            reader.readline()  # the next request arrives: close instead of answering
+
+
+def test_a_post_sent_as_the_receiver_closes_the_connection_is_sent_again_at_once(tmp_path):
+    receiver = ClosesTheKeptConnection()
+    config = {"plugins": {"webhook": {"url": receiver.url}}, "notifiers": {"webhook": {"first_delay": 60}}}
+    harness = Harness(tmp_path, config, [Path(__file__).parent])
+    try:
+        daemon = harness.start()
+        first = int(harness.notifctl("add", "classified", "ad 1").stdout)
+        assert receiver.answered.get(timeout=TIMEOUT) == first
+        second = int(harness.notifctl("add", "classified", "ad 2").stdout)
+        # Sent on the kept connection, which closes: sent again on a new one, not 60 s later.
+        assert receiver.answered.get(timeout=TIMEOUT) == second
+        eventually(lambda: outbox(harness.notifctl) == [])
+        assert not [line for line in daemon.drained_log() if "failed in notifier webhook" in line]
+    finally:
+        harness.close()
+        receiver.listener.close()
