@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine
@@ -103,3 +104,20 @@ def test_memory_keeps_at_most_its_cap():
         memory.add(Item(n, "classified", "x", T0))
     assert len(memory) == 3 and memory.complete_after == 997
     assert len(memory._items) <= 6  # forgotten items are dropped in bulk, not kept
+
+
+@pytest.mark.parametrize("pick", list(Pick))
+@pytest.mark.parametrize(
+    "age, recent",
+    [
+        (timedelta(seconds=9), True),
+        (timedelta(seconds=10), True),  # exactly max_age old: still recent, as in store._recent
+        (timedelta(seconds=11), False),
+    ],
+)
+def test_the_age_window_includes_an_item_exactly_max_age_old(pick, age, recent):
+    window = Window(max_age=timedelta(seconds=10), max_count=None)
+    item = Item(1, "classified", "ad", T0)
+    memory = RecentItems(10, [item])
+    assert memory.unread(0, pick, window, T0 + age) == (True, item if recent else None)
+    assert len(memory) == int(recent)  # only an item past the window is forgotten
