@@ -232,3 +232,20 @@ def test_the_outbox_gauges_follow_its_rounds(database, clock):
     database.call(store.retry_delivery, database.call(store.list_outbox)[0].id, now=store.utcnow())
     clock.advance(10)
     assert gauges() == {"pending": 1, "dead": 1}
+
+
+@pytest.mark.parametrize(
+    "attempts, delay",
+    [
+        (1, 10.0),
+        (2, 20.0),
+        (3, 40.0),  # doubling, not 10 s more each time
+        (4, 80.0),
+        (5, 100.0),  # 160 s, capped by max_delay
+        (6, 100.0),
+        (7, None),  # the max_attempts-th failure is dead
+        (8, None),
+    ],
+)
+def test_the_back_off_doubles_up_to_its_cap_then_the_delivery_is_dead(attempts, delay):
+    assert Retry(max_attempts=7, first_delay=10.0, max_delay=100.0).delay(attempts) == delay
