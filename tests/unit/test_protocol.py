@@ -302,3 +302,22 @@ def test_without_anonymous_only_hello_is_accepted_until_one_succeeds():
     assert session.mode is Mode.HELLO
     session.receive(b"hello kiosk right\nrandom?\n")
     assert session.identified(3, {}) == [Send(b"OK\r\n"), Fetch("random", 0)]
+
+
+# A named client that may read classified only: (line, bytes sent, other actions, subscription).
+RESTRICTED_CHAT = [
+    (b"classified?", b"", [Fetch("classified", 0)], frozenset()),
+    (b"random?", b"ERR not allowed\r\n", [], frozenset()),
+    (b"notif random", b"ERR not allowed\r\n", [], frozenset()),
+    (b"notif classified random", b"ERR not allowed\r\n", [], frozenset()),
+    (b"notif classified", b"will send notifs\r\n", [Subscribe()], frozenset({"classified"})),
+    (b"notif", b"will send notifs\r\n", [Subscribe()], frozenset({"classified"})),  # all it may read
+]
+
+
+@pytest.mark.parametrize("line, reply, rest, subscription", RESTRICTED_CHAT)
+def test_a_client_restricted_to_some_types_is_refused_the_others(session, line, reply, rest, subscription):
+    session.receive(b"hello kiosk t\n")
+    session.identified(1, {}, allowed=frozenset({"classified"}))
+    actions = session.receive(line + b"\n")
+    assert (sent(actions), others(actions), session.subscription) == (reply, rest, subscription)
