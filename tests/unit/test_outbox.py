@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from twisted.internet import defer, task
+from twisted.logger import LogLevel, formatEvent
 
 from notifd import Notifier, Retry, store
 from notifd.outbox import Outbox
@@ -249,3 +250,27 @@ def test_the_outbox_gauges_follow_its_rounds(database, clock):
 )
 def test_the_back_off_doubles_up_to_its_cap_then_the_delivery_is_dead(attempts, delay):
     assert Retry(max_attempts=7, first_delay=10.0, max_delay=100.0).delay(attempts) == delay
+
+
+@pytest.mark.parametrize(
+    "fields", [{"max_attempts": 0}, {"first_delay": 0.0}, {"first_delay": 10.0, "max_delay": 9.0}]
+)
+def test_a_back_off_needs_one_attempt_a_positive_delay_and_a_cap_above_it(fields):
+    with pytest.raises(ValueError):
+        Retry(**fields)
+    assert Retry(max_attempts=1, first_delay=0.5, max_delay=0.5).delay(1) is None  # the smallest of each
+
+
+def test_a_dead_delivery_is_logged_once_with_what_happened(database, clock, logged):
+    outbox = make_outbox(database, clock, Endpoint("raise"))
+    item_id = post(database, "x")
+    outbox.wake()
+    clock.advance(10.0)
+    clock.advance(15.0)  # the third failure: dead
+    [dead] = database.call(store.list_outbox)
+    said = [formatEvent(event) for event in logged if event.get("log_level") == LogLevel.warn]
+    assert said == [
+        f"outbox: delivery {dead.id} of item {item_id} to hook is dead after 3 attempts: "
+        "ConnectionRefusedError: nobody listens"
+    ]
+    assert outbox.in_flight["hook"] == 0  # every delivery finished

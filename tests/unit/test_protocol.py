@@ -321,3 +321,7 @@ def test_a_client_restricted_to_some_types_is_refused_the_others(session, line, 
     session.identified(1, {}, allowed=frozenset({"classified"}))
     actions = session.receive(line + b"\n")
     assert (sent(actions), others(actions), session.subscription) == (reply, rest, subscription)
+
+
+def test_entering_announces_the_very_first_item_to_a_new_client(session):
+    assert sent(enter(session, latest={"classified": 1})) == b"notif: classified\r\n"  # no cursor yet: 0
