@@ -325,3 +325,21 @@ def test_a_client_restricted_to_some_types_is_refused_the_others(session, line, 
 
 def test_entering_announces_the_very_first_item_to_a_new_client(session):
     assert sent(enter(session, latest={"classified": 1})) == b"notif: classified\r\n"  # no cursor yet: 0
+
+
+def test_lines_sent_while_the_database_answers_wait_their_turn(session):
+    assert session.receive(b"classified?\n") == [Fetch("classified", 0)]
+    assert session.receive(b"random?\n") == []  # one request at a time: this one waits
+    assert session.failed() == [Err.UNAVAILABLE, Fetch("random", 0)]
+
+
+def test_lines_sent_behind_a_throttled_hello_are_answered_after_it(session):
+    session.receive(b"hello kiosk bad\nrandom?\n")
+    assert session.throttled() == [Err.HELLO_THROTTLED, Fetch("random", 0)]
+
+
+def test_a_line_of_max_line_bytes_may_arrive_before_its_crlf_ending():
+    session = Session(TYPES, max_line=8)
+    assert session.receive(b"classifi") == []  # 8 bytes: the longest line allowed
+    assert session.receive(b"\r") == []
+    assert sent(session.receive(b"\n")) == b"ERR unknown command\r\n"  # read as a line, not refused as too long
