@@ -1,6 +1,6 @@
 #!/bin/sh
 # Mutation testing of notifd's rules with mutmut 3: the modules and tests are in
-# pyproject.toml's [tool.mutmut]; the functions mutated are named here. About 25 minutes
+# pyproject.toml's [tool.mutmut]; the functions mutated are named here. About 10 minutes
 # on 2 cores. Prints killed/total per module; the report is README.md beside this file.
 set -eu
 cd "$(dirname "$0")/../.."
