@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from twisted.internet import defer, task
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.test import iosim
 from twisted.test.iosim import connectedServerAndClient
@@ -113,13 +113,44 @@ def test_subscription_filter(rig, pair):
     assert heard == ["random"]
 
 
-def test_pending_requests_fail_when_the_connection_is_lost(pair):
+REQUESTS = {
+    "random": lambda client: client.random(),
+    "query": lambda client: client.query("classified"),
+    "hello": lambda client: client.hello("kiosk", "token"),
+    "notif": lambda client: client.notif(lambda type_name: None),
+    "stop_notif": lambda client: client.stop_notif(),
+}
+
+
+def lose_uncleanly(client, server):
+    # iosim hands the client its transport's disconnectReason when the server side closes.
+    client.transport.disconnectReason = ConnectionLost("the network went down")
+    server.transport.loseConnection()
+
+
+@pytest.mark.parametrize("kind", REQUESTS)
+@pytest.mark.parametrize(
+    "close, reason",
+    [
+        (lambda client, server: client.transport.loseConnection(), ConnectionDone),
+        (lose_uncleanly, ConnectionLost),
+    ],
+    ids=["closed", "lost"],
+)
+def test_pending_requests_fail_when_the_connection_is_lost(pair, kind, close, reason):
     client, server, pump = pair
-    d = client.random()
-    client.transport.loseConnection()
+    in_flight, queued = REQUESTS[kind](client), REQUESTS[kind](client)
+    close(client, server)
     pump.flush()
-    with pytest.raises(Exception):
-        result(d, pump)
+    late = REQUESTS[kind](client)  # made after the loss: fails at once, with the same reason
+    for d in (in_flight, queued, late):
+        with pytest.raises(reason):
+            result(d, pump)
+    if reason is ConnectionDone:  # `closed` fires with None on a clean close, else fails with why
+        assert result(client.closed, pump) is None
+    else:
+        with pytest.raises(reason):
+            result(client.closed, pump)
 
 
 def test_the_watch_loop_prints_each_new_item_once(rig, pair):

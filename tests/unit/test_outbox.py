@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from twisted.internet import defer
+from twisted.logger import LogLevel, formatEvent
 
 from notifd import Notifier, Retry, store
 from notifd.outbox import Outbox
@@ -231,3 +232,44 @@ def test_the_outbox_gauges_follow_its_rounds(database, clock):
     database.call(store.retry_delivery, database.call(store.list_outbox)[0].id, now=store.utcnow())
     clock.advance(10)
     assert gauges() == {"pending": 1, "dead": 1}
+
+
+@pytest.mark.parametrize(
+    "attempts, delay",
+    [
+        (1, 10.0),
+        (2, 20.0),
+        (3, 40.0),  # doubling, not 10 s more each time
+        (4, 80.0),
+        (5, 100.0),  # 160 s, capped by max_delay
+        (6, 100.0),
+        (7, None),  # the max_attempts-th failure is dead
+        (8, None),
+    ],
+)
+def test_the_back_off_doubles_up_to_its_cap_then_the_delivery_is_dead(attempts, delay):
+    assert Retry(max_attempts=7, first_delay=10.0, max_delay=100.0).delay(attempts) == delay
+
+
+@pytest.mark.parametrize(
+    "fields", [{"max_attempts": 0}, {"first_delay": 0.0}, {"first_delay": 10.0, "max_delay": 9.0}]
+)
+def test_a_back_off_needs_one_attempt_a_positive_delay_and_a_cap_above_it(fields):
+    with pytest.raises(ValueError):
+        Retry(**fields)
+    assert Retry(max_attempts=1, first_delay=0.5, max_delay=0.5).delay(1) is None  # the smallest of each
+
+
+def test_a_dead_delivery_is_logged_once_with_what_happened(database, clock, logged):
+    outbox = make_outbox(database, clock, Endpoint("raise"))
+    item_id = post(database, "x")
+    outbox.wake()
+    clock.advance(10.0)
+    clock.advance(15.0)  # the third failure: dead
+    [dead] = database.call(store.list_outbox)
+    said = [formatEvent(event) for event in logged if event.get("log_level") == LogLevel.warn]
+    assert said == [
+        f"outbox: delivery {dead.id} of item {item_id} to hook is dead after 3 attempts: "
+        "ConnectionRefusedError: nobody listens"
+    ]
+    assert outbox.in_flight["hook"] == 0  # every delivery finished

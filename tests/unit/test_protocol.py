@@ -302,3 +302,44 @@ def test_without_anonymous_only_hello_is_accepted_until_one_succeeds():
     assert session.mode is Mode.HELLO
     session.receive(b"hello kiosk right\nrandom?\n")
     assert session.identified(3, {}) == [Send(b"OK\r\n"), Fetch("random", 0)]
+
+
+# A named client that may read classified only: (line, bytes sent, other actions, subscription).
+RESTRICTED_CHAT = [
+    (b"classified?", b"", [Fetch("classified", 0)], frozenset()),
+    (b"random?", b"ERR not allowed\r\n", [], frozenset()),
+    (b"notif random", b"ERR not allowed\r\n", [], frozenset()),
+    (b"notif classified random", b"ERR not allowed\r\n", [], frozenset()),
+    (b"notif classified", b"will send notifs\r\n", [Subscribe()], frozenset({"classified"})),
+    (b"notif", b"will send notifs\r\n", [Subscribe()], frozenset({"classified"})),  # all it may read
+]
+
+
+@pytest.mark.parametrize("line, reply, rest, subscription", RESTRICTED_CHAT)
+def test_a_client_restricted_to_some_types_is_refused_the_others(session, line, reply, rest, subscription):
+    session.receive(b"hello kiosk t\n")
+    session.identified(1, {}, allowed=frozenset({"classified"}))
+    actions = session.receive(line + b"\n")
+    assert (sent(actions), others(actions), session.subscription) == (reply, rest, subscription)
+
+
+def test_entering_announces_the_very_first_item_to_a_new_client(session):
+    assert sent(enter(session, latest={"classified": 1})) == b"notif: classified\r\n"  # no cursor yet: 0
+
+
+def test_lines_sent_while_the_database_answers_wait_their_turn(session):
+    assert session.receive(b"classified?\n") == [Fetch("classified", 0)]
+    assert session.receive(b"random?\n") == []  # one request at a time: this one waits
+    assert session.failed() == [Err.UNAVAILABLE, Fetch("random", 0)]
+
+
+def test_lines_sent_behind_a_throttled_hello_are_answered_after_it(session):
+    session.receive(b"hello kiosk bad\nrandom?\n")
+    assert session.throttled() == [Err.HELLO_THROTTLED, Fetch("random", 0)]
+
+
+def test_a_line_of_max_line_bytes_may_arrive_before_its_crlf_ending():
+    session = Session(TYPES, max_line=8)
+    assert session.receive(b"classifi") == []  # 8 bytes: the longest line allowed
+    assert session.receive(b"\r") == []
+    assert sent(session.receive(b"\n")) == b"ERR unknown command\r\n"  # read as a line, not refused as too long

@@ -49,3 +49,14 @@ def test_flushed_fires_once_every_mark_is_written(database):
     held.release_one()
     assert flushed.called
     assert database.call(store.client_cursors, a) == {"classified": 2}
+
+
+def test_marks_not_yet_written_are_told_per_client(database):
+    a, b = _client(database, "a"), _client(database, "b")
+    held, clock = HeldDatabase(database), task.Clock()
+    marks = ReadMarks(held, clock, interval=0.005)
+    marks.mark(a, "classified", 3)  # being written
+    marks.mark(a, "classified", 5)  # queued behind it
+    marks.mark(b, "classified", 9)
+    assert marks.cursors_of(a) == {"classified": 5}
+    assert marks.cursors_of(b) == {"classified": 9}

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine
 
 from notifd import store
 from notifd.items import Item, Pick, Window
-from notifd.recent import RecentItems, cap_for
+from notifd.recent import IN_MEMORY_MAX, RecentItems, cap_for
 from tests.posts import add_item
 
 T0 = datetime(2026, 11, 26, 12, 0, 0)
@@ -103,3 +104,95 @@ def test_memory_keeps_at_most_its_cap():
         memory.add(Item(n, "classified", "x", T0))
     assert len(memory) == 3 and memory.complete_after == 997
     assert len(memory._items) <= 6  # forgotten items are dropped in bulk, not kept
+
+
+@pytest.mark.parametrize("pick", list(Pick))
+@pytest.mark.parametrize(
+    "age, recent",
+    [
+        (timedelta(seconds=9), True),
+        (timedelta(seconds=10), True),  # exactly max_age old: still recent, as in store._recent
+        (timedelta(seconds=11), False),
+    ],
+)
+def test_the_age_window_includes_an_item_exactly_max_age_old(pick, age, recent):
+    window = Window(max_age=timedelta(seconds=10), max_count=None)
+    item = Item(1, "classified", "ad", T0)
+    memory = RecentItems(10, [item])
+    assert memory.unread(0, pick, window, T0 + age) == (True, item if recent else None)
+    assert len(memory) == int(recent)  # only an item past the window is forgotten
+
+
+@pytest.mark.parametrize(
+    "max_count, cap", [(None, IN_MEMORY_MAX), (5, 5), (IN_MEMORY_MAX + 1, IN_MEMORY_MAX)]
+)
+def test_memory_keeps_the_count_window_at_most_in_memory_max(max_count, cap):
+    assert cap_for(Window(max_age=None, max_count=max_count)) == cap
+
+
+def ads(*ids, at=T0):
+    return [Item(n, "classified", f"ad {n}", at) for n in ids]
+
+
+def test_memory_loaded_from_the_store_is_complete_above_its_oldest_item():
+    everything = Window(max_age=None, max_count=None)
+    # All the type has (ids of other types in between): sure at any cursor.
+    memory = RecentItems(10, ads(5, 6), complete=True)
+    assert memory.unread(0, Pick.OLDEST, everything, T0) == (True, ads(5)[0])
+    assert memory.after(0) == ads(5, 6)
+    # Only the newest of more: an older item may sit at any id below 5.
+    memory = RecentItems(2, ads(5, 6), complete=False)
+    assert memory.unread(3, Pick.OLDEST, everything, T0) == (False, None)
+    assert memory.after(3) is None
+    assert memory.unread(4, Pick.OLDEST, everything, T0) == (True, ads(5)[0])
+    assert memory.after(4) == ads(5, 6)
+
+
+def test_a_smaller_cap_forgets_the_oldest_and_memory_is_then_incomplete_below_them():
+    everything = Window(max_age=None, max_count=None)
+    memory = RecentItems(10, ads(1, 2, 3, 4, 5))
+    memory.resize(2)
+    assert (len(memory), memory.cap, memory.newest_items(10)) == (2, 2, ads(4, 5))
+    assert memory.unread(0, Pick.OLDEST, everything, T0) == (False, None)
+    assert memory.unread(3, Pick.OLDEST, everything, T0) == (True, ads(4)[0])
+    memory.add(ads(6)[0])
+    assert memory.newest_items(10) == ads(5, 6) and memory.after(4) == ads(5, 6)
+
+
+def test_a_count_window_wider_than_memory_is_not_answered_from_memory():
+    memory = RecentItems(3)
+    for item in ads(1, 2, 3, 4):  # item 1 is forgotten: memory holds 2 to 4
+        memory.add(item)
+    last_four = Window(max_age=None, max_count=4)
+    assert memory.unread(0, Pick.OLDEST, last_four, T0) == (False, None)  # the store says item 1
+    assert memory.unread(1, Pick.OLDEST, last_four, T0) == (True, ads(2)[0])
+
+
+def test_every_expired_item_at_the_head_is_forgotten():
+    window = Window(max_age=timedelta(seconds=10), max_count=None)
+    [new] = ads(4, at=T0 + timedelta(seconds=30))
+    memory = RecentItems(10, ads(1, 2, 3) + [new])
+    assert memory.unread(0, Pick.OLDEST, window, T0 + timedelta(seconds=35)) == (True, new)
+    assert len(memory) == 1
+
+
+FRESH = Item(1, "classified", "fresh", T0 + timedelta(seconds=30))
+LAGGING = Item(2, "classified", "lagging clock", T0)  # ids follow commits, times the posting node's clock
+
+
+@pytest.mark.parametrize(
+    "window, newest",
+    [(Window(max_age=timedelta(seconds=10), max_count=None), FRESH), (Window(max_age=None, max_count=None), LAGGING)],
+)
+def test_an_id_newer_than_its_time_is_not_answered_once_expired(window, newest):
+    memory = RecentItems(10, [FRESH, LAGGING])
+    assert memory.unread(0, Pick.NEWEST, window, T0 + timedelta(seconds=35)) == (True, newest)
+
+
+def test_removed_items_are_forgotten():
+    memory = RecentItems(10, ads(1, 2, 3))
+    memory.remove(2)
+    memory.remove(7)  # not here: nothing happens
+    assert memory.after(0) == ads(1, 3) and memory.newest_items(1) == ads(3)
+    memory.remove(3)
+    assert memory.newest() == ads(1)[0]

@@ -164,3 +164,22 @@ def test_a_query_not_marked_as_writing_cannot_write_on_postgresql(database, engi
     with pytest.raises(InternalError, match="read-only transaction"):
         database.call(sneaky)
     assert database.call(store.list_items) == []
+
+
+@pytest.mark.parametrize(
+    "age, recent",
+    [
+        (timedelta(hours=1) - timedelta(seconds=1), True),
+        (timedelta(hours=1), True),  # exactly max_age old: still recent (the window is closed)
+        (timedelta(hours=1) + timedelta(seconds=1), False),
+    ],
+)
+def test_window_by_age_boundary(database, age, recent):
+    hour = Window(max_age=timedelta(hours=1), max_count=None)
+    add(database, "classified", "ad", age=age)
+    expected = "ad" if recent else None
+    assert unread(database, "classified", 0, window=hour) == expected
+    assert unread(database, "classified", 0, Pick.NEWEST, window=hour) == expected
+    assert database.call(store.count_unread, "classified", 0, hour, NOW) == int(recent)
+    found = database.call(store.recent_after, {"classified": 0}, {"classified": hour}, NOW, 10)
+    assert [item.text for item in found] == (["ad"] if recent else [])

@@ -832,3 +832,34 @@ def test_idle_closes_and_hellos_are_counted(database, item_types):
     rig.clock.advance(61)
     rig.server.sweep()
     assert counted(rig, "notifd_connections_closed_total", limit="idle_timeout") == 2
+
+
+class BoundedTransport(StringTransport):
+    """Pushes back as Twisted's FileDescriptor does: past `buffer_size` unsent bytes it
+    pauses its registered streaming producer, and resumes it once drained."""
+
+    buffer_size = 64
+
+    def write(self, data):
+        super().write(data)
+        if self.producer is not None and self.streaming and len(self.value()) > self.buffer_size:
+            self.producer.pauseProducing()
+
+    def drain(self):
+        self.clear()
+        if self.producer is not None:
+            self.producer.resumeProducing()
+
+
+def test_a_full_write_buffer_stops_reading_through_the_registered_producer(rig):
+    proto = rig.factory.buildProtocol(None)
+    transport = BoundedTransport()
+    proto.makeConnection(transport)
+    assert (transport.producer, transport.streaming) == (proto, True)
+    assert transport.producerState == "producing"
+    proto.dataReceived(b"random?\n" * 8)  # more answers than the buffer holds
+    assert len(transport.value()) > transport.buffer_size
+    # No more requests are read (so no more answers written) until the client reads.
+    assert transport.producerState == "paused"
+    transport.drain()
+    assert transport.producerState == "producing"
