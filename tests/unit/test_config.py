@@ -328,3 +328,32 @@ def test_listen_entries_get_a_larger_backlog_unless_they_set_one(given, used):
     if given.startswith("tcp"):  # what Twisted makes of it (ssl: would need the key files)
         endpoint = serverFromString(reactor, used)
         assert endpoint._backlog == (1024 if used != given else 10)
+
+
+CLASSIFIED = ItemType("classified", window=Window(max_age=timedelta(days=7), max_count=100))
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", Window(max_age=timedelta(days=7), max_count=100)),  # the plugin's default
+        ('[recent]\nmax_age = "3d"\nmax_count = 20\n', Window(max_age=timedelta(days=3), max_count=20)),
+        ("[recent]\nmax_count = 0\n", Window(max_age=timedelta(days=7), max_count=None)),  # 0: no limit
+        ('[types.classified]\nrecent_max_age = "1h"\n', Window(max_age=timedelta(hours=1), max_count=100)),
+        ("[types.classified]\nrecent_max_count = 5\n", Window(max_age=timedelta(days=7), max_count=5)),
+        (
+            '[recent]\nmax_age = "3d"\nmax_count = 20\n[types.classified]\nrecent_max_age = "1h"\nrecent_max_count = 5\n',
+            Window(max_age=timedelta(hours=1), max_count=5),
+        ),
+        ('[recent]\nmax_age = "3d"\n[types.classified]\nrecent_max_count = 5\n', Window(max_age=timedelta(days=3), max_count=5)),
+    ],
+    ids=["default", "recent", "recent-no-limit", "type-age", "type-count", "type-over-recent", "each-key-apart"],
+)
+def test_a_type_window_is_its_own_setting_over_recent_over_the_plugin_default(tmp_path, text, expected):
+    assert build(read_file(write(tmp_path, text))).window(CLASSIFIED) == expected
+
+
+@pytest.mark.parametrize("text", ["[recent]\nmax_count = true\n", "[types.classified]\nrecent_max_count = false\n"])
+def test_a_boolean_is_not_a_count(tmp_path, text):
+    with pytest.raises(ConfigError, match="expected a whole number >= 0, got (True|False)"):
+        build(read_file(write(tmp_path, text)))
