@@ -183,3 +183,27 @@ def test_window_by_age_boundary(database, age, recent):
     assert database.call(store.count_unread, "classified", 0, hour, NOW) == int(recent)
     found = database.call(store.recent_after, {"classified": 0}, {"classified": hour}, NOW, 10)
     assert [item.text for item in found] == (["ad"] if recent else [])
+
+
+def test_recent_after_each_type_from_its_own_cursor_at_most_limit_each_in_id_order(database):
+    ids = {}
+    for n in range(4):
+        ids[f"c{n}"] = add(database, "classified", f"c{n}")
+        ids[f"r{n}"] = add(database, "random", f"r{n}")
+    add(database, "weather", "not asked for")
+    endless = Window(max_age=None, max_count=None)
+    windows = {"classified": endless, "random": endless}
+    found = database.call(store.recent_after, {"classified": ids["c0"], "random": 0}, windows, NOW, 2)
+    # classified after c0: c1, c2 (the limit); random from the start: r0, r1; merged in id order.
+    assert [item.text for item in found] == ["r0", "c1", "r1", "c2"]
+    # The window applies per type: the newest one of each.
+    windows["random"] = Window(max_age=None, max_count=1)
+    found = database.call(store.recent_after, {"classified": ids["c2"], "random": 0}, windows, NOW, 10)
+    assert [item.text for item in found] == ["c3", "r3"]
+
+
+def test_items_after_returns_at_most_a_batch(database):
+    first = add(database, "classified", "a")
+    second = add(database, "classified", "b")
+    add(database, "classified", "c")
+    assert [i.id for i in database.call(store.items_after, 0, 2)] == [first, second]
