@@ -7,7 +7,10 @@ import queue
 import re
 import signal
 import socket
+import sqlite3
 import threading
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -23,11 +26,13 @@ def notifd_plugins():
 
 
 @pytest.fixture
-def notifd_config(http_receiver):
-    """The plugin aimed at the test's HTTP server, with quick retries."""
+def notifd_config(http_receiver, request):
+    """The plugin aimed at the test's HTTP server, with quick retries (a test may give its
+    own retry settings by indirect parametrisation)."""
+    retry = getattr(request, "param", {"first_delay": 0.3, "max_attempts": 3})
     return {
         "plugins": {"webhook": {"url": http_receiver.url, "headers": {"Authorization": "Bearer s3cret"}}},
-        "notifiers": {"webhook": {"timeout": 5, "first_delay": 0.3, "max_attempts": 3}},
+        "notifiers": {"webhook": {"timeout": 5, **retry}},
     }
 
 
@@ -48,15 +53,29 @@ def test_each_new_item_is_posted_as_json(notifd_daemon, notifctl, http_receiver)
     eventually(lambda: outbox(notifctl) == [])  # delivered: nothing left
 
 
-def test_failures_back_off_then_die_and_retry_delivers(notifd_daemon, notifctl, http_receiver):
+# Long delays, so nothing is retried behind the test's back: each retry is made due by hand.
+@pytest.mark.parametrize("notifd_config", [{"first_delay": 60, "max_attempts": 4}], indirect=True)
+def test_failures_back_off_doubling_then_die_and_retry_delivers(notifd_daemon, notifctl, http_receiver):
     http_receiver.status = 500
+    http_receiver.hold.clear()  # each request waits for the test to note the time
     notifctl("add", "classified", "ad")
-    arrivals = [http_receiver.next().at for _ in range(3)]
-    # Back-off: 0.3 s, then 0.6 s (plus up to one poll of 0.1 s each).
-    assert arrivals[1] - arrivals[0] >= 0.3 and arrivals[2] - arrivals[1] >= 0.6
-    notifd_daemon.wait_for_log(re.compile(r"delivery \d+ of item \d+ to webhook is dead after 3 attempts: WebhookFailed: HTTP 500"))
+    for attempt, delay in ((1, 60), (2, 120), (3, 240)):
+        http_receiver.next()
+        answered = time.time()  # the 500 goes back after this
+        http_receiver.hold.set()
+        [row] = eventually(lambda: [r for r in outbox(notifctl) if (r["state"], r["attempts"]) == ("pending", attempt)])
+        seen = time.time()
+        # The stored next attempt is the failure's time plus the back-off (listed to the second).
+        next_at = datetime.fromisoformat(row["next_attempt_at"].rstrip("Z")).replace(tzinfo=timezone.utc).timestamp()
+        assert answered + delay - 1 < next_at <= seen + delay
+        http_receiver.hold.clear()
+        with sqlite3.connect(notifd_daemon.db_path) as conn:  # due now; the outbox polls
+            conn.execute("UPDATE outbox SET next_attempt_at = '2000-01-01 00:00:00.000000' WHERE id = ?", (row["id"],))
+    http_receiver.next()
+    http_receiver.hold.set()
+    notifd_daemon.wait_for_log(re.compile(r"delivery \d+ of item \d+ to webhook is dead after 4 attempts: WebhookFailed: HTTP 500"))
     [dead] = outbox(notifctl)
-    assert (dead["state"], dead["attempts"], dead["last_error"]) == ("dead", 3, "WebhookFailed: HTTP 500 Internal Server Error")
+    assert (dead["state"], dead["attempts"], dead["last_error"]) == ("dead", 4, "WebhookFailed: HTTP 500 Internal Server Error")
 
     http_receiver.status = 200
     notifctl("outbox", "retry", str(dead["id"]))
