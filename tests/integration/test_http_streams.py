@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import signal
+import socket
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -160,3 +161,38 @@ def test_turning_anonymous_clients_off_ends_their_streams_and_sockets(daemon, tm
         with pytest.raises(ConnectionClosed):
             ws.recv(timeout=TIMEOUT)
     assert stream.next() == {"event": "error", "data": {"detail": "anonymous clients are no longer served"}}
+
+
+@pytest.mark.parametrize("version", ["HTTP/1.1", "HTTP/1.0"])
+def test_events_on_the_wire_are_framed_for_the_client_s_http_version(daemon, notifctl, version):
+    # Events are written straight to the socket, not through twisted.web's Request.write:
+    # HTTP/1.1 gets each one as a chunk, HTTP/1.0 (no chunked encoding) gets the bare bytes.
+    server = daemon()
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=TIMEOUT) as sock:
+        sock.sendall(f"GET /v1/events?types=classified {version}\r\nHost: localhost\r\n\r\n".encode())
+        received = b""
+        while b": notifd events\n\n" not in received:
+            received += sock.recv(65536)
+        item_id = int(notifctl("add", "classified", "Vélo").stdout)
+        head, _, body = received.partition(b"\r\n\r\n")
+        event = json.dumps({"id": item_id, "type": "classified", "text": "Vélo"}, ensure_ascii=False)[:-1]
+        while event.encode() not in body or not body.endswith(b"\n\n" if version == "HTTP/1.0" else b"\n\n\r\n"):
+            body += sock.recv(65536)
+    comment = b": notifd events\n\n"
+    if version == "HTTP/1.1":
+        assert b"transfer-encoding: chunked" in head.lower()
+        chunks, rest = [], body
+        while rest:  # size CRLF data CRLF, each event one chunk
+            size, _, rest = rest.partition(b"\r\n")
+            chunks.append(rest[: int(size, 16)])
+            assert rest[int(size, 16): int(size, 16) + 2] == b"\r\n"
+            rest = rest[int(size, 16) + 2:]
+        assert chunks[0] == comment and len(chunks) == 2
+        event_bytes = chunks[1]
+    else:
+        assert b"transfer-encoding" not in head.lower()
+        assert body.startswith(comment)
+        event_bytes = body[len(comment):]
+    lines = event_bytes.decode().split("\n")
+    assert lines[:2] == [f"id: {item_id}", "event: classified"] and lines[-2:] == ["", ""]
+    assert json.loads(lines[2].removeprefix("data: "))["text"] == "Vélo"
