@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable
 
 from . import strictmodes
 from .items import ItemType, Notifier, Window
+from .posting import SQLITE_BUSY_TIMEOUT_MS
 
 SYSTEM_CONFIG = Path("/etc/notifd/notifd.toml")  # read when no --config or NOTIFD_CONFIG is given
 DEFAULT_LISTEN = ("tcp:8789:interface=127.0.0.1",)
@@ -174,7 +175,7 @@ class Config:
     workers: int = 1  # processes serving the same listening ports
     max_line_length: int = DEFAULT_MAX_LINE
     poll_interval: float = 1.0  # seconds between safety checks for new items
-    sqlite_busy_timeout: float = 5.0  # seconds a SQLite writer waits for another's lock
+    sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT_MS / 1000  # seconds a SQLite writer waits for another's lock
     log_format: str = "text"
     log_level: str = "info"
     metrics: str | None = None  # endpoint serving /metrics and /healthz

@@ -59,7 +59,9 @@ class Daemon:
         self.shared_ports = shared_ports  # a --workers worker: listen on these ports, shared (workers.py)
         self.metrics = Metrics()
         url = dbmod.database_url(config.db)
-        self.engine = engine if engine is not None else dbmod.open_engine(url, f"notifd {config.node}", busy_timeout=config.sqlite_busy_timeout)
+        self.engine = engine if engine is not None else dbmod.open_engine(
+            url, f"notifd {config.node}", busy_timeout=config.sqlite_busy_timeout
+        )
         self.db = dbmod.Database.threaded(
             self.engine, reactor, observe=self.metrics.database_seconds.observe,
             on_error=lambda kind: self.metrics.database_errors[kind].inc(),

@@ -88,7 +88,8 @@ class Store:
         if self._engine is None:
             from ..db import open_engine
 
-            self._engine = open_engine(self.url, create=False, busy_timeout=self.config.sqlite_busy_timeout)  # only `db upgrade` creates one
+            # Only `db upgrade` creates a database.
+            self._engine = open_engine(self.url, create=False, busy_timeout=self.config.sqlite_busy_timeout)
         return self._engine
 
     @property
