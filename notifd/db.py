@@ -25,13 +25,18 @@ from sqlalchemy.exc import OperationalError
 from . import store
 
 # Kept in posting.py so that notifctl add needs no SQLAlchemy.
-from .posting import UnusableDatabase, default_database_path, on_read_only_file_system, read_only_database
+from .posting import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    UnusableDatabase,
+    default_database_path,
+    on_read_only_file_system,
+    read_only_database,
+)
 
 T = TypeVar("T")
 
 FOLLOW = "follow"  # the key of the catch-up thread's pool (store.follows)
-SQLITE_BUSY_TIMEOUT_MS = 5000  # how long a writer waits for another before "database is locked"
-OUTAGE_BUSY_TIMEOUT_MS = 100  # the same, while the last call already failed that way
+OUTAGE_BUSY_TIMEOUT_MS = 100  # the SQLite busy timeout while the last call already failed with "database is locked"
 
 
 def _log():

@@ -77,7 +77,6 @@ def test_postgresql_stores_what_sqlite_stores(tmp_path, pg_url):
 
 def test_constants_follow_the_store_and_the_engine():
     assert posting.SCHEMA_HEAD == store.SCHEMA_HEAD
-    assert posting.SQLITE_BUSY_TIMEOUT_MS == dbmod.SQLITE_BUSY_TIMEOUT_MS
     assert posting.KEY_MAX == store.items.c.key.type.length
 
 
