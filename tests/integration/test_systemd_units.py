@@ -201,9 +201,10 @@ def test_notifd_makes_no_system_call_the_unit_refuses(workers, service_user, sys
         return found
 
     try:
-        # Each worker logs its own ports: the same two.
-        ports = [int(m.group(1)) for m in logged(r"notifd listening on (?:TCP|TLS) [\d.]+:(\d+)", 2 * workers)][:2]
-        plain, tls = LineClient(ports[0]), TLSClient(ports[1], cert)
+        # Each worker logs its own ports, the same two, in whatever order the workers run.
+        ports = {m.group(1): int(m.group(2))
+                 for m in logged(r"notifd listening on (TCP|TLS) [\d.]+:(\d+)", 2 * workers)}
+        plain, tls = LineClient(ports["TCP"]), TLSClient(ports["TLS"], cert)
         assert plain.ask(f"hello kiosk {token}") == "OK"
         assert plain.ask("notif") == "will send notifs"
         notifctl("add", "classified", "ad")  # a wake-up datagram, a fan-out
