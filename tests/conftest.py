@@ -17,6 +17,24 @@ from tests.harness import DATABASES, Rig
 from tests.pg import pg_url  # noqa: F401  (a fixture: a fresh PostgreSQL database)
 
 
+# Figures the integration tests measure (their `report` fixture), printed after the run. They
+# travel as user properties of the test's report, so they reach this process from pytest-xdist's
+# workers too.
+_measurements: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call":
+        _measurements.extend(line for key, line in report.user_properties if key == "notifd measurement")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _measurements:
+        terminalreporter.section("notifd measurements")
+        for line in _measurements:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture
 def db_path(tmp_path):
     return tmp_path / "notifd.db"

@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,20 +36,10 @@ from notifd.testing import (  # noqa: F401
 )
 from tests.require import require_root
 
-_measurements: list[str] = []
-
-
-def pytest_terminal_summary(terminalreporter):
-    if _measurements:
-        terminalreporter.section("notifd measurements")
-        for line in _measurements:
-            terminalreporter.write_line(line)
-
-
 @pytest.fixture
-def report():
-    """Record a measured figure; it is printed at the end of the test run."""
-    return _measurements.append
+def report(request):
+    """Record a measured figure; tests/conftest.py prints it at the end of the test run."""
+    return lambda line: request.node.user_properties.append(("notifd measurement", line))
 
 
 @pytest.fixture
@@ -142,11 +133,8 @@ def service_user(tmp_path_factory):
     """
     require_root("it creates a throw-away system user to run notifd and notifctl as")
     name = f"notifd-test-{secrets.token_hex(3)}"
-    subprocess.run(
-        ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-         "--shell", "/usr/sbin/nologin", name],
-        check=True, capture_output=True,
-    )
+    _shadow_utility("useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+                    "--shell", "/usr/sbin/nologin", name)
     try:
         entry = pwd.getpwnam(name)
         prefix = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--"]
@@ -157,7 +145,20 @@ def service_user(tmp_path_factory):
                       str(hidden[0]), hidden[1], str(view), *prefix]
         yield ServiceUser(name, entry.pw_uid, entry.pw_gid, tuple(prefix))
     finally:
-        subprocess.run(["userdel", name], check=True, capture_output=True)
+        _shadow_utility("userdel", name)
+
+
+def _shadow_utility(*argv: str) -> None:
+    """Run useradd or userdel, again while another test's holds /etc/passwd's lock (parallel
+    workers add and remove users at once; the tools give up at once, exit code 1 or 10)."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode == 0:
+            return
+        if "lock" not in done.stderr or time.monotonic() > deadline:
+            raise AssertionError(f"{' '.join(argv)}: {done.stderr.strip()}")
+        time.sleep(0.05)
 
 
 @pytest.fixture
