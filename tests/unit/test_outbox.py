@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from twisted.internet import defer
+from sqlalchemy.exc import OperationalError
 from twisted.logger import LogLevel, formatEvent
 
 from notifd import Notifier, Retry, store
@@ -273,3 +274,32 @@ def test_a_dead_delivery_is_logged_once_with_what_happened(database, clock, logg
         "ConnectionRefusedError: nobody listens"
     ]
     assert outbox.in_flight["hook"] == 0  # every delivery finished
+
+
+class FailingToRecord:
+    """The database, except that recording a delivery fails with the given error."""
+
+    def __init__(self, database, error):
+        self.database, self.error = database, error
+
+    def run(self, f, *args, **kwargs):
+        if f is store.delivered:
+            return defer.fail(self.error)
+        return self.database.run(f, *args, **kwargs)
+
+
+@pytest.mark.parametrize("error, said", [
+    (RuntimeError("a bug"), ["outbox: cannot record a delivery"]),
+    # An outage: the database logs it, once for all its callers.
+    (OperationalError("UPDATE", {}, Exception("disk I/O error")), []),
+])
+def test_a_delivery_that_cannot_be_recorded_is_logged_unless_the_database_is_down(database, clock, logged,
+                                                                                   error, said):
+    outbox = Outbox(FailingToRecord(database, error), clock, [("test-plugin", Notifier(
+        "hook", Endpoint().notify, durable=True, timeout=5.0, retry=RETRY))], "node-a", poll_interval=1.0)
+    outbox.start()
+    post(database, "x")
+    outbox.wake()
+    assert [formatEvent(event) for event in logged if event.get("log_namespace", "").startswith("notifd.outbox")
+            and event.get("log_level") >= LogLevel.warn] == said
+    assert outbox.in_flight["hook"] == 0

@@ -177,13 +177,18 @@ def test_entering_announces_types_with_unread_recent_items(session):
 
 def test_one_notification_outstanding_and_coalescing(session):
     enter(session)
+    assert session.queued() == 0
     assert sent(session.item_added("classified")) == b"notif: classified\r\n"
     for _ in range(10_000):
         assert session.item_added("classified") == []  # already outstanding
+    assert session.queued() == 1  # the metrics' pending gauge: one, however many items
     assert session.item_added("random") == []  # queued behind the outstanding one
     assert session.item_added("random") == []  # already pending
+    assert session.queued() == 2
     assert sent(session.receive(b"OK\r\n")) == b"notif: random\r\n"
+    assert session.queued() == 1
     assert session.receive(b"OK\r\n") == []
+    assert session.queued() == 0
     # After the OK, a newer item of the type notifies again.
     assert sent(session.item_added("classified")) == b"notif: classified\r\n"
 

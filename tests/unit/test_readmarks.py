@@ -60,3 +60,23 @@ def test_marks_not_yet_written_are_told_per_client(database):
     marks.mark(b, "classified", 9)
     assert marks.cursors_of(a) == {"classified": 5}
     assert marks.cursors_of(b) == {"classified": 9}
+
+
+def test_a_mark_being_written_beyond_the_one_queued_is_the_one_told(database):
+    a = _client(database)
+    held, clock = HeldDatabase(database), task.Clock()
+    marks = ReadMarks(held, clock, interval=0.005)
+    marks.mark(a, "classified", 9)  # being written
+    marks.mark(a, "classified", 4)  # a slower connection of the same client, queued behind it
+    assert marks.cursors_of(a) == {"classified": 9}  # the furthest, wherever it waits
+
+
+def test_a_mark_due_exactly_now_is_written_at_once_not_a_turn_later(database):
+    a = _client(database)
+    held, clock = HeldDatabase(database), task.Clock()
+    marks = ReadMarks(held, clock, interval=0.005)
+    marks.mark(a, "classified", 1)
+    held.release()
+    clock.advance(0.005)  # exactly the interval since that write began
+    marks.mark(a, "classified", 2)
+    assert [args for _, args, _, _ in held.held] == [([(a, "classified", 2)],)]

@@ -196,3 +196,9 @@ def test_removed_items_are_forgotten():
     assert memory.after(0) == ads(1, 3) and memory.newest_items(1) == ads(3)
     memory.remove(3)
     assert memory.newest() == ads(1)[0]
+
+
+def test_removing_an_item_already_forgotten_leaves_the_held_ones():
+    memory = RecentItems(4, ads(1, 2, 3, 4, 5, 6))  # 1 and 2 forgotten, still in the list
+    memory.remove(1)
+    assert memory.after(2) == ads(3, 4, 5, 6) and len(memory) == 4
