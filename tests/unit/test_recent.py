@@ -202,3 +202,8 @@ def test_removing_an_item_already_forgotten_leaves_the_held_ones():
     memory = RecentItems(4, ads(1, 2, 3, 4, 5, 6))  # 1 and 2 forgotten, still in the list
     memory.remove(1)
     assert memory.after(2) == ads(3, 4, 5, 6) and len(memory) == 4
+
+
+def test_by_default_the_items_given_are_every_item_of_the_type():
+    assert RecentItems(10, ads(5, 6)).after(0) == ads(5, 6)  # ids 1-4 were removed, not forgotten
+    assert RecentItems(10, ads(5, 6), complete=False).after(0) is None
