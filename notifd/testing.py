@@ -372,6 +372,10 @@ class Harness:
             self.db_path, "--config", str(self.config_path), *args, stdin=input, check=check, env=self.env
         )
 
+    def outbox(self) -> list[dict[str, Any]]:
+        """The deliveries waiting for durable notifiers, as `notifctl outbox --json` lists them."""
+        return json.loads(self.notifctl("outbox", "--json").stdout)
+
     def close(self) -> None:
         for daemon in self.daemons:
             daemon.stop()
@@ -413,6 +417,12 @@ def notifd_client(notifd_daemon):
 def notifctl(notifd_harness):
     """`notifctl(*args, input=None, check=True)`: run notifctl on the test's configuration."""
     return notifd_harness.notifctl
+
+
+@pytest.fixture
+def notifd_outbox(notifd_harness):
+    """`notifd_outbox()`: the deliveries waiting for durable notifiers (`notifctl outbox --json`)."""
+    return notifd_harness.outbox
 
 
 # --- the far end of a webhook -------------------------------------------------------------------

@@ -51,11 +51,7 @@ def runs(tmp_path):
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def outbox(notifctl):
-    return json.loads(notifctl("outbox", "--json").stdout)
-
-
-def test_the_command_gets_the_item_and_a_failure_is_retried(notifd_daemon, notifctl, tmp_path):
+def test_the_command_gets_the_item_and_a_failure_is_retried(notifd_daemon, notifctl, tmp_path, notifd_outbox):
     (tmp_path / "fail").touch()
     item_id = int(notifctl("add", "classified", "Vélo à vendre").stdout)
     notifctl("add", "random", "42")  # not one of its types
@@ -64,23 +60,23 @@ def test_the_command_gets_the_item_and_a_failure_is_retried(notifd_daemon, notif
         "NOTIFD_ITEM_ID": str(item_id), "NOTIFD_ITEM_TYPE": "classified", "NOTIFD_ITEM_TEXT": "Vélo à vendre",
         "NOTIFD_ITEM_CREATED_AT": first["NOTIFD_ITEM_CREATED_AT"], "stdin": "Vélo à vendre\n",
     }
-    [pending] = eventually(lambda: [d for d in outbox(notifctl) if d["last_error"]])
+    [pending] = eventually(lambda: [d for d in notifd_outbox() if d["last_error"]])
     assert pending["last_error"] == "CommandFailed: exit status 3: the printer is on fire"
     (tmp_path / "fail").unlink()
-    eventually(lambda: outbox(notifctl) == [])
+    eventually(lambda: notifd_outbox() == [])
     assert [run["NOTIFD_ITEM_ID"] for run in runs(tmp_path)][-1] == str(item_id)
     assert {run["NOTIFD_ITEM_TYPE"] for run in runs(tmp_path)} == {"classified"}
 
 
-def test_a_command_past_its_timeout_is_killed_and_retried(notifd_daemon, notifctl, tmp_path):
+def test_a_command_past_its_timeout_is_killed_and_retried(notifd_daemon, notifctl, tmp_path, notifd_outbox):
     (tmp_path / "hang").touch()
     notifctl("add", "classified", "slow")
-    [pending] = eventually(lambda: [d for d in outbox(notifctl) if d["last_error"]])
+    [pending] = eventually(lambda: [d for d in notifd_outbox() if d["last_error"]])
     assert pending["last_error"] == "timed out after 2.0 s"
     pid = int((tmp_path / "hung.pid").read_text())
     eventually(lambda: not _alive(pid))  # killed, not left behind
     (tmp_path / "hang").unlink()
-    eventually(lambda: outbox(notifctl) == [])
+    eventually(lambda: notifd_outbox() == [])
     assert [run["stdin"] for run in runs(tmp_path)] == ["slow\n"]
 
 

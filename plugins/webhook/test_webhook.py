@@ -36,11 +36,7 @@ def notifd_config(http_receiver, request):
     }
 
 
-def outbox(notifctl):
-    return json.loads(notifctl("outbox", "--json").stdout)
-
-
-def test_each_new_item_is_posted_as_json(notifd_daemon, notifctl, http_receiver):
+def test_each_new_item_is_posted_as_json(notifd_daemon, notifctl, http_receiver, notifd_outbox):
     item_id = int(notifctl("add", "classified", "Vélo à vendre").stdout)
     request = http_receiver.next()
     assert request.path == "/hook"
@@ -50,12 +46,12 @@ def test_each_new_item_is_posted_as_json(notifd_daemon, notifctl, http_receiver)
     assert request.headers["Content-Type"] == "application/json"
     assert request.headers["Idempotency-Key"] == f"notifd-{item_id}"
     assert request.headers["Authorization"] == "Bearer s3cret"
-    eventually(lambda: outbox(notifctl) == [])  # delivered: nothing left
+    eventually(lambda: notifd_outbox() == [])  # delivered: nothing left
 
 
 # Long delays, so nothing is retried behind the test's back: each retry is made due by hand.
 @pytest.mark.parametrize("notifd_config", [{"first_delay": 60, "max_attempts": 4}], indirect=True)
-def test_failures_back_off_doubling_then_die_and_retry_delivers(notifd_daemon, notifctl, http_receiver):
+def test_failures_back_off_doubling_then_die_and_retry_delivers(notifd_daemon, notifctl, http_receiver, notifd_outbox):
     http_receiver.status = 500
     http_receiver.hold.clear()  # each request waits for the test to note the time
     notifctl("add", "classified", "ad")
@@ -63,7 +59,7 @@ def test_failures_back_off_doubling_then_die_and_retry_delivers(notifd_daemon, n
         http_receiver.next()
         answered = time.time()  # the 500 goes back after this
         http_receiver.hold.set()
-        [row] = eventually(lambda: [r for r in outbox(notifctl) if (r["state"], r["attempts"]) == ("pending", attempt)])
+        [row] = eventually(lambda: [r for r in notifd_outbox() if (r["state"], r["attempts"]) == ("pending", attempt)])
         seen = time.time()
         # The stored next attempt is the failure's time plus the back-off (listed to the second).
         next_at = datetime.fromisoformat(row["next_attempt_at"].rstrip("Z")).replace(tzinfo=timezone.utc).timestamp()
@@ -74,30 +70,31 @@ def test_failures_back_off_doubling_then_die_and_retry_delivers(notifd_daemon, n
     http_receiver.next()
     http_receiver.hold.set()
     notifd_daemon.wait_for_log(re.compile(r"delivery \d+ of item \d+ to webhook is dead after 4 attempts: WebhookFailed: HTTP 500"))
-    [dead] = outbox(notifctl)
+    [dead] = notifd_outbox()
     assert (dead["state"], dead["attempts"], dead["last_error"]) == ("dead", 4, "WebhookFailed: HTTP 500 Internal Server Error")
 
     http_receiver.status = 200
     notifctl("outbox", "retry", str(dead["id"]))
     assert http_receiver.next().json["text"] == "ad"
-    eventually(lambda: outbox(notifctl) == [])
+    eventually(lambda: notifd_outbox() == [])
 
 
-def test_deliveries_survive_a_kill_and_items_posted_while_down_are_sent(notifd_daemon, notifctl, http_receiver):
+def test_deliveries_survive_a_kill_and_items_posted_while_down_are_sent(notifd_daemon, notifctl, http_receiver,
+                                                                        notifd_outbox):
     http_receiver.hold.clear()  # the endpoint hangs: the daemon dies while delivering
     first = int(notifctl("add", "classified", "in flight").stdout)
     assert http_receiver.next().json["id"] == first
     assert notifd_daemon.kill(signal.SIGKILL) == -signal.SIGKILL
     second = int(notifctl("add", "classified", "posted while down").stdout)
     # Seen while the daemon is down: the interrupted delivery, and the item not queued yet.
-    assert [(row["state"], row["item_id"]) for row in outbox(notifctl)] == [("delivering", first), ("new", second)]
+    assert [(row["state"], row["item_id"]) for row in notifd_outbox()] == [("delivering", first), ("new", second)]
     assert notifctl("outbox").stdout.splitlines()[-1].startswith(f"-\tnew\twebhook\titem {second} (classified)\t")
     http_receiver.hold.set()
 
     notifd_daemon.start()
     # The interrupted delivery is resumed at once (not after its lease), the other one found.
     assert sorted(http_receiver.next().json["id"] for _ in range(2)) == [first, second]
-    eventually(lambda: outbox(notifctl) == [])
+    eventually(lambda: notifd_outbox() == [])
 
 
 @pytest.mark.parametrize("notifd_config", [{"plugins": {"webhook": {"url": "ftp://127.0.0.1:21/hook"}}}])
@@ -114,7 +111,7 @@ def test_notifctl_plugins_shows_the_durable_notifier(notifctl):
     assert listed[-1]["notifiers"] == [{"name": "webhook", "durable": True}]
 
 
-def test_items_committed_at_once_are_each_delivered(notifd_daemon, notifctl, http_receiver):
+def test_items_committed_at_once_are_each_delivered(notifd_daemon, notifctl, http_receiver, notifd_outbox):
     # Delivery speed is measured by `python -m bench.webhook`; here, only that a batch
     # (more than the 8 in flight) all arrives and the outbox empties.
     posted = notifctl("add", "--batch", "-", "classified", input="".join(f"ad {n}\n" for n in range(20)))
@@ -123,7 +120,7 @@ def test_items_committed_at_once_are_each_delivered(notifd_daemon, notifctl, htt
     while received != expected:  # a failed attempt is retried: an id may come twice
         received.add(http_receiver.next().json["id"])
         assert received <= expected
-    eventually(lambda: outbox(notifctl) == [])
+    eventually(lambda: notifd_outbox() == [])
 
 class ClosesTheKeptConnection:
     """An HTTP server that answers the first POST on each connection, keeping it alive, and
@@ -164,7 +161,7 @@ def test_a_post_sent_as_the_receiver_closes_the_connection_is_sent_again_at_once
         second = int(harness.notifctl("add", "classified", "ad 2").stdout)
         # Sent on the kept connection, which closes: sent again on a new one, not 60 s later.
         assert receiver.answered.get(timeout=TIMEOUT) == second
-        eventually(lambda: outbox(harness.notifctl) == [])
+        eventually(lambda: harness.outbox() == [])
         assert not [line for line in daemon.drained_log() if "failed in notifier webhook" in line]
     finally:
         harness.close()
