@@ -52,7 +52,9 @@ def run(rounds: int, batch: int, timeout: float | None = None) -> dict:
             for _ in range(batch):
                 last = receiver.next(timeout=60).at
             elapsed = last - started
-            failed = sum("failed in notifier webhook" in line for line in daemon.drained_log())
+            failures = [line for line in daemon.drained_log() if "failed in notifier webhook" in line]
+            failed = len(failures)
+            sys.stderr.writelines(failures[:5])  # what went wrong, for the first few
         finally:
             engine.dispose()
             harness.close()

@@ -30,10 +30,10 @@ from typing import Any, Callable, Sequence
 
 from .items import Item
 
-SCHEMA_HEAD = "0007"  # == store.SCHEMA_HEAD; a test keeps them equal
+SCHEMA_HEAD = "0008"  # the Alembic revision this notifd expects (store.py, db.py use this one)
 SQLITE_BUSY_TIMEOUT_MS = 5000  # default of sqlite_busy_timeout: how long a writer waits for another's lock
 KEY_MAX = 200  # characters in an idempotency key (items.key)
-HEARTBEAT_SECONDS = 5.0  # == service.HEARTBEAT_SECONDS; a test keeps them equal
+HEARTBEAT_SECONDS = 5.0  # how often a daemon records that it is alive (service.py, notifctl status)
 ITEMS_LOCK = 0x6E6F7470  # PostgreSQL advisory lock key: posters take turns (Rule 1)
 
 

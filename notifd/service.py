@@ -24,11 +24,11 @@ from .limits import FailureLimiter
 from .logs import Logging
 from .metrics import Metrics, site
 from .outbox import Outbox
+from .posting import HEARTBEAT_SECONDS
 from .retention import Pruner
 from .wakeup import make_listener
 from .wire import ConnectionFactory, Server
 
-HEARTBEAT_SECONDS = 5.0  # how often a daemon records that it is alive (notifctl status)
 CLOSE_TIMEOUT = 3.0  # how long stopping waits for connections to flush and close
 IDLE_SWEEP_SECONDS = 15.0  # how often, at most, idle connections are looked for
 # What SIGHUP can change without a restart (docs/operations.md says the same).

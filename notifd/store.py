@@ -44,13 +44,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from .items import Item, Pick, Window
-from .posting import ITEMS_LOCK, KeyConflict, Post, Posted, store_posts
+from .posting import ITEMS_LOCK, SCHEMA_HEAD, KeyConflict, Post, Posted, store_posts
 from .wakeup import CHANNEL as WAKEUP_CHANNEL
 
 # The Alembic revision this code expects. tests/unit/test_migrations.py checks it is the
 # head of migrations/; kept here so that notifctl can check the schema without importing
 # Alembic on every call.
-SCHEMA_HEAD = "0007"
 
 metadata = MetaData()
 
@@ -78,6 +77,7 @@ clients = Table(
     # The item types this client may query and be notified of, comma-separated; NULL: all.
     Column("types", Text, nullable=True),
     Index("ix_clients_token_hash", "token_hash"),  # a bearer token over HTTP names no client
+    sqlite_autoincrement=True,  # marks still on their way for a removed client must not land on a new one
 )
 
 # Who may post over HTTP: a token (stored hashed, like clients') scoped to item types.
@@ -90,6 +90,7 @@ publishers = Table(
     Column("types", Text, nullable=False),  # comma-separated item types it may post
     Column("created_at", DateTime, nullable=False),
     Column("last_used", DateTime, nullable=True),
+    sqlite_autoincrement=True,  # ids only grow, as clients'
 )
 
 cursors = Table(

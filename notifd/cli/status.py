@@ -14,7 +14,7 @@ from .common import HELP, iso, store_of
 def status(ctx: click.Context, as_json: bool) -> None:
     """Is notifd up: each daemon's version, uptime and counts; exits 3 when none is running."""
     from .. import store
-    from ..service import HEARTBEAT_SECONDS
+    from ..posting import HEARTBEAT_SECONDS
 
     db = store_of(ctx)
     now = store.utcnow()

@@ -35,7 +35,7 @@ class Webhook:
         self.headers = headers
         self.types = types
         self.reactor = reactor
-        self._agent = None
+        self._agent = self._fresh_agent = None
 
     def notify(self, item):
         if self.types is not None and item.type not in self.types:
@@ -49,6 +49,8 @@ class Webhook:
             # Persistent connections: one TCP (and TLS) handshake for many items.
             pool = HTTPConnectionPool(self.reactor, persistent=True)
             self._agent = Agent(self.reactor, connectTimeout=10, pool=pool)
+            # A retry goes on a connection of its own (see `again`).
+            self._fresh_agent = Agent(self.reactor, connectTimeout=10)
         body = json.dumps(
             {"id": item.id, "type": item.type, "text": item.text, "created_at": item.created_at.isoformat() + "Z"},
             ensure_ascii=False,
@@ -61,11 +63,13 @@ class Webhook:
 
         def again(failure):
             # A kept-alive connection the receiver closed just as we sent on it (an HTTP/1.0
-            # server, or an idle timeout): no answer came, so try once more at once on a new
-            # connection rather than wait for the outbox's back-off. Twisted retries only
-            # idempotent methods itself; the Idempotency-Key makes this POST safe to repeat.
+            # server, or an idle timeout): no answer came, so try once more at once rather than
+            # wait for the outbox's back-off. Not through the pool: its other kept connections
+            # may be closing too (an HTTP/1.0 server closes every one after its answer, and
+            # Twisted keeps them). Twisted retries only idempotent methods itself; the
+            # Idempotency-Key makes this POST safe to repeat.
             failure.trap(ResponseNeverReceived, RequestNotSent)
-            return self._agent.request(b"POST", self.url, headers, _Body(body))
+            return self._fresh_agent.request(b"POST", self.url, headers, _Body(body))
 
         def check(response):
             # Read the body in any case, so the connection is released.

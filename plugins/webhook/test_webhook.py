@@ -156,11 +156,13 @@ def test_a_post_sent_as_the_receiver_closes_the_connection_is_sent_again_at_once
     harness = Harness(tmp_path, config, [Path(__file__).parent])
     try:
         daemon = harness.start()
-        first = int(harness.notifctl("add", "classified", "ad 1").stdout)
-        assert receiver.answered.get(timeout=TIMEOUT) == first
-        second = int(harness.notifctl("add", "classified", "ad 2").stdout)
-        # Sent on the kept connection, which closes: sent again on a new one, not 60 s later.
-        assert receiver.answered.get(timeout=TIMEOUT) == second
+        # Two items at once: two connections, both kept alive in the pool.
+        first = [int(line) for line in harness.notifctl("add", "classified", "--batch", "-", input="ad 1\nad 2\n").stdout.split()]
+        assert sorted(receiver.answered.get(timeout=TIMEOUT) for _ in first) == first
+        third = int(harness.notifctl("add", "classified", "ad 3").stdout)
+        # Sent on a kept connection, which closes: sent again at once, not 60 s later, and on
+        # a new connection, not on the other kept one, which would close too.
+        assert receiver.answered.get(timeout=TIMEOUT) == third
         eventually(lambda: harness.outbox() == [])
         assert not [line for line in daemon.drained_log() if "failed in notifier webhook" in line]
     finally:

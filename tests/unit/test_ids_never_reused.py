@@ -1,5 +1,6 @@
-"""Delivery and change ids are never handed out twice, on a new database and on one upgraded
-from the schema before (migration 0006), with every row kept."""
+"""Delivery, change, item, client and publisher ids are never handed out twice, on a new
+database and on one upgraded from the schema before each migration that made it so (0006,
+0007, 0008), with every row kept."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -130,5 +131,59 @@ def test_upgrading_to_item_ids_that_only_grow_keeps_items_and_their_deliveries(t
         database.call(store.remove_items, [3])  # the newest, and its delivery with it (the cascade holds)
         assert database.call(store.list_outbox) == []
         assert database.call(add_item, "classified", "four")[0] == 4
+    finally:
+        engine.dispose()
+
+
+def _client_id(database, name):
+    return next(client.id for client in database.call(store.list_clients) if client.name == name)
+
+
+def test_a_removed_client_s_id_is_not_given_again_and_its_late_marks_land_nowhere(database):
+    database.call(store.add_client, "kiosk")
+    old = _client_id(database, "kiosk")
+    database.call(store.remove_client, "kiosk")
+    database.call(store.add_client, "lobby")
+    new = _client_id(database, "lobby")
+    assert new > old  # the newest removed: SQLite would have given `old` again
+    database.call(store.mark_read, [(old, "classified", 7)])  # a mark of kiosk's, written late
+    assert database.call(store.client_cursors, new) == {}  # lobby has read nothing
+    database.call(store.add_publisher, "shop", ["classified"])
+    [shop] = database.call(store.list_publishers)
+    database.call(store.remove_publisher, "shop")
+    database.call(store.add_publisher, "shop", ["classified"])
+    [again] = database.call(store.list_publishers)
+    assert again.id > shop.id
+
+
+def test_upgrading_to_client_ids_that_only_grow_keeps_clients_cursors_and_presence(tmp_path):
+    path = tmp_path / "old.db"
+    engine = dbmod.make_engine(dbmod.database_url(str(path)))
+    config = dbmod._alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0007")
+    with engine.begin() as conn:
+        for name in ("a", "b"):
+            conn.execute(insert(store.clients).values(name=name, token_hash=name * 64, created_at=NOW))
+        conn.execute(insert(store.cursors).values(client_id=2, type="classified", last_read_id=9))
+        conn.execute(insert(store.presence).values(client_id=2, node="n", since=NOW))
+        conn.execute(insert(store.publishers).values(name="shop", token_hash="s" * 64, types="classified",
+                                                     created_at=NOW))
+    engine.dispose()
+
+    engine = dbmod.open_engine(dbmod.database_url(str(path)))  # upgrades to head
+    try:
+        database = dbmod.Database.synchronous(engine)
+        assert [(c.id, c.name) for c in database.call(store.list_clients)] == [(1, "a"), (2, "b")]
+        assert database.call(store.client_cursors, 2) == {"classified": 9}  # kept across the rebuild
+        with engine.connect() as conn:
+            assert conn.execute(select(store.presence.c.client_id)).scalars().all() == [2]
+        assert [p.name for p in database.call(store.list_publishers)] == ["shop"]
+        database.call(store.remove_client, "b")  # the newest, its cursors with it (the cascade holds)
+        with engine.connect() as conn:
+            assert conn.execute(select(store.cursors)).all() == []
+        database.call(store.add_client, "c")
+        assert _client_id(database, "c") == 3
     finally:
         engine.dispose()

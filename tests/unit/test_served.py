@@ -3,13 +3,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from notifd import posting, service, store
+from notifd import posting, store
 
 NOW = datetime(2026, 11, 30, 12, 0, 0)
-
-
-def test_the_heartbeat_period_is_the_daemons():
-    assert posting.HEARTBEAT_SECONDS == service.HEARTBEAT_SECONDS
 
 
 def test_running_daemons_are_those_with_a_recent_heartbeat_and_no_stop():
