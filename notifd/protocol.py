@@ -315,7 +315,9 @@ class Session:
         if self.allowed is not None and not self.allowed.issuperset(args):
             actions.append(Err.NOT_ALLOWED)
             return
-        self.mode = Mode.NOTIF
+        # Lines after this one wait for `subscribed`: an `OK` pipelined behind `notif` must
+        # find the notifications of the items already unread sent, as it would if read later.
+        self.mode = Mode.WAITING
         served = self.types if self.allowed is None else self.types & self.allowed
         self.subscription = frozenset(args) if args else served
         actions.append(WILL_SEND_NOTIFS)
@@ -435,8 +437,10 @@ class Session:
         """After `Subscribe`: the id of the newest *recent* item of each type.
 
         Every subscribed type with a recent item beyond this session's cursor is
-        notified, oldest news first.
+        notified, oldest news first; then the lines that came after `notif` are read.
         """
+        assert self.mode is Mode.WAITING and self._waiting_for is None
+        self.mode = Mode.NOTIF
         actions: list[Action] = []
         unread = [
             (item_id, type_name)
@@ -445,6 +449,7 @@ class Session:
         ]
         for _, type_name in sorted(unread):
             actions.extend(self.item_added(type_name))
+        self._run_lines(actions)
         return actions
 
     def item_added(self, type_name: str) -> list[Action]:

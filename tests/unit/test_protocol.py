@@ -223,6 +223,18 @@ def test_stop_notif_with_a_notification_outstanding(session):
     assert session.outstanding is None and not session.pending
 
 
+def test_lines_pipelined_behind_notif_are_read_after_the_unread_news_is_sent(session):
+    session.cursors = {"random": 2}
+    actions = session.receive(b"notif\r\nOK\r\nrandom?\r\n")
+    assert actions == [Send(b"will send notifs\r\n"), Subscribe()]  # the rest waits for the hub
+    assert session.waiting
+    # The OK acknowledges the notification sent on entering; the query is refused in this mode.
+    assert sent(session.subscribed({"random": 8, "classified": 1})) == (
+        b"notif: classified\r\n" b"notif: random\r\n" b"ERR in notification mode: send OK or stop_notif\r\n"
+    )
+    assert session.outstanding == "random" and session.mode is Mode.NOTIF
+
+
 def test_subscription_filter(session):
     enter(session, b"notif weather\n", latest={"classified": 4, "weather": 2})
     assert session.subscription == {"weather"}

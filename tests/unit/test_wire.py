@@ -49,6 +49,15 @@ def test_stop_notif_unsubscribes(rig):
     assert not rig.hub.subscribers
 
 
+def test_an_ok_pipelined_behind_notif_acknowledges_the_news_sent_on_entering(rig):
+    rig.post("classified", "ad")
+    proto, transport = rig.connect()
+    proto.dataReceived(b"notif\r\nOK\r\n")
+    assert said(transport) == b"will send notifs\r\nnotif: classified\r\n"  # no ERR: the OK was for it
+    rig.post("classified", "another")
+    assert said(transport) == b"notif: classified\r\n"  # acknowledged, so the next one is sent
+
+
 def test_disconnect_unsubscribes(rig):
     proto, transport = rig.connect()
     proto.dataReceived(b"notif\n")
