@@ -144,19 +144,35 @@ class Notifier:
 # C0/C1 controls and DEL (Cc), the Unicode line and paragraph separators, and lone
 # surrogates (what undecodable bytes become on a command line).
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs"})
+# Invisible characters that make a text show as another in a terminal or a page ("Trojan
+# Source", CVE-2021-42574): the bidirectional embeddings, overrides and isolates, and the
+# byte order mark. The marks U+200E/U+200F and the zero-width joiners stay: right-to-left
+# scripts and emoji sequences need them.
+_DECEPTIVE = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff")
 
 
-def check_line(text: str, max_bytes: int) -> str:
-    """Refuse a text that cannot travel as one protocol line; returns it unchanged."""
-    if not text:
-        raise InvalidItem("empty text")
+def refused_character(text: str) -> str | None:
+    """Why `text` cannot be posted for the characters it holds (a text or an idempotency key), or None."""
     for ch in text:
         if unicodedata.category(ch) in _FORBIDDEN_CATEGORIES:
             if ch in "\r\n":
-                raise InvalidItem("text contains a newline")
+                return "contains a newline"
             if unicodedata.category(ch) == "Cs":
-                raise InvalidItem("text is not valid UTF-8")
-            raise InvalidItem(f"text contains a control character (U+{ord(ch):04X})")
+                return "is not valid UTF-8"
+            return f"contains a control character (U+{ord(ch):04X})"
+        if ch in _DECEPTIVE:
+            return f"contains an invisible formatting character (U+{ord(ch):04X})"
+    return None
+
+
+def check_line(text: str, max_bytes: int) -> str:
+    """Refuse a text that cannot travel as one protocol line, or is blank; returns it unchanged."""
+    if not text.strip():
+        # A blank answer to `<type>?` reads as "nothing unread" to a client that trims lines.
+        raise InvalidItem("empty text")
+    refused = refused_character(text)
+    if refused is not None:
+        raise InvalidItem(f"text {refused}")
     size = len(text.encode("utf-8"))
     if size > max_bytes:
         raise InvalidItem(f"text is {size} bytes, over the line limit of {max_bytes}")

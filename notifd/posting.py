@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .items import Item
+from .items import Item, refused_character
 
 SCHEMA_HEAD = "0008"  # the Alembic revision this notifd expects (store.py, db.py use this one)
 SQLITE_BUSY_TIMEOUT_MS = 5000  # default of sqlite_busy_timeout: how long a writer waits for another's lock
@@ -52,6 +52,16 @@ class Posted:
 
     item: Item
     created: bool
+
+
+def key_problem(key: str) -> str | None:
+    """What is wrong with an idempotency key (`--id`, the HTTP `id`), or None: every posting
+    path refuses the same keys, in the same words after its own name for the key."""
+    if not key.strip():
+        return "must not be empty"
+    if len(key) > KEY_MAX:
+        return f"is {len(key)} characters, over the limit of {KEY_MAX}"
+    return refused_character(key)  # it is echoed in errors: no control or invisible characters
 
 
 class KeyConflict(Exception):

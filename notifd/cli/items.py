@@ -40,7 +40,7 @@ def add(ctx: click.Context, type_name: str | None, text: str | None, key: str | 
     With --batch, every line is checked before anything is stored, and the ids are
     printed one per line.
     """
-    from ..posting import KEY_MAX, Post  # no SQLAlchemy: `notifctl add` stays fast
+    from ..posting import Post, key_problem  # no SQLAlchemy: `notifctl add` stays fast
 
     db = store_of(ctx)
     max_line = db.config.max_line_length
@@ -58,10 +58,8 @@ def add(ctx: click.Context, type_name: str | None, text: str | None, key: str | 
                 raise click.ClickException(f"invalid {type_name}: text is over the line limit of {max_line} bytes")
         if not text and item_type.fresh is not None:
             text = _fresh(item_type)
-        if key is not None and not key.strip():
-            raise click.ClickException("--id must not be empty")
-        if key is not None and len(key) > KEY_MAX:
-            raise click.ClickException(f"--id is {len(key)} characters, over the limit of {KEY_MAX}")
+        if key is not None and (wrong := key_problem(key)):
+            raise click.ClickException(f"--id {wrong}")
         posts = [Post(type_name, _checked(item_type, text, max_line), key)]
     stored = _post(db, posts)
     click.echo("\n".join(str(posted.item.id) for posted in stored))

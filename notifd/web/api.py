@@ -15,7 +15,7 @@ from twisted.web import resource, server
 
 from .. import store
 from ..items import InvalidItem, Item, check_post
-from ..posting import KEY_MAX, Post
+from ..posting import Post, key_problem
 from .problems import problem
 
 JSON = b"application/json"
@@ -104,10 +104,8 @@ class Api(resource.Resource):
         if item_type is None:
             return problem(request, 404, f"unknown item type {type_name!r} (known: {', '.join(self.web.server.types)})")
         max_line = self.web.server.max_line
-        if key is not None and not key.strip():
-            return problem(request, 400, "id must not be empty")
-        if key is not None and len(key) > KEY_MAX:
-            return problem(request, 400, f"id is {len(key)} characters, over the limit of {KEY_MAX}")
+        if key is not None and (wrong := key_problem(key)):
+            return problem(request, 400, f"id {wrong}")
         if not text and item_type.fresh is not None:
             text = item_type.fresh()  # `random` draws its value, as `notifctl add random` does
         try:

@@ -89,7 +89,7 @@ def test_an_idempotency_key_finds_the_first_post(served):
                                   "with another type or text")
 
 
-@pytest.mark.parametrize("text", ["two\nlines", "bell \x07", "é" * 3000, ""])
+@pytest.mark.parametrize("text", ["two\nlines", "bell \x07", "é" * 3000, "", "   ", "\u202etxt.exe"])
 def test_refusals_use_notifctl_s_words(served, notifctl, text):
     _, api, token = served
     refused = notifctl("add", "classified", text, check=False)
@@ -98,6 +98,21 @@ def test_refusals_use_notifctl_s_words(served, notifctl, text):
     status, said = detail(api.post("classified", json.dumps({"text": text}), token, "application/json"))
     assert said == words
     assert status == (413 if len(text.encode()) > 4096 else 400)
+
+
+@pytest.mark.parametrize("key, reason", [
+    (" ", "must not be empty"),
+    ("x" * 201, "is 201 characters, over the limit of 200"),
+    ("evil\nnotifctl: a forged line", "contains a newline"),  # keys are echoed in errors
+    ("\x1b[31mred", "contains a control character (U+001B)"),
+])
+def test_bad_idempotency_keys_are_refused_in_notifctl_s_words(served, notifctl, key, reason):
+    _, api, token = served
+    refused = notifctl("add", "--id", key, "classified", "ad", check=False)
+    assert (refused.returncode, refused.stderr) == (1, f"notifctl: --id {reason}\n")
+    assert detail(api.post("classified", json.dumps({"text": "ad", "id": key}), token, "application/json")) == (
+        400, f"id {reason}")
+    assert json.loads(notifctl("list", "--json").stdout) == []
 
 
 def test_each_error_has_its_status_and_stores_nothing(served, daemon, notifctl):

@@ -62,6 +62,11 @@ BAD_INPUT = [
     (("add", "classified", "x" * 4097), b"", "invalid classified: text is 4097 bytes, over the line limit of 4096"),
     (("add", "classified"), b"x" * 100_000, "invalid classified: text is over the line limit of 4096 bytes"),
     (("add", "--id", " ", "classified", "x"), b"", "--id must not be empty"),
+    (("add", "--id", "a\tb", "classified", "x"), b"", "--id contains a control character (U+0009)"),
+    (("add", "classified", " \t "), b"", "invalid classified: empty text"),
+    (("add", "classified", "abc\u202egnp.exe"), b"",
+     "invalid classified: text contains an invisible formatting character (U+202E)"),
+    (("add", "classified", "\ufeffad"), b"", "invalid classified: text contains an invisible formatting character (U+FEFF)"),
     (("add",), b"", "Missing argument 'TYPE'."),
     (("nosuchcommand",), b"", "No such command 'nosuchcommand'."),
 ]
