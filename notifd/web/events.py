@@ -21,6 +21,7 @@ from twisted.web import server
 
 from .. import store
 from ..items import Item
+from ..posting import ID_MAX
 from ..wire import direct_socket, unsent, write
 from .api import item_json
 from .problems import problem
@@ -54,7 +55,7 @@ class Events:
     def render(self, request) -> bytes | int:
         server_ = self.web.server
         wanted = (request.args.get(b"types") or [b""])[0].decode("utf-8", "replace")
-        types = [name for name in wanted.split(",") if name] or list(server_.types)
+        types = [name for name in wanted.split(",") if name]  # none: every type the reader may read
         unknown = [name for name in types if name not in server_.types]
         if unknown:
             return problem(request, 404, f"unknown item type {unknown[0]!r} (known: {', '.join(server_.types)})")
@@ -62,13 +63,15 @@ class Events:
         if resume is False:
             return problem(request, 400, "Last-Event-ID must be an item id")
         d = self.web.reader(request)
-        d.addCallback(self._open, request, types, resume)
+        d.addCallback(self._open, request, types or None, resume)
         d.addErrback(lambda failure: _end(request, problem(request, 503, "database unavailable; try again")))
         return server.NOT_DONE_YET
 
-    def _open(self, reader, request, types: list[str], resume: int | None) -> None:
+    def _open(self, reader, request, types: list[str] | None, resume: int | None) -> None:
         if isinstance(reader, bytes):
             return _end(request, reader)
+        if types is None:
+            types = [name for name in self.web.server.types if reader.allows(name)]
         refused = [name for name in types if not reader.allows(name)]
         if refused:
             return _end(request, problem(request, 403, f"not allowed to read {refused[0]}"))
@@ -193,7 +196,7 @@ def _last_event_id(request) -> int | None | bool:
         number = int(value)
     except ValueError:
         return False
-    return number if number >= 0 else False
+    return number if 0 <= number <= ID_MAX else False  # past ID_MAX the database would fail the query
 
 
 def _end(request, body: bytes) -> None:

@@ -90,6 +90,29 @@ def test_a_named_client_s_stream_resumes_from_its_stored_cursor(daemon, notifctl
     assert int(again.next()["id"]) == later
 
 
+def test_a_client_restricted_to_types_streams_those_and_is_refused_others(daemon, notifctl):
+    server = daemon()
+    token = notifctl("client", "add", "kiosk", "--types", "classified").stdout.splitlines()[-1]
+    bearer = {"Authorization": f"Bearer {token}"}
+    refused = Events(server.http_port, "/v1/events?types=random", headers=bearer)
+    assert refused.status == 403 and json.loads(refused.response.read())["detail"] == "not allowed to read random"
+    stream = Events(server.http_port, headers=bearer)  # no ?types: every type it may read
+    assert stream.status == 200
+    notifctl("add", "random", "7")
+    ad = int(notifctl("add", "classified", "ad").stdout)
+    assert int(stream.next()["id"]) == ad  # the random value was not for it
+
+
+@pytest.mark.parametrize("resume", ["-1", "x", str(2**63), "99999999999999999999999"])
+def test_a_resume_point_that_is_not_an_item_id_is_refused(daemon, resume):
+    server = daemon()
+    for how in ({"headers": {"Last-Event-ID": resume}}, {"path": f"/v1/events?last_event_id={resume}"}):
+        stream = Events(server.http_port, **how)
+        assert stream.status == 400
+        assert json.loads(stream.response.read())["detail"] == "Last-Event-ID must be an item id"
+    assert not [line for line in server.drained_log() if " critical " in line or " error " in line]
+
+
 def test_a_removed_client_s_stream_ends_saying_why(daemon, notifctl):
     server = daemon()
     token = notifctl("client", "add", "kiosk").stdout.splitlines()[-1]
