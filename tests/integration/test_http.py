@@ -239,6 +239,14 @@ def test_a_request_trickled_byte_by_byte_is_closed_after_the_timeout(daemon, tmp
             closed = True
     assert closed and time.monotonic() - started < 5
     assert Http(server.http_port).request("GET", "/healthz")[0] == 200  # others are served
+    # A connection that says nothing at all is closed after the same timeout, not the idle one (60 s).
+    silent = socket.create_connection(("127.0.0.1", server.http_port), timeout=TIMEOUT)
+    started = time.monotonic()
+    try:
+        assert silent.recv(100) == b""
+    except ConnectionResetError:
+        pass  # aborted: closed too
+    assert time.monotonic() - started < 5
 
 
 def test_a_connection_serves_a_bounded_number_of_requests(daemon, tmp_path):
