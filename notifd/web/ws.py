@@ -124,8 +124,11 @@ class Resource(WebSocketResource):
         # A message is a line: one over the line limit is answered `ERR line too long`, as over
         # TCP, and one far over it is refused by the framing (close code 1009), unread.
         largest = max(MESSAGE_MAX, 2 * web.server.max_line)
+        # failByDrop off: a protocol error (a message too big, invalid UTF-8, an unmasked
+        # frame) is answered with its close code before the connection closes, so a browser
+        # sees why (1009, 1007, 1002) instead of 1006.
         factory.setProtocolOptions(maxMessagePayloadSize=largest, maxFramePayloadSize=largest,
-                                   autoPingInterval=30, autoPingTimeout=30)
+                                   autoPingInterval=30, autoPingTimeout=30, failByDrop=False)
         super().__init__(factory)
         self.web = web
 

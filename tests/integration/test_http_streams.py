@@ -159,6 +159,22 @@ def test_websocket_bad_input_gets_the_line_protocol_s_errors(daemon):
         assert closed.value.rcvd.code == 4003
 
 
+@pytest.mark.parametrize("message, code", [
+    ("x" * 70_000, 1009),  # far over the line limit: refused by the framing, unread
+    (b"\x81\x82" + b"\x00" * 4 + b"\xff\xfe", 1007),  # a text frame that is not UTF-8 (masked, raw)
+])
+def test_a_websocket_protocol_error_is_closed_with_its_code_not_dropped(daemon, message, code):
+    server = daemon()
+    with connect(f"ws://127.0.0.1:{server.http_port}/v1/ws", open_timeout=TIMEOUT, max_size=None) as ws:
+        if isinstance(message, bytes):
+            ws.socket.sendall(message)  # below the client library, which would refuse to send it
+        else:
+            ws.send(message)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=TIMEOUT)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == code
+
+
 def test_a_page_from_another_origin_cannot_open_a_websocket(daemon, tmp_path):
     server = daemon()
     with pytest.raises(InvalidStatus) as refused:
