@@ -625,29 +625,34 @@ def publish(conn: Connection, publications: Sequence[Publication], *, now: datet
     part of the transaction, so that it is delivered exactly when the items are visible.
     """
     now = now or utcnow()
+    # Each token offered in the group is hashed and looked up once (50 publishers are often 1 token).
     tokens: dict[str, Publisher | None] = {}
-    outcomes: list[Published] = []
+    for token in {publication.token for publication in publications}:
+        row = conn.execute(select(publishers).where(publishers.c.token_hash == _hash_token(token))).first()
+        tokens[token] = None if row is None else Publisher(
+            row.id, row.name, _types_out(row.types), row.created_at, row.last_used
+        )
+    outcomes: list[Published | None] = [None] * len(publications)
+    accepted: list[int] = []  # indexes of the publications that may post
     used: set[int] = set()
-    for publication in publications:
-        digest = _hash_token(publication.token)
-        if digest not in tokens:
-            row = conn.execute(select(publishers).where(publishers.c.token_hash == digest)).first()
-            tokens[digest] = None if row is None else Publisher(
-                row.id, row.name, _types_out(row.types), row.created_at, row.last_used
-            )
-        publisher = tokens[digest]
+    for index, publication in enumerate(publications):
+        publisher = tokens[publication.token]
         if publisher is None:
-            outcomes.append(Published("unauthorized"))
+            outcomes[index] = Published("unauthorized")
         elif publication.post.type not in publisher.types:
-            outcomes.append(Published("forbidden"))
+            outcomes[index] = Published("forbidden")
         else:
             used.add(publisher.id)
-            try:
-                [posted] = store_posts(conn.exec_driver_sql, conn.dialect.name, [publication.post], now)
-            except KeyConflict as e:
-                outcomes.append(Published("conflict", conflict_with=e.item_id))
-            else:
-                outcomes.append(Published("created" if posted.created else "found", posted.item))
+            accepted.append(index)
+    # One call of the posting function for the whole group: its statements are per group, and
+    # a key conflict refuses that post only.
+    posted = store_posts(conn.exec_driver_sql, conn.dialect.name, [publications[i].post for i in accepted], now,
+                         report_conflicts=True) if accepted else []
+    for index, result in zip(accepted, posted, strict=True):
+        if isinstance(result, KeyConflict):
+            outcomes[index] = Published("conflict", conflict_with=result.item_id)
+        else:
+            outcomes[index] = Published("created" if result.created else "found", result.item)
     if used:
         conn.execute(update(publishers).where(publishers.c.id.in_(used)).values(last_used=now))
     if conn.dialect.name == "postgresql" and any(o.outcome == "created" for o in outcomes):
