@@ -55,8 +55,11 @@ class Batcher:
 
     def _stored(self, outcomes: list[store.Published], group) -> None:
         self.metrics.http_post_groups.inc()
+        counts: dict[str, int] = {}
         for outcome in outcomes:
-            self.metrics.http_posts.labels(outcome.outcome).inc()
+            counts[outcome.outcome] = counts.get(outcome.outcome, 0) + 1
+        for outcome_name, count in counts.items():  # a labels() look-up per outcome, not per post
+            self.metrics.http_posts.labels(outcome_name).inc(count)
         try:
             self.committed(outcomes)
         except Exception:
