@@ -159,7 +159,9 @@ class Daemon:
         if path is not None:  # PostgreSQL: the NOTIFY was part of the posting transaction
             from .wakeup import send_datagrams
 
-            self.db.run_blocking(send_datagrams, path).addErrback(lambda failure: None)  # a hint
+            # Not to our own socket: the hub was woken above, and a second check would find nothing.
+            own = self.wakeups.path.name if self.wakeups is not None else None
+            self.db.run_blocking(send_datagrams, path, own).addErrback(lambda failure: None)  # a hint
 
     def _revoked(self, change) -> None:
         self.server.revoke(change)
