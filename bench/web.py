@@ -101,9 +101,13 @@ def _posting_rate(target, workers: Workers, publishers: int, seconds: float, pro
     workers.expect("ready", 60)
     notifd = isinstance(target, targetmod.NotifdHttp)
     before = _notifd_counts(target) if notifd else {}
-    # py-spy per thread (the reactor's and the database's apart), when asked: it costs the
-    # server some CPU, so a profiled run's CPU figures are a little high.
-    profiler = start_profiler(target.pid, f"{profile}-{target.name}-posting.txt", threads=True) if profile else None
+    # py-spy per thread (the reactor's and the database's apart), when asked; only the thread
+    # holding the GIL is sampled: without --gil, a thread waiting to take the GIL back after a
+    # system call is counted in that call, and the reactor seemed to spend a quarter of its
+    # time in send(). The kernel's own work is not in such a profile. py-spy costs the server
+    # some CPU: a profiled run's CPU figures are a little high.
+    profiler = (start_profiler(target.pid, f"{profile}-{target.name}-posting.txt", threads=True, gil=True)
+                if profile else None)
     threads0 = _reactor_cpu(target) if notifd else 0.0
     cpu0, t0 = target.cpu_seconds(), time.monotonic()
     workers.broadcast("go", seconds=seconds)
