@@ -136,20 +136,21 @@ class Hub:
 
     def _add(self, items: list[Item]) -> None:
         recent = self.recent
+        counts: dict[str, int] = {}
         for item in items:
             self.high_water = item.id
             memory = recent.get(item.type)
             if memory is not None:
                 memory.add(item)
-            self.metrics.items.labels(item.type).inc()
+            counts[item.type] = counts.get(item.type, 0) + 1
+        for type_name, count in counts.items():  # a labels() look-up per type and batch, not per item
+            self.metrics.items.labels(type_name).inc(count)
         if len(items) == store.ITEMS_BATCH:
             self._check_again = True  # there may be more
+        notifiers = [(plugin_name, f"notifier {notifier.name}", notifier) for plugin_name, notifier in self.notifiers]
         for item in items:
-            for plugin_name, notifier in self.notifiers:
-                call_plugin(
-                    plugin_name, f"notifier {notifier.name}", notifier.notify, item,
-                    timeout=notifier.timeout, clock=self.clock,
-                )
+            for plugin_name, what, notifier in notifiers:
+                call_plugin(plugin_name, what, notifier.notify, item, timeout=notifier.timeout, clock=self.clock)
 
     # --- the push to clients in notification mode --------------------------------------------
 
