@@ -152,9 +152,11 @@ class Daemon:
         if self.outbox is not None:
             self.outbox.wake()
 
-    def _posted_over_http(self) -> None:
-        """A group of HTTP posts stored new items: wake this daemon now, and the others."""
-        self._wake()
+    def _posted_over_http(self, items: list) -> None:
+        """A group of HTTP posts stored new `items` (in id order): tell this daemon now, wake the others."""
+        self.hub.posted(items)
+        if self.outbox is not None:
+            self.outbox.wake()
         path = dbmod.sqlite_path(self.engine.url)
         if path is not None:  # PostgreSQL: the NOTIFY was part of the posting transaction
             from .wakeup import send_datagrams
