@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=None,
                         help="duration of idle (20), roundtrip (10), sustained (60), sustained-read (300), "
                         "http's posting rate (10)")
-    parser.add_argument("--profile", metavar="PREFIX", help="fanout, roundtrip: py-spy notifd while measuring, into PREFIX-*.txt")
+    parser.add_argument("--profile", metavar="PREFIX",
+                        help="fanout, roundtrip, http's posting rate: py-spy notifd while measuring, into PREFIX-*.txt")
     parser.add_argument("--sustained-clients", type=int, default=5000, help="sustained: acknowledging clients")
     parser.add_argument("--read-clients", type=int, default=300, help="sustained-read: named clients")
     parser.add_argument("--rate", type=float, default=20.0, help="sustained-read: posts per second")
@@ -51,8 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--setup", choices=["sqlite", "postgresql", "both"], default="both",
                         help="sustained-read: one node on SQLite, nodes on PostgreSQL, or both")
     parser.add_argument("--publishers", type=int, default=50, help="http: concurrent publishers (keep-alive)")
+    parser.add_argument("--http-part", choices=["all", "fanout", "posting"], default="all",
+                        help="http: both parts [default], the SSE fan-out only, or the posting rate only")
     parser.add_argument("--notifd-workers", type=int, default=1,
-                        help="fanout, roundtrip: also measure `notifd --workers N` beside the single process")
+                        help="fanout, roundtrip: also measure `notifd --workers N` beside the single process; "
+                        "http: run `notifd --workers N` instead of one process")
     parser.add_argument("--results", default=None, help="results directory [bench/results]")
     args = parser.parse_args(argv)
     http_clients = args.clients or [1000, 5000]
@@ -103,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         elif mode == "http":
             from bench.web import run_http
 
-            section = run_http(http_clients, args.posts, args.processes, args.publishers, args.seconds or 10.0, _log)
+            section = run_http(http_clients, args.posts, args.processes, args.publishers, args.seconds or 10.0, _log,
+                               part=args.http_part, only=args.only, profile=args.profile,
+                               notifd_workers=args.notifd_workers)
         else:
             section = None
         if section is not None:

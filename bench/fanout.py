@@ -25,7 +25,7 @@ def gap_seconds(clients: int) -> float:
     return 0.15 + clients * 25e-6
 
 
-def start_profiler(pid: int, out: str):
+def start_profiler(pid: int, out: str, threads: bool = False, gil: bool = False):
     """py-spy on the server for the measured rounds (`--profile`); stopped with SIGINT."""
     import shutil
     import subprocess
@@ -37,7 +37,8 @@ def start_profiler(pid: int, out: str):
     if exe is None:
         raise RuntimeError("--profile needs py-spy (pip install -e '.[bench]')")
     return subprocess.Popen(
-        [exe, "record", "--pid", str(pid), "--rate", "2000", "--format", "raw", "--output", out, "--nonblocking"],
+        [exe, "record", "--pid", str(pid), "--rate", "2000", "--format", "raw", "--output", out, "--nonblocking",
+         *(["--threads"] if threads else []), *(["--gil"] if gil else [])],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 

@@ -429,8 +429,8 @@ class NotifdHttp(Notifd):
     path = "/v1/events?types=classified"
     name = "notifd"
 
-    def __init__(self) -> None:
-        super().__init__(metrics=True)
+    def __init__(self, workers: int = 1) -> None:
+        super().__init__(workers=workers, metrics=True)
         self.token = ""
         self.publisher = None
 

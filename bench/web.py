@@ -63,6 +63,16 @@ def _notifd_counts(target) -> dict[str, float]:
     }
 
 
+def _reactor_cpu(target) -> float:
+    """CPU seconds of the reactor threads (each process's main thread) of a notifd target so far."""
+    from pathlib import Path
+
+    from bench.stats import proc_cpu_seconds
+    from bench.targets import TICKS
+
+    return sum(proc_cpu_seconds(Path(f"/proc/{pid}/task/{pid}/stat").read_text(), TICKS) for pid in target._pids())
+
+
 def fdatasync_ms(directory: str, count: int = 50) -> float:
     """The disk's floor under a durable commit: p50 of appending 4 KiB to a file and fdatasync()ing it."""
     import os
@@ -82,17 +92,29 @@ def fdatasync_ms(directory: str, count: int = 50) -> float:
     return percentile(times, 50)
 
 
-def _posting_rate(target, workers: Workers, publishers: int, seconds: float) -> dict:
+def _posting_rate(target, workers: Workers, publishers: int, seconds: float, profile: str | None = None) -> dict:
+    from bench.fanout import start_profiler, stop_profiler
+
     request = target.post_request().decode("latin-1")
     for proc, count in zip(workers.procs, workers.split(publishers)):
         workers.send(proc, "http_posts", host=target.host, port=target.subscribe_port(), count=count, request=request)
     workers.expect("ready", 60)
     notifd = isinstance(target, targetmod.NotifdHttp)
     before = _notifd_counts(target) if notifd else {}
+    # py-spy per thread (the reactor's and the database's apart), when asked; only the thread
+    # holding the GIL is sampled: without --gil, a thread waiting to take the GIL back after a
+    # system call is counted in that call, and the reactor seemed to spend a quarter of its
+    # time in send(). The kernel's own work is not in such a profile. py-spy costs the server
+    # some CPU: a profiled run's CPU figures are a little high.
+    profiler = (start_profiler(target.pid, f"{profile}-{target.name}-posting.txt", threads=True, gil=True)
+                if profile else None)
+    threads0 = _reactor_cpu(target) if notifd else 0.0
     cpu0, t0 = target.cpu_seconds(), time.monotonic()
     workers.broadcast("go", seconds=seconds)
     results = workers.expect("http_posts", seconds + 60)
     cpu1, t1 = target.cpu_seconds(), time.monotonic()
+    threads1 = _reactor_cpu(target) if notifd else 0.0
+    stop_profiler(profiler)
     statuses: dict[str, int] = {}
     for result in results:
         for status, count in result["statuses"].items():
@@ -110,9 +132,13 @@ def _posting_rate(target, workers: Workers, publishers: int, seconds: float) -> 
         "latency_p99_ms": percentile(latencies, 99),
         "reconnects": sum(result["reconnects"] for result in results),
         "server_cpu_percent": 100 * (cpu1 - cpu0) / (t1 - t0),
+        # Robust to other load on the machine, unlike the rate: what each answered post cost the server.
+        "server_cpu_us_per_post": 1e6 * (cpu1 - cpu0) / ok if ok else None,
         "client_cpu_percent": 100 * sum(result["cpu"] for result in results) / elapsed,
     }
     if notifd:
+        # The reactor thread's share (the database threads and the kernel's work for them are the rest).
+        row["reactor_cpu_us_per_post"] = 1e6 * (threads1 - threads0) / ok if ok else None
         after = _notifd_counts(target)
         delta = {key: after[key] - before[key] for key in after}
         row["transactions"] = int(delta["groups"])
@@ -123,13 +149,18 @@ def _posting_rate(target, workers: Workers, publishers: int, seconds: float) -> 
     return row
 
 
-def run_http(clients_list: list[int], posts: int, processes: int, publishers: int, seconds: float, log) -> dict:
+def run_http(clients_list: list[int], posts: int, processes: int, publishers: int, seconds: float, log,
+             part: str = "all", only: list[str] | None = None, profile: str | None = None, notifd_workers: int = 1) -> dict:
+    """`part`: "all", "fanout" (the event streams only) or "posting" (the posting rate only);
+    `only`: the targets to run (notifd, nchan); `notifd_workers`: `notifd --workers N` instead of one process."""
     rows: dict[str, dict[str, dict]] = {}
     rates: dict[str, dict] = {}
     versions: dict[str, str] = {}
     found = []
     try:
-        for target in (targetmod.NotifdHttp(), targetmod.Nchan(log)):
+        for target in (targetmod.NotifdHttp(workers=notifd_workers), targetmod.Nchan(log)):
+            if only and target.kind not in only and target.name not in only and target.name.split()[0] not in only:
+                continue
             try:
                 target.start()
             except targetmod.Absent as e:
@@ -143,16 +174,18 @@ def run_http(clients_list: list[int], posts: int, processes: int, publishers: in
         import resource
 
         per_process = resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 500
-        processes = max(processes, math.ceil(max(clients_list) * len(found) / per_process))
+        if part != "posting":
+            processes = max(processes, math.ceil(max(clients_list) * len(found) / per_process))
         with Workers(processes) as workers:
-            for clients in clients_list:
+            for clients in clients_list if part != "posting" else []:
                 log(f"HTTP fan-out to {clients} event streams, {posts} posts each, targets interleaved")
                 _fanout_size(clients, posts, workers, found, rows, log)
-            for target in found:
-                rates[target.name] = row = _posting_rate(target, workers, publishers, seconds)
+            for target in found if part != "fanout" else []:
+                rates[target.name] = row = _posting_rate(target, workers, publishers, seconds, profile)
                 log(f"  {target.name:>8}: {row['per_second']:,.0f} posts/s with {publishers} publishers "
                     f"(p50 {row['latency_p50_ms']:.1f} ms, p99 {row['latency_p99_ms']:.1f} ms; statuses {row['statuses']}), "
-                    f"server CPU {row['server_cpu_percent']:.0f} %"
+                    f"server CPU {row['server_cpu_percent']:.0f} %, {row['server_cpu_us_per_post'] or 0:.0f} µs per post"
+                    + (f" ({row['reactor_cpu_us_per_post']:.0f} on the reactor)" if row.get("reactor_cpu_us_per_post") else "")
                     + (f", {row['posts_per_transaction']:.1f} posts per transaction, database calls "
                        f"{row['database_call_ms']:.1f} ms on average, the disk's fdatasync {row['fdatasync_p50_ms']:.2f} ms"
                        if row.get("posts_per_transaction") else ""))

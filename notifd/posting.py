@@ -21,6 +21,7 @@
 #         and where the database lives are kept here.
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -73,7 +74,14 @@ class KeyConflict(Exception):
         self.item_id = item_id
 
 
-def store_posts(execute: Callable[[str, tuple], Any], dialect: str, posts: Sequence[Post], now: datetime) -> list[Posted]:
+def store_posts(
+    execute: Callable[[str, tuple], Any],
+    dialect: str,
+    posts: Sequence[Post],
+    now: datetime,
+    *,
+    report_conflicts: bool = False,
+) -> list[Any]:
     """Store `posts` in the caller's open write transaction, in order; the caller commits.
 
     `execute(sql, params)` runs one statement in that transaction, in the driver's own
@@ -81,6 +89,13 @@ def store_posts(execute: Callable[[str, tuple], Any], dialect: str, posts: Seque
     `Connection.exec_driver_sql`); `dialect` is "sqlite" or "postgresql". A key already
     stored finds its item, unless it has another type or text (KeyConflict, and the
     caller rolls back: nothing is stored). A key given twice in one call stores one item.
+    With `report_conflicts` (a group of HTTP posts, each its own request), a conflict
+    refuses that post only: its place in the list holds the KeyConflict, not raised.
+
+    Returns a Posted per post (or a KeyConflict, see above), in the order of `posts`.
+    The statements are few whatever the number of posts: one SELECT for the keys and one
+    INSERT per chunk of `CHUNK` posts, so that SQL and the driver's per-statement work are
+    paid per group, not per post (a `--batch` or a group commit of HTTP posts).
     """
     sql = _SQL[dialect]
     if dialect == "postgresql":
@@ -89,40 +104,103 @@ def store_posts(execute: Callable[[str, tuple], Any], dialect: str, posts: Seque
         created_at: Any = now
     else:
         created_at = _sqlite_timestamp(now)
-    stored: list[Posted] = []
-    for post in posts:
-        if post.key is not None:
-            row = execute(sql.by_key, (post.key,)).fetchone()
+    # 1. The keys already stored, looked up together (under the write lock: no one adds one meanwhile).
+    stored_keys: dict[str, tuple] = {}
+    keys = list(dict.fromkeys(post.key for post in posts if post.key is not None))
+    for start in range(0, len(keys), CHUNK):
+        chunk = keys[start:start + CHUNK]
+        for row in execute(sql.by_keys(len(chunk)), tuple(chunk)).fetchall():
+            stored_keys[row[4]] = tuple(row[:4])
+    # 2. Each post in order: an item its key names already, a conflict, or a new item.
+    results: list[Any] = [None] * len(posts)
+    new: list[int] = []  # indexes of the posts that make new items, in order
+    first_with: dict[str, int] = {}  # key -> index of the new post of this call that carries it
+    repeats: list[int] = []  # indexes of posts whose key a new post of this call carries
+    for index, post in enumerate(posts):
+        key = post.key
+        if key is not None:
+            row = stored_keys.get(key)
             if row is not None:
                 item_id, type_name, text, when = row
                 if type_name != post.type or text != post.text:
-                    raise KeyConflict(item_id)
+                    results[index] = KeyConflict(item_id)
+                    continue
                 if isinstance(when, str):
                     when = datetime.fromisoformat(when)
-                stored.append(Posted(Item(item_id, type_name, text, when), created=False))
+                results[index] = Posted(Item(item_id, type_name, text, when), created=False)
                 continue
-        cursor = execute(sql.insert, (post.type, post.text, created_at, post.key))
-        item_id = cursor.fetchone()[0] if sql.returning else cursor.lastrowid
-        stored.append(Posted(Item(item_id, post.type, post.text, now), created=True))
-    return stored
+            if key in first_with:
+                repeats.append(index)  # decided once the first one has its id
+                continue
+            first_with[key] = index
+        new.append(index)
+    # 3. The new items, in order: ids are drawn in the order of the VALUES rows (SQLite takes
+    #    them one after the other, PostgreSQL calls the sequence row by row, each under the
+    #    write lock); RETURNING does not promise its rows in that order, so they are sorted.
+    for start in range(0, len(new), CHUNK):
+        chunk = new[start:start + CHUNK]
+        params: list[Any] = []
+        for index in chunk:
+            post = posts[index]
+            params += (post.type, post.text, created_at, post.key)
+        if sql.returning:
+            ids = sorted(row[0] for row in execute(sql.insert_rows(len(chunk)), tuple(params)).fetchall())
+        else:  # an SQLite older than 3.35 has no RETURNING: a row at a time
+            ids = [execute(sql.insert_rows(1), tuple(params[4 * i:4 * i + 4])).lastrowid for i in range(len(chunk))]
+        for index, item_id in zip(chunk, ids, strict=True):
+            post = posts[index]
+            results[index] = Posted(Item(item_id, post.type, post.text, now), created=True)
+    for index in repeats:
+        post = posts[index]
+        first = results[first_with[post.key]].item
+        if first.type != post.type or first.text != post.text:
+            results[index] = KeyConflict(first.id)
+        else:
+            results[index] = Posted(first, created=False)
+    if not report_conflicts:
+        # The first conflict in the order of `posts`; the caller's rollback undoes the rest.
+        for result in results:
+            if isinstance(result, KeyConflict):
+                raise result
+    return results
+
+
+CHUNK = 200  # posts per INSERT (4 parameters each: under SQLite's oldest limit of 999 parameters)
 
 
 @dataclass(frozen=True)
 class _Statements:
-    insert: str
-    by_key: str
+    placeholder: str
     returning: bool
     lock: str = ""
     durable: str = ""
 
+    def insert_rows(self, count: int) -> str:
+        """INSERT of `count` items, with RETURNING id when the engine has it."""
+        return _insert_rows(self.placeholder, count, self.returning)
 
-_INSERT = "INSERT INTO items (type, text, created_at, key) VALUES ({p}, {p}, {p}, {p})"
-_BY_KEY = "SELECT id, type, text, created_at FROM items WHERE key = {p}"
+    def by_keys(self, count: int) -> str:
+        """The stored items named by `count` keys: id, type, text, created_at, key."""
+        return _by_keys(self.placeholder, count)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_rows(p: str, count: int, returning: bool) -> str:
+    row = f"({p}, {p}, {p}, {p})"
+    return (f"INSERT INTO items (type, text, created_at, key) VALUES {', '.join([row] * count)}"
+            + (" RETURNING id" if returning else ""))
+
+
+@functools.lru_cache(maxsize=64)
+def _by_keys(p: str, count: int) -> str:
+    return f"SELECT id, type, text, created_at, key FROM items WHERE key IN ({', '.join([p] * count)})"
+
+
 _SQL = {
-    "sqlite": _Statements(_INSERT.format(p="?"), _BY_KEY.format(p="?"), returning=False),
+    # RETURNING came with SQLite 3.35 (2021); an older library inserts a row at a time.
+    "sqlite": _Statements("?", returning=sqlite3.sqlite_version_info >= (3, 35)),
     "postgresql": _Statements(
-        _INSERT.format(p="%s") + " RETURNING id",
-        _BY_KEY.format(p="%s"),
+        "%s",
         returning=True,
         lock="SELECT pg_advisory_xact_lock(%s)",
         # Whatever the server or the role defaults to: this commit is waited for on disk.

@@ -152,14 +152,18 @@ class Daemon:
         if self.outbox is not None:
             self.outbox.wake()
 
-    def _posted_over_http(self) -> None:
-        """A group of HTTP posts stored new items: wake this daemon now, and the others."""
-        self._wake()
+    def _posted_over_http(self, items: list) -> None:
+        """A group of HTTP posts stored new `items` (in id order): tell this daemon now, wake the others."""
+        self.hub.posted(items)
+        if self.outbox is not None:
+            self.outbox.wake()
         path = dbmod.sqlite_path(self.engine.url)
         if path is not None:  # PostgreSQL: the NOTIFY was part of the posting transaction
             from .wakeup import send_datagrams
 
-            self.db.run_blocking(send_datagrams, path).addErrback(lambda failure: None)  # a hint
+            # Not to our own socket: the hub was woken above, and a second check would find nothing.
+            own = self.wakeups.path.name if self.wakeups is not None else None
+            self.db.run_blocking(send_datagrams, path, own).addErrback(lambda failure: None)  # a hint
 
     def _revoked(self, change) -> None:
         self.server.revoke(change)

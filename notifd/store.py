@@ -262,10 +262,18 @@ def post_items(conn: Connection, posts: Sequence[Post], *, now: datetime | None 
 ITEMS_BATCH = 10_000
 
 
+# The statements run once per group of HTTP posts (and the hub's catch-up after each), built
+# once: building one and computing its cache key cost more than running it.
+_ITEMS_AFTER = (select(items).where(items.c.id > bindparam("after", type_=Integer)).order_by(items.c.id)
+                .limit(bindparam("limit", type_=Integer)))
+_CHANGES_AFTER = (select(changes.c.id, changes.c.kind, changes.c.subject)
+                  .where(changes.c.id > bindparam("after", type_=Integer)).order_by(changes.c.id))
+
+
 def items_after(conn: Connection, after: int, limit: int = ITEMS_BATCH) -> list[Item]:
     """Items with an id above `after`, oldest first: what the hub has not seen yet."""
-    rows = conn.execute(select(items).where(items.c.id > after).order_by(items.c.id).limit(limit))
-    return [_item(row) for row in rows]
+    rows = conn.execute(_ITEMS_AFTER, {"after": after, "limit": limit})
+    return [Item(row.id, row.type, row.text, row.created_at) for row in rows]
 
 
 def follows(query):
@@ -281,9 +289,7 @@ def follows(query):
 @follows
 def news_after(conn: Connection, item_after: int, change_after: int) -> tuple[list[Item], list[Change]]:
     """The items and the changes a daemon has not seen yet, in one transaction, oldest first."""
-    found = conn.execute(
-        select(changes.c.id, changes.c.kind, changes.c.subject).where(changes.c.id > change_after).order_by(changes.c.id)
-    )
+    found = conn.execute(_CHANGES_AFTER, {"after": change_after})
     return items_after(conn, item_after), [Change(row.id, row.kind, row.subject) for row in found]
 
 
@@ -616,6 +622,11 @@ class Published:
     conflict_with: int | None = None
 
 
+_PUBLISHER_BY_HASH = select(publishers).where(publishers.c.token_hash == bindparam("token_hash", type_=String))
+_PUBLISHERS_USED = (update(publishers).where(publishers.c.id.in_(bindparam("ids", expanding=True)))
+                    .values(last_used=bindparam("now", type_=DateTime)))
+
+
 @durable
 def publish(conn: Connection, publications: Sequence[Publication], *, now: datetime | None = None) -> list[Published]:
     """Store a group of HTTP posts in one durable transaction; each is checked against its token.
@@ -626,31 +637,36 @@ def publish(conn: Connection, publications: Sequence[Publication], *, now: datet
     part of the transaction, so that it is delivered exactly when the items are visible.
     """
     now = now or utcnow()
+    # Each token offered in the group is hashed and looked up once (50 publishers are often 1 token).
     tokens: dict[str, Publisher | None] = {}
-    outcomes: list[Published] = []
+    for token in {publication.token for publication in publications}:
+        row = conn.execute(_PUBLISHER_BY_HASH, {"token_hash": _hash_token(token)}).first()
+        tokens[token] = None if row is None else Publisher(
+            row.id, row.name, _types_out(row.types), row.created_at, row.last_used
+        )
+    outcomes: list[Published | None] = [None] * len(publications)
+    accepted: list[int] = []  # indexes of the publications that may post
     used: set[int] = set()
-    for publication in publications:
-        digest = _hash_token(publication.token)
-        if digest not in tokens:
-            row = conn.execute(select(publishers).where(publishers.c.token_hash == digest)).first()
-            tokens[digest] = None if row is None else Publisher(
-                row.id, row.name, _types_out(row.types), row.created_at, row.last_used
-            )
-        publisher = tokens[digest]
+    for index, publication in enumerate(publications):
+        publisher = tokens[publication.token]
         if publisher is None:
-            outcomes.append(Published("unauthorized"))
+            outcomes[index] = Published("unauthorized")
         elif publication.post.type not in publisher.types:
-            outcomes.append(Published("forbidden"))
+            outcomes[index] = Published("forbidden")
         else:
             used.add(publisher.id)
-            try:
-                [posted] = store_posts(conn.exec_driver_sql, conn.dialect.name, [publication.post], now)
-            except KeyConflict as e:
-                outcomes.append(Published("conflict", conflict_with=e.item_id))
-            else:
-                outcomes.append(Published("created" if posted.created else "found", posted.item))
+            accepted.append(index)
+    # One call of the posting function for the whole group: its statements are per group, and
+    # a key conflict refuses that post only.
+    posted = store_posts(conn.exec_driver_sql, conn.dialect.name, [publications[i].post for i in accepted], now,
+                         report_conflicts=True) if accepted else []
+    for index, result in zip(accepted, posted, strict=True):
+        if isinstance(result, KeyConflict):
+            outcomes[index] = Published("conflict", conflict_with=result.item_id)
+        else:
+            outcomes[index] = Published("created" if result.created else "found", result.item)
     if used:
-        conn.execute(update(publishers).where(publishers.c.id.in_(used)).values(last_used=now))
+        conn.execute(_PUBLISHERS_USED, {"ids": sorted(used), "now": now})
     if conn.dialect.name == "postgresql" and any(o.outcome == "created" for o in outcomes):
         conn.exec_driver_sql(f"NOTIFY {WAKEUP_CHANNEL}")
     return outcomes

@@ -67,8 +67,12 @@ def send_wakeup(engine) -> None:
         send_datagrams(path)
 
 
-def send_datagrams(db_path: Path) -> int:
-    """Wake every daemon on this SQLite file; returns how many were reached."""
+def send_datagrams(db_path: Path, skip: str | None = None) -> int:
+    """Wake every daemon on this SQLite file; returns how many were reached.
+
+    `skip`: the name of a socket not to wake, the sender's own (a daemon that woke its hub
+    already: its own datagram would only make it check the database a second time).
+    """
     directory = wakeup_dir(db_path)
     try:
         names = os.listdir(directory)
@@ -78,6 +82,8 @@ def send_datagrams(db_path: Path) -> int:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
         for name in names:
+            if name == skip:
+                continue
             path = directory / name
             try:
                 with _short_path(path) as address:

@@ -61,12 +61,12 @@ class Web:
     """What the HTTP parts share: the line protocol's Server (database, hub, types, limits,
     metrics, read marks), the configuration, the group committer and the event streams."""
 
-    def __init__(self, server: Any, config: Config, line_factory: Any, committed: Callable[[], None]) -> None:
+    def __init__(self, server: Any, config: Config, line_factory: Any, committed: Callable[[list], None]) -> None:
         self.server = server
         self.clock = server.clock
         self.config = config
         self.line_factory = line_factory  # wire.ConnectionFactory, for WebSocket sessions
-        self._committed = committed  # after a group stored new items: wake the hubs
+        self._committed = committed  # after a group stored new items, with them: tell the hubs
         self.batcher = Batcher(server.db, self._stored, server.metrics)
         self.events = Events(self)
 
@@ -76,8 +76,9 @@ class Web:
         return 6 * self.server.max_line + 1024
 
     def _stored(self, outcomes: list[store.Published]) -> None:
-        if any(outcome.outcome == "created" for outcome in outcomes):
-            self._committed()
+        created = [outcome.item for outcome in outcomes if outcome.outcome == "created"]
+        if created:
+            self._committed(created)  # in id order: the posting function draws ids in the group's order
 
     # --- who is asking --------------------------------------------------------------------------
 

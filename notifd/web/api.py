@@ -12,6 +12,7 @@ from typing import Any
 
 from twisted.python.failure import Failure
 from twisted.web import resource, server
+from twisted.web.http import NO_BODY_CODES
 
 from .. import store
 from ..items import InvalidItem, Item, check_post
@@ -44,10 +45,27 @@ def bearer(request) -> str | None:
 
 
 def finish(request, body: bytes) -> None:
-    """Write an answer that came later, unless the client has gone."""
-    if not request.finished and not getattr(request, "_gone", False):
+    """Write an answer that came later, unless the client has gone.
+
+    With its length, not chunked (one piece less to write and for the client to parse), and
+    in one send() (channel.Channel.gather): headers and body are sent before `finish()`,
+    which may go on to the connection's next request, whose answer must come after.
+    """
+    if request.finished or getattr(request, "_gone", False):
+        return
+    if request.code not in NO_BODY_CODES:
+        request.setHeader(b"content-length", b"%d" % len(body))
+    channel = request.channel
+    gather = getattr(channel, "gather", None)  # absent from test channels
+    if gather is not None:
+        gather()
+        try:
+            request.write(body)
+        finally:
+            channel.send_gathered()
+    else:
         request.write(body)
-        request.finish()
+    request.finish()
 
 
 def watch_disconnect(request) -> None:

@@ -11,6 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.web import http, server
+from twisted.web.http_headers import Headers
+
+from ..wire import direct_socket, write
 
 MAX_HEADERS = 64
 MAX_HEADER_BYTES = 16384
@@ -66,6 +69,63 @@ class Channel(http.HTTPChannel):
         self.counted = True  # in web.server's connection counts until closed or upgraded
         self.served = 0
         self._deadline = None
+        self._host = None
+        self._gathered: list[bytes] | None = None  # see gather()
+        self._socket = None  # see gather()
+
+    def getHost(self):
+        # twisted.web's Request asks at each request, and a TCP transport answers with a
+        # getsockname() system call each time: the local address of a connection does not change.
+        if self._host is None:
+            self._host = self.transport.getHost()
+        return self._host
+
+    # --- one send() per answer ------------------------------------------------------------------
+    #
+    # twisted.web writes an answer in pieces (the headers, then the body) to the transport,
+    # which buffers them and asks epoll to watch the socket; they leave at the next reactor
+    # turn, through doWrite, and the socket is unwatched again: two epoll_ctl calls and a
+    # reactor turn per answer. An answer written later (a post, once its group is stored) is
+    # gathered here instead and sent with one send() on the line protocol's write fast path
+    # (wire.write: plain TCP with nothing buffered before it, else the transport as before).
+
+    def gather(self) -> None:
+        """Collect what is written from now on, until send_gathered()."""
+        if self._socket is None:
+            self._socket = direct_socket(self.transport) or False
+        self._gathered = []
+
+    def send_gathered(self) -> None:
+        gathered, self._gathered = self._gathered, None
+        if gathered:
+            write(self.transport, self._socket or None, b"".join(gathered))
+
+    def writeHeaders(self, version, code, reason, headers) -> None:
+        if self._gathered is None:
+            return super().writeHeaders(version, code, reason, headers)
+        # As twisted.web's own, which writes them to the transport: Headers sanitises names
+        # and values as they are set; an older Twisted passes (name, value) pairs.
+        if not isinstance(headers, Headers):
+            sanitized = Headers()
+            for name, value in headers:
+                sanitized.addRawHeader(name, value)
+            headers = sanitized
+        gathered = self._gathered
+        gathered += (version, b" ", code, b" ", reason, b"\r\n")
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                gathered += (name, b": ", value, b"\r\n")
+        gathered.append(b"\r\n")
+
+    def write(self, data: bytes) -> None:
+        if self._gathered is None:
+            return super().write(data)
+        self._gathered.append(data)
+
+    def writeSequence(self, iovec) -> None:
+        if self._gathered is None:
+            return super().writeSequence(iovec)
+        self._gathered += iovec
 
     @property
     def max_body(self) -> int:

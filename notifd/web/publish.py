@@ -55,14 +55,20 @@ class Batcher:
 
     def _stored(self, outcomes: list[store.Published], group) -> None:
         self.metrics.http_post_groups.inc()
+        counts: dict[str, int] = {}
         for outcome in outcomes:
-            self.metrics.http_posts.labels(outcome.outcome).inc()
+            counts[outcome.outcome] = counts.get(outcome.outcome, 0) + 1
+        for outcome_name, count in counts.items():  # a labels() look-up per outcome, not per post
+            self.metrics.http_posts.labels(outcome_name).inc(count)
+        # The answers first: the hub's notifiers (event streams, line clients) may take a while
+        # for a group. Within this reactor turn still, so a request that follows an answer is
+        # read after the hub holds the items.
+        for (_, d), outcome in zip(group, outcomes):
+            d.callback(outcome)
         try:
             self.committed(outcomes)
         except Exception:
             self.log.failure("after a group of HTTP posts")
-        for (_, d), outcome in zip(group, outcomes):
-            d.callback(outcome)
 
     def _failed(self, failure, group) -> None:
         # The whole transaction rolled back: nothing of this group is stored.

@@ -174,6 +174,41 @@ def test_concurrent_posts_are_committed_in_groups(daemon, notifctl, db_path, tmp
     assert len(json.loads(notifctl("list", "--json", "--limit", "100").stdout)) == 40
 
 
+def test_pipelined_answers_come_whole_and_in_order(served):
+    # A post is answered once its group is stored, in one send() with its length (not
+    # chunked); requests pipelined behind it, answered at once or refused, come after it.
+    import socket
+
+    server, api, token = served
+
+    def post(text: str) -> bytes:
+        body = text.encode()
+        return (b"POST /v1/items/classified HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token.encode()
+                + b"\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+    requests = post("first") + post("second") + b"GET /v1/nothing HTTP/1.1\r\nHost: x\r\n\r\n" + post("third")
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=TIMEOUT) as sock:
+        sock.sendall(requests)
+        data = b""
+        answers = []
+        while len(answers) < 4:
+            chunk = sock.recv(65536)
+            assert chunk, (answers, data)
+            data += chunk
+            while b"\r\n\r\n" in data:
+                head, _, rest = data.partition(b"\r\n\r\n")
+                headers = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+                assert b"Transfer-Encoding" not in headers and b"transfer-encoding" not in headers
+                length = int(headers.get(b"content-length") or headers[b"Content-Length"])
+                if len(rest) < length:
+                    break
+                answers.append((int(head.split()[1]), json.loads(rest[:length])))
+                data = rest[length:]
+    assert [status for status, _ in answers] == [201, 201, 404, 201]
+    assert [body.get("text") for _, body in answers] == ["first", "second", None, "third"]
+    assert answers[0][1]["id"] < answers[1][1]["id"] < answers[3][1]["id"]
+
+
 # --- reading -------------------------------------------------------------------------------------
 
 

@@ -247,3 +247,33 @@ def test_plugin_errors_are_exported_as_a_metric(database, item_types):
     rig.post("classified", "x")
     sample = Metrics().registry.get_sample_value("notifd_plugin_errors_total", {"plugin": "metric-plugin"})
     assert sample == before + 1
+
+
+def test_items_this_daemon_posted_are_added_without_reading_them_back(database):
+    # A group of HTTP posts right after the last item the hub has: added at once, no query.
+    from notifd.posting import Post
+
+    held = HeldDatabase(database)
+    hub, clock = make_hub(held)
+    seen = []
+    hub.notifiers = [("test", Notifier("record", seen.append))]
+    hub.start()
+    held.release()
+    group = [posted.item for posted in database.call(store.post_items, [Post("classified", "a"), Post("random", "b")])]
+    hub.posted(group)
+    assert not held.held and seen == group and hub.high_water == group[-1].id
+    assert not hub.behind() and hub.recent["random"].newest() == group[1]
+    # Someone else committed in between (a gap before the group): a check, which finds both.
+    other, _ = database.call(add_item, "classified", "from notifctl")
+    group = [posted.item for posted in database.call(store.post_items, [Post("classified", "c")])]
+    hub.posted(group)
+    assert len(held.held) == 1 and hub.behind()
+    held.release()
+    assert [item.id for item in seen[2:]] == [other, group[0].id] and not hub.behind()
+    # A check in flight might bring the group too: a check again, and each item is heard once.
+    hub.wake()
+    group = [posted.item for posted in database.call(store.post_items, [Post("classified", "d")])]
+    hub.posted(group)
+    held.release()
+    assert [item.text for item in seen] == ["a", "b", "from notifctl", "c", "d"]
+    hub.stop()

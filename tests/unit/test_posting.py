@@ -110,6 +110,70 @@ def test_a_key_conflict_in_a_batch_stores_nothing(tmp_path):
     assert [row[2] for row in dump(path)["items"]] == ["first"]
 
 
+def _group(n):
+    """A group as an HTTP group commit or a --batch makes it: more than one INSERT's worth,
+    keys stored before, repeated within, and in conflict, in between plain posts."""
+    posts = [Post("classified", f"post {i}") for i in range(n)]
+    posts[3] = Post("classified", "keyed", key="a")  # new
+    posts[7] = Post("classified", "keyed", key="a")  # its retry in the same group: found
+    posts[9] = Post("random", "other", key="a")  # the same key, another type: conflict with posts[3]
+    posts[11] = Post("classified", "old", key="stored")  # found: stored before
+    posts[13] = Post("classified", "changed", key="stored")  # conflict with the stored item
+    return posts
+
+
+def _check_group(results, posts, first_id):
+    """New items have ids in post order, consecutive; keys find or refuse as one at a time would."""
+    new = [i for i, r in enumerate(results) if isinstance(r, posting.Posted) and r.created]
+    assert new == [i for i in range(len(posts)) if i not in (7, 9, 11, 13)]
+    assert [results[i].item.id for i in new] == list(range(first_id, first_id + len(new)))
+    assert all(results[i].item.text == posts[i].text for i in new)
+    assert results[7] == posting.Posted(results[3].item, created=False)
+    assert isinstance(results[9], posting.KeyConflict) and results[9].item_id == results[3].item.id
+    assert not results[11].created and results[11].item.text == "old" and results[11].item.id == 1
+    assert isinstance(results[13], posting.KeyConflict) and results[13].item_id == 1
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite", "postgresql"])
+def test_a_group_is_stored_in_order_and_each_conflict_refuses_only_its_post(engine_name, tmp_path, request):
+    # More posts than one INSERT takes: ids must follow the posts' order across chunks, and
+    # RETURNING (which promises no order) must not shuffle them.
+    url = request.getfixturevalue("pg_url") if engine_name == "postgresql" else str(migrated(tmp_path / "x.db"))
+    engine = dbmod.open_engine(dbmod.database_url(url))
+    try:
+        database = dbmod.Database(engine)
+        database.call(store.post_items, [Post("classified", "old", key="stored")], now=NOW)
+        posts = _group(2 * posting.CHUNK + 7)
+
+        @store.durable
+        def group(conn):
+            return posting.store_posts(conn.exec_driver_sql, conn.dialect.name, posts, NOW, report_conflicts=True)
+
+        results = database.call(group)
+        _check_group(results, posts, first_id=2)
+        with engine.begin() as conn:
+            stored = conn.exec_driver_sql("SELECT id, text FROM items ORDER BY id").fetchall()
+        assert [text for _, text in stored] == ["old"] + [posts[i].text for i in range(len(posts))
+                                                          if i not in (7, 9, 11, 13)]
+    finally:
+        engine.dispose()
+
+
+def test_a_group_through_sqlite3_matches_and_a_conflict_still_stores_nothing(tmp_path):
+    path = migrated(tmp_path / "x.db")
+    posting.post_to_sqlite_file(path, [Post("classified", "old", key="stored")], NOW)
+    posts = [post for i, post in enumerate(_group(2 * posting.CHUNK + 7)) if i not in (9, 13)]
+    stored = posting.post_to_sqlite_file(path, posts, NOW)
+    assert [p.item.id for p in stored if p.created] == list(range(2, 2 + len(posts) - 2))
+    # Without report_conflicts the first conflict in order is raised (with the item the first
+    # post of key "b" was to be), not the later one with a stored key; the caller rolls back.
+    before = dump(path)
+    with pytest.raises(posting.KeyConflict, match=f"item {stored[-1].item.id + 1} "):
+        posting.post_to_sqlite_file(path, [Post("classified", "x", key="b"), Post("random", "x", key="b"),
+                                           Post("random", "old", key="stored")], NOW)
+    assert dump(path) == before
+
+
 @pytest.mark.parametrize("value", [None, "relative.db", "~/notifd-test.db"])
 def test_finds_the_file_db_py_would_open(value, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -207,3 +207,33 @@ def test_items_after_returns_at_most_a_batch(database):
     second = add(database, "classified", "b")
     add(database, "classified", "c")
     assert [i.id for i in database.call(store.items_after, 0, 2)] == [first, second]
+
+
+def test_a_group_of_http_posts_is_decided_post_by_post(engine_on_each_database):
+    # One transaction for the group; each post is checked against its own token, and a key
+    # conflict refuses that post only. The tokens used are marked used at the group's time.
+    from notifd.posting import Post
+
+    engine = engine_on_each_database
+    now = datetime(2026, 3, 4, 5, 6, 7)
+    with engine.begin() as conn:
+        shop = store.add_publisher(conn, "shop", ["classified"], now=now - timedelta(days=1))
+        other = store.add_publisher(conn, "other", ["random"], now=now - timedelta(days=1))
+        add_item(conn, "classified", "old", key="k")
+    group = [
+        store.Publication(shop, Post("classified", "a")),
+        store.Publication("nope", Post("classified", "b")),
+        store.Publication(other, Post("classified", "c")),
+        store.Publication(shop, Post("classified", "d", key="k")),
+        store.Publication(shop, Post("classified", "old", key="k")),
+        store.Publication(shop, Post("classified", "e")),
+    ]
+    with engine.begin() as conn:
+        outcomes = store.publish(conn, group, now=now)
+    assert [o.outcome for o in outcomes] == ["created", "unauthorized", "forbidden", "conflict", "found", "created"]
+    assert outcomes[3].conflict_with == outcomes[4].item.id == 1
+    assert outcomes[0].item.id < outcomes[5].item.id and outcomes[5].item.text == "e"
+    with engine.begin() as conn:
+        used = {p.name: p.last_used for p in store.list_publishers(conn)}
+        assert used == {"shop": now, "other": None}
+        assert [item.text for item in store.list_items(conn)] == ["e", "a", "old"]

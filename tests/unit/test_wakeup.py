@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import stat
 
+import pytest
+
 from notifd import wakeup
 
 
@@ -59,6 +61,28 @@ def test_send_reaches_a_listener_and_forgets_dead_ones(tmp_path):
         assert sorted(os.listdir(directory)) == ["1"]
     finally:
         live.close()
+
+
+def test_a_daemon_does_not_wake_itself(tmp_path):
+    # After an HTTP group the posting daemon has woken its own hub already: its own datagram
+    # would only make it check the database a second time.
+    import socket
+
+    db_path = tmp_path / "n.db"
+    directory = wakeup.wakeup_dir(db_path)
+    directory.mkdir()
+    own, other = (socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(2))
+    own.bind(str(directory / "1"))
+    other.bind(str(directory / "2"))
+    own.setblocking(False)
+    try:
+        assert wakeup.send_datagrams(db_path, skip="1") == 1
+        assert other.recv(10) == b"!"
+        with pytest.raises(BlockingIOError):
+            own.recv(10)
+    finally:
+        own.close()
+        other.close()
 
 
 def test_paths_too_long_for_a_socket_address(tmp_path):
