@@ -4,8 +4,10 @@
 # per address, with the line protocol's connections (wire.Server.admit); a request must
 # arrive whole (headers and body) within `request_timeout` seconds of its first byte,
 # however slowly it is trickled (twisted.web's own idle timeout is reset by every byte);
-# a body over `max_body` bytes is refused with 413 before it is read; headers are limited
-# in size and number; a connection serves at most `max_requests` requests, then closes.
+# a body over `max_body` bytes is refused with 413 before it is read; a new connection must
+# deliver its first request within the same time, so a silent one cannot hold a slot for
+# the idle timeout; headers are limited in size and number; a connection serves at most
+# `max_requests` requests, then closes.
 from __future__ import annotations
 
 from typing import Any
@@ -134,6 +136,8 @@ class Channel(http.HTTPChannel):
     def connectionMade(self) -> None:
         super().connectionMade()
         self.web.server.others.add(self)
+        # A silent connection: its first request must arrive whole within the timeout.
+        self._deadline = self.web.clock.callLater(self.web.config.http_request_timeout, self._too_slow)
 
     def dataReceived(self, data: bytes) -> None:
         if self._deadline is None and not self._handlingRequest:
