@@ -44,7 +44,8 @@ def test_notifd_refuses_a_newer_database(notifctl, db_path):
 def test_notifd_reports_a_port_in_use(daemon, db_path):
     server = daemon()
     result = subprocess.run(
-        [*_script("notifd"), "--db", str(db_path), "--listen", f"tcp:{server.port}:interface=127.0.0.1"],
+        [*_script("notifd"), "--db", str(db_path), "--listen", f"tcp:{server.port}:interface=127.0.0.1",
+         "--http", "tcp:0:interface=127.0.0.1"],  # not the default port, which another notifd may hold
         capture_output=True, text=True, timeout=TIMEOUT,
     )
     assert result.returncode == 1

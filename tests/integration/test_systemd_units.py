@@ -179,7 +179,8 @@ def test_notifd_makes_no_system_call_the_unit_refuses(workers, service_user, sys
     token = notifctl("client", "add", "kiosk").splitlines()[-1]
     counts = state / "strace.txt"
     listen = ["--listen", "tcp:0:interface=127.0.0.1",
-              "--listen", f"ssl:0:interface=127.0.0.1:privateKey={system_root}/key.pem:certKey={system_root}/cert.pem"]
+              "--listen", f"ssl:0:interface=127.0.0.1:privateKey={system_root}/key.pem:certKey={system_root}/cert.pem",
+              "--http", "tcp:0:interface=127.0.0.1"]  # not the default port, which another notifd may hold
     extra = ["--workers", "2"] if workers == 2 else ["--metrics", "tcp:0:interface=127.0.0.1"]
     # Everything a running notifd does, under strace: start (and start workers), TCP and
     # TLS clients, a named hello, a wake-up and its fan-out, metrics, SIGHUP, SIGTERM.
