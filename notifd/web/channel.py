@@ -156,6 +156,23 @@ class Channel(http.HTTPChannel):
             return False
         return super().checkPersistence(request, version)
 
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # One header line over the limit: a 400 like the other malformed requests, not a silent close.
+        self._respondToBadRequestAndDisconnect()
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # twisted.web's answer to a request it cannot parse (a bad Content-Length, too many
+        # or too long headers, garbage) is a bare 400; the API's errors are problem JSON.
+        from .problems import problem_bytes
+
+        self._cancel_deadline()
+        body = problem_bytes(400, "malformed HTTP request (or headers over 64 lines or 16 KiB)")
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/problem+json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+        )
+        self.loseConnection()
+
     def _too_slow(self) -> None:
         self._deadline = None
         self.web.server.metrics.closed["http_request_timeout"].inc()
