@@ -198,4 +198,7 @@ class _Root(resource.Resource):
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"content-security-policy",
                           b"default-src 'self'; img-src 'self' data:; connect-src 'self'")
+        if request.method == b"HEAD":  # the headers only; a body here makes twisted.web log a warning
+            request.setHeader(b"content-length", str(len(self.index)).encode())
+            return b""
         return self.index

@@ -321,6 +321,14 @@ def test_malformed_requests_get_a_400_problem_and_are_closed(served, head):
     assert json.loads(body)["status"] == 400
 
 
+def test_head_of_the_page_is_its_headers_and_logs_nothing(served):
+    server, api, _ = served
+    status, headers, body = api.request("HEAD", "/")
+    assert (status, body) == (200, b"") and int(headers["content-length"]) > 0
+    assert api.request("GET", "/")[0] == 200  # a request after it: the HEAD was answered whole
+    assert not [line for line in server.drained_log() if "HEAD" in line]
+
+
 def test_cors_is_off_unless_the_origin_is_listed(daemon, tmp_path):
     server = daemon()
     api = Http(server.http_port)
