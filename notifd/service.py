@@ -54,6 +54,7 @@ class Daemon:
         shared_ports: list[int] | None = None,
     ) -> None:
         self.config = config
+        self.started_with = config  # what a restart-only setting stays at until the restart
         self.reactor = reactor
         self.logging = logging
         self.shared_ports = shared_ports  # a --workers worker: listen on these ports, shared (workers.py)
@@ -342,8 +343,8 @@ class Daemon:
         """Apply what can change without a restart (SIGHUP); returns the fields that need a restart."""
         new.check_types(self.types)
         tls.check_ciphers(new.tls_ciphers)
-        differences = changed(self.config, new)
-        needs_restart = [name for name in differences if name not in RELOADABLE]
+        # Against the start, not the last reload: a setting put back as it was needs no restart.
+        needs_restart = [name for name in changed(self.started_with, new) if name not in RELOADABLE]
         if self.logging is not None:
             self.logging.set_level(new.log_level)
         windows = self._windows(new)

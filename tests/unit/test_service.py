@@ -27,6 +27,8 @@ def test_reload_applies_windows_and_limits_and_names_what_needs_a_restart(daemon
     assert daemon.reload(new) == ["listen"]
     assert daemon.hub.windows["classified"].max_count == 1
     assert daemon.server.max_line == 100
+    assert daemon.reload(new) == ["listen"]  # still not applied: still said
+    assert daemon.reload(Config(node="test")) == []  # put back as it runs: nothing to restart for
 
 
 def test_reload_refuses_settings_for_unknown_types(daemon):
