@@ -360,3 +360,10 @@ def test_a_line_of_max_line_bytes_may_arrive_before_its_crlf_ending():
     assert session.receive(b"classifi") == []  # 8 bytes: the longest line allowed
     assert session.receive(b"\r") == []
     assert sent(session.receive(b"\n")) == b"ERR unknown command\r\n"  # read as a line, not refused as too long
+
+
+def test_unicode_whitespace_around_and_between_words_is_whitespace(session):
+    # docs/protocol.md: as str.split() reads it, a no-break space and U+2028 included.
+    assert session.receive(" \u00a0random?\t\u2028\r\n".encode()) == [Fetch("random", 0)]
+    session.fetched("7", None)
+    assert sent(session.receive("notif\u00a0classified\n".encode()))[:18] == b"will send notifs\r\n"
