@@ -317,10 +317,12 @@ def supervise(config: Config, logging) -> int:
 
     log = Logger(namespace="notifd")
     try:
-        # The schema is created or upgraded once, here, before any worker opens it.
-        dbmod.open_engine(dbmod.database_url(config.db)).dispose()
+        # The configuration is checked (and the ports reserved) first, so that a mistake in it
+        # leaves no database behind; then the schema is created or upgraded once, here,
+        # before any worker opens it.
         supervisor = Supervisor(reactor, config)
         supervisor.reserve()
+        dbmod.open_engine(dbmod.database_url(config.db)).dispose()
     except (dbmod.UnusableDatabase, ConfigError, OSError, SQLAlchemyError) as e:
         log.critical("cannot start: {error}", error=str(e).splitlines()[0])
         return 1

@@ -76,10 +76,16 @@ def test_a_worker_that_dies_is_started_again(daemon, notifctl):
     assert watcher.read_line() == b"notif: random\r\n"
 
 
-def test_workers_refuse_a_listen_entry_they_cannot_share(tmp_path):
-    process = DaemonProcess(tmp_path / "n.db", "--workers", "2", listen=f"unix:{tmp_path}/sock")
-    with pytest.raises(AssertionError, match="cannot be shared by --workers"):
+@pytest.mark.parametrize("args, error", [
+    (("--listen", "unix:{tmp}/sock"), "cannot be shared by --workers"),
+    (("--metrics", "tcp:0:interface=127.0.0.1"), "put {worker} in the endpoint"),
+])
+def test_workers_refuse_what_they_cannot_share_before_creating_a_database(tmp_path, args, error):
+    args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
+    process = DaemonProcess(tmp_path / "n.db", "--workers", "2", *args)
+    with pytest.raises(AssertionError, match=re.escape(error)):
         process.start()
+    assert not (tmp_path / "n.db").exists()  # a mistake in the configuration leaves nothing behind
 
 
 def test_the_watchdog_pings_only_while_every_worker_answers(daemon, notifctl, tmp_path):
