@@ -160,6 +160,7 @@ class Outbox:
             delay = notifier.retry.delay(delivery.attempts)
             retry_at = None if delay is None else self._now() + timedelta(seconds=delay)
             if retry_at is None:
+                self._counted_at = None  # an operator watches for dead deliveries: count at the next round
                 self.log.warn(
                     "outbox: delivery {id} of item {item} to {notifier} is dead after {attempts} attempts: {error}",
                     id=delivery.id, item=delivery.item.id, notifier=notifier.name, attempts=delivery.attempts,
