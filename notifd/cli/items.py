@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .common import HELP, Store, iso, item_json, store_of
+from .common import COUNT, HELP, ITEM_ID, Store, iso, item_json, store_of
 
 
 def _read_stdin_text(limit: int) -> str | None:
@@ -194,7 +194,7 @@ def sqlite3_error() -> type:
 
 
 @click.command(context_settings=HELP)
-@click.argument("item_ids", metavar="ID...", nargs=-1, required=True, type=click.IntRange(min=1))
+@click.argument("item_ids", metavar="ID...", nargs=-1, required=True, type=ITEM_ID)
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of the removed items.")
 @click.pass_context
 def rm(ctx: click.Context, item_ids: tuple[int, ...], as_json: bool) -> None:
@@ -221,7 +221,7 @@ def rm(ctx: click.Context, item_ids: tuple[int, ...], as_json: bool) -> None:
 
 @click.command("list", context_settings=HELP)
 @click.option("--type", "type_name", metavar="TYPE", help="Only items of this type.")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="How many, newest first.")
+@click.option("--limit", default=20, show_default=True, type=COUNT, help="How many, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of {id, type, text, created_at}.")
 @click.pass_context
 def list_(ctx: click.Context, type_name: str | None, limit: int, as_json: bool) -> None:

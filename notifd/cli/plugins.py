@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .common import HELP, iso, store_of
+from .common import HELP, ITEM_ID, iso, store_of
 
 
 @click.command(context_settings=HELP)
@@ -139,7 +139,7 @@ def _delivery_json(delivery, now) -> dict[str, Any]:
 
 
 @outbox.command("retry", context_settings=HELP)
-@click.argument("delivery_id", metavar="ID", type=int)
+@click.argument("delivery_id", metavar="ID", type=ITEM_ID)
 @click.pass_context
 def outbox_retry(ctx: click.Context, delivery_id: int) -> None:
     """Re-queue delivery ID (dead, or waiting for its back-off) to be tried now."""

@@ -377,6 +377,33 @@ def test_rm_of_an_unknown_id_removes_nothing(cli):
     assert cli("rm", "abc").code == 2
 
 
+HUGE = "99999999999999999999999"
+
+
+@pytest.mark.parametrize("args, message", [
+    (("rm", HUGE), f"Invalid value for 'ID...': {HUGE} is not in the range 1<=x<=2147483647."),
+    (("rm", "1", "2147483648"), "Invalid value for 'ID...': 2147483648 is not in the range 1<=x<=2147483647."),
+    (("outbox", "retry", HUGE), f"Invalid value for 'ID': {HUGE} is not in the range 1<=x<=2147483647."),
+    (("outbox", "retry", "0"), "Invalid value for 'ID': 0 is not in the range 1<=x<=2147483647."),
+    (("list", "--limit", HUGE), f"Invalid value for '--limit': {HUGE} is not in the range 1<=x<=9223372036854775807."),
+])
+def test_ids_and_counts_out_of_range_are_usage_errors(cli, args, message):
+    cli("add", "classified", "kept")
+    result = cli(*args)
+    assert (result.code, result.out, result.err) == (2, "", f"notifctl: {message}\n")
+    assert [i["text"] for i in items(cli)] == ["kept"]
+
+
+@pytest.mark.parametrize("database_name", ["sqlite", "postgresql"])
+def test_the_largest_id_and_count_reach_either_database(cli, request, database_name):
+    db = [] if database_name == "sqlite" else ["--db", request.getfixturevalue("pg_url")]
+    if db:
+        dbmod.open_engine(dbmod.database_url(db[1])).dispose()
+    assert cli(*db, "rm", "2147483647").err == "notifctl: no item 2147483647; nothing removed\n"
+    assert cli(*db, "outbox", "retry", "2147483647").err == "notifctl: no outbox entry 2147483647\n"
+    assert cli(*db, "list", "--limit", str(2**63 - 1)).code == 0
+
+
 # --- no database by accident ---------------------------------------------------------------------
 
 
