@@ -17,7 +17,8 @@ from .client import Failover, NotifdError
 
 
 def run_watch(endpoints: Iterable[str], name: str | None, token: str | None, types: Iterable[str], echo: Callable) -> int:
-    """Watch until the user interrupts or the server refuses the hello; returns the exit code."""
+    """Watch until the user interrupts (exit code 0) or the server refuses the hello or a type (1);
+    returns the exit code."""
     outcome: list[int] = []
 
     @defer.inlineCallbacks
@@ -37,7 +38,9 @@ def run_watch(endpoints: Iterable[str], name: str | None, token: str | None, typ
         task.react(main)
     except SystemExit:
         pass
-    return outcome[0] if outcome else 1
+    # No outcome: the reactor stopped before the watch ended, which only SIGINT (Ctrl-C) or
+    # SIGTERM does; that is how a watcher is meant to be stopped, so it is no failure.
+    return outcome[0] if outcome else 0
 
 
 def checks_no_certificate(endpoint: str) -> bool:
@@ -68,12 +71,18 @@ def watch(reactor, endpoints: list[str], name: str | None, token: str | None, ty
         d.addCallback(lambda _: enter(client, types, echo, reactor))
 
         def refused(failure):
-            if failure.check(NotifdError) and not ended.called:
-                ended.errback(failure)
-            return failure
+            if not failure.check(NotifdError):
+                return failure
+            # Hand the connection over and end the watch on the next turn. Stopping the
+            # service inside its prepareConnection, or failing it, leaves this connection open
+            # in a state where ClientService has no transition for its loss (an "Unhandled
+            # Error" after the one line); once handed over, stopping closes it in order.
+            clock.callLater(0, lambda: ended.called or ended.errback(failure))
+            return None
 
         return d.addErrback(refused)
 
+    clock = failover_options.get("clock") or reactor
     failover = Failover(reactor, endpoints, on_connect, **failover_options)
     failover.start()
     first = failover.when_connected(fail_after_failures=len(endpoints))
@@ -83,7 +92,6 @@ def watch(reactor, endpoints: list[str], name: str | None, token: str | None, ty
         error = _unreachable(failure, endpoints)
         clock.callLater(0, lambda: ended.called or ended.errback(error))
 
-    clock = failover_options.get("clock") or reactor
     first.addErrback(unreachable)
 
     def finished(result):

@@ -294,6 +294,7 @@ def test_watch_fails_over_and_stops_on_a_refused_hello(clock, two_nodes):
 
     refused = watch(None, [node_b], "nobody", "wrong", (), printed.append, clock=clock)
     node_b.flush()
+    clock.advance(0)
     with pytest.raises(NotifdError):
         result(refused, node_b.pumps[-1])
 
@@ -311,3 +312,22 @@ def test_the_client_turns_nagle_off_on_tcp():
     NotifClient().makeConnection(tcp)
     NotifClient().makeConnection(other)  # not TCP: nothing to set, nothing fails
     assert tcp.no_delay is True
+
+
+@pytest.mark.parametrize("name, token, types, error", [
+    (None, None, ("nosuch",), "unknown type"),
+    ("nobody", "wrong", (), "unknown client or wrong token"),
+])
+def test_a_refused_watch_stops_its_failover_and_closes_the_connection_in_order(clock, two_nodes, name, token, types,
+                                                                                  error):
+    node = two_nodes[0]
+    ended = watch(None, [node], name, token, types, [].append, clock=clock)
+    node.flush()
+    clock.advance(0)  # the watch ends on the turn after the refusal
+    # Losing the connection once the service stopped raised automat's NoTransition
+    # (an "Unhandled Error" after notifctl's one line).
+    node.flush()
+    with pytest.raises(NotifdError, match=error):
+        result(ended, node.pumps[0])
+    assert node.servers[0].transport.disconnected
+    assert clock.getDelayedCalls() == []  # no reconnection pending
