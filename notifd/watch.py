@@ -43,6 +43,46 @@ def run_watch(endpoints: Iterable[str], name: str | None, token: str | None, typ
     return outcome[0] if outcome else 0
 
 
+DEFAULT_CONNECT = "tcp:127.0.0.1:8789"
+
+# The server endpoints a watcher can reach, with their positional arguments in the order
+# Twisted's string parsers take them (tcp:PORT:INTERFACE:BACKLOG, ...).
+_SERVER_ARGUMENTS = {
+    "tcp": ("port", "interface", "backlog"),
+    "tcp6": ("port", "backlog", "interface"),
+    "ssl": ("port", "privateKey", "certKey", "sslmethod", "interface", "backlog"),
+    "unix": ("address", "mode", "backlog", "lockfile"),
+}
+# A daemon listening on every address is reached on the loopback one.
+_LOOPBACK = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+def connect_endpoint(listen: str) -> str | None:
+    """The client endpoint that reaches a daemon listening on `listen` (a server endpoint
+    string), or None when there is no telling (systemd:, a port of 0, ...)."""
+    from twisted.internet.endpoints import _parse as parse_endpoint_string
+    from twisted.internet.endpoints import quoteStringArgument as quote
+
+    try:
+        args, options = parse_endpoint_string(listen)
+    except Exception:
+        return None
+    kind = str(args[0]).lower() if args else ""
+    names = _SERVER_ARGUMENTS.get(kind)
+    if names is None:
+        return None
+    values = {**dict(zip(names, args[1:])), **options}
+    if kind == "unix":
+        return f"unix:path={quote(values['address'])}" if values.get("address") else None
+    port = str(values.get("port", ""))
+    if not port.isdigit() or int(port) == 0:
+        return None
+    host = values.get("interface", "::" if kind == "tcp6" else "")
+    host = _LOOPBACK.get(host, host)
+    # ssl: listens with TLS; tls: is the client that checks the certificate and host name.
+    return f"{'tls' if kind == 'ssl' else 'tcp'}:{quote(host)}:{port}"
+
+
 def checks_no_certificate(endpoint: str) -> bool:
     """Whether a client endpoint is TLS that accepts any certificate: Twisted's `ssl:`
     checks the server's certificate only when given hostname= (`tls:` always does)."""

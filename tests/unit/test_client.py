@@ -12,7 +12,7 @@ from zope.interface import implementer
 
 from notifd import store
 from notifd.client import Failover, NotifClient, NotifdError
-from notifd.watch import follow, watch
+from notifd.watch import connect_endpoint, follow, watch
 from tests import transcript
 from tests.harness import Rig
 
@@ -331,3 +331,24 @@ def test_a_refused_watch_stops_its_failover_and_closes_the_connection_in_order(c
         result(ended, node.pumps[0])
     assert node.servers[0].transport.disconnected
     assert clock.getDelayedCalls() == []  # no reconnection pending
+
+
+@pytest.mark.parametrize("listen, connect", [
+    ("tcp:8789:interface=127.0.0.1", "tcp:127.0.0.1:8789"),
+    ("tcp:8789:interface=127.0.0.1:backlog=1024", "tcp:127.0.0.1:8789"),
+    ("tcp:8789", "tcp:127.0.0.1:8789"),  # every address: the loopback one
+    ("tcp:8789:interface=0.0.0.0", "tcp:127.0.0.1:8789"),
+    ("tcp:8789:10.0.0.2:50", "tcp:10.0.0.2:8789"),  # tcp:PORT:INTERFACE:BACKLOG
+    ("tcp:port=8789:interface=10.0.0.1", "tcp:10.0.0.1:8789"),
+    (r"tcp:8789:interface=\:\:", r"tcp:\:\:1:8789"),
+    ("tcp6:8789", r"tcp:\:\:1:8789"),
+    (r"tcp6:8789:interface=fd00\:\:5", r"tcp:fd00\:\:5:8789"),
+    ("ssl:8790:privateKey=/k.pem:certKey=/c.pem:interface=notifd.example", "tls:notifd.example:8790"),
+    ("ssl:8790:privateKey=/k.pem", "tls:127.0.0.1:8790"),
+    ("unix:/run/notifd/notifd.sock:mode=660", "unix:path=/run/notifd/notifd.sock"),
+    ("systemd:domain=INET:name=notifd", None),  # the socket's address is systemd's
+    ("tcp:0:interface=127.0.0.1", None),  # a port chosen at start
+    ("nonsense", None),
+])
+def test_watch_connects_where_the_daemon_listens(listen, connect):
+    assert connect_endpoint(listen) == connect
