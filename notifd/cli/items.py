@@ -228,7 +228,10 @@ def list_(ctx: click.Context, type_name: str | None, limit: int, as_json: bool) 
     """List the newest items."""
     from .. import store
 
-    found = store_of(ctx).call(store.list_items, type_name, limit)
+    db = store_of(ctx)
+    if type_name is not None:
+        _item_type(db.types, type_name)  # a typo would list nothing, as if there were no items
+    found = db.call(store.list_items, type_name, limit)
     if as_json:
         click.echo(json.dumps([item_json(item) for item in found], ensure_ascii=False, indent=2))
         return

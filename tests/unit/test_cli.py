@@ -377,6 +377,16 @@ def test_rm_of_an_unknown_id_removes_nothing(cli):
     assert cli("rm", "abc").code == 2
 
 
+def test_list_of_an_unknown_type_is_the_same_error_as_add(cli):
+    cli("add", "classified", "kept")
+    for args in (("add", "nosuch", "x"), ("list", "--type", "nosuch")):
+        result = cli(*args)
+        assert (result.code, result.out, result.err) == (
+            1, "", "notifctl: unknown item type 'nosuch' (known: classified, random)\n"
+        )
+    assert [i["text"] for i in json.loads(cli("list", "--type", "classified", "--json").out)] == ["kept"]
+
+
 HUGE = "99999999999999999999999"
 
 
