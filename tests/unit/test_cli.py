@@ -119,6 +119,17 @@ def test_named_clients(cli):
     assert cli("client", "remove", "kiosk").err == "notifctl: no client named 'kiosk'\n"
 
 
+def test_clients_counts_only_the_types_a_client_may_read(cli):
+    cli("client", "add", "reader", "--types", "classified")
+    cli("client", "add", "all")
+    cli("add", "classified", "a")
+    cli("add", "random", "13")
+    listed = {c["name"]: c["unread"] for c in json.loads(cli("clients", "--json").out)}
+    assert listed == {"reader": {"classified": 1}, "all": {"classified": 1, "random": 1}}
+    lines = {line.split("\t")[0]: line.split("\t")[1] for line in cli("clients").lines}
+    assert lines == {"reader": "classified=1", "all": "classified=1 random=1"}
+
+
 def test_db_upgrade(cli, db_path):
     assert cli("db", "upgrade", create=False).out == "created the database at the current schema\n"
     assert cli("db", "upgrade").out == "the schema is up to date\n"
