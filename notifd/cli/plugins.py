@@ -67,6 +67,8 @@ def plugin_new(name: str, kind: str, directory: str) -> None:
     It installs with pip and its tests pass as generated (they run a real notifd with the
     fixtures of notifd.testing).
     """
+    import shlex
+    import sys
     from pathlib import Path
 
     from ..scaffold import ScaffoldError, write
@@ -76,7 +78,10 @@ def plugin_new(name: str, kind: str, directory: str) -> None:
     except ScaffoldError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"created {target}: {', '.join(sorted(p.name for p in target.iterdir()))}")
-    click.echo(f"next: cd {target} && python -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pytest")
+    # Into the environment this notifd runs in: a fresh venv would take `notifd` from PyPI,
+    # where the name is another project's.
+    python = shlex.quote(sys.executable)
+    click.echo(f"next: cd {shlex.quote(str(target))} && {python} -m pip install -e '.[test]' && {python} -m pytest")
 
 
 @click.group(invoke_without_command=True, context_settings=HELP)
