@@ -70,6 +70,25 @@ def test_the_example_config_is_valid_and_shows_every_key():
         assert f"`{key}`" in operations or f"`{path}`" in operations or f".{key}`" in operations, path
 
 
+def test_every_metric_is_in_the_operations_table_with_its_labels():
+    from notifd.metrics import Metrics
+
+    metrics = Metrics()
+    labels = {c._name: set(c._labelnames) for c in metrics.registry._collector_to_names if hasattr(c, "_labelnames")}
+    exported = {}
+    for family in metrics.registry.collect():  # notifd's own, not the process_* ones
+        if family.name.startswith("notifd_"):
+            name = family.name + {"counter": "_total", "info": "_info"}.get(family.type, "")
+            sampled = {key for sample in family.samples for key in sample.labels if key != "le"}
+            exported[name] = labels.get(family.name, set()) | sampled | set(getattr(family, "_labelnames", ()))
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    documented = {
+        name: set(filter(None, (found or "").split(",")))
+        for name, found in re.findall(r"^\| `(notifd_\w+)(?:\{([\w,]*)\})?` \|", operations, flags=re.M)
+    }
+    assert documented == exported
+
+
 def test_the_systemd_unit_is_what_the_docs_promise():
     unit = (ROOT / "contrib" / "systemd" / "notifd.service").read_text()
     for line in ("Type=notify", "WatchdogSec=", "StateDirectory=notifd", "NoNewPrivileges=yes",
