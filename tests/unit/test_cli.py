@@ -145,6 +145,25 @@ def test_a_database_newer_than_notifd_is_refused(cli, engine):
     assert result.err.count("\n") == 1
 
 
+def test_db_check_of_a_newer_schema_advises_upgrading_notifd(cli, engine):
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    result = cli("db", "check")
+    assert result.code == 1
+    assert result.err == (
+        f"notifctl: schema is at 9999, newer than this notifd, which expects {store.SCHEMA_HEAD} (upgrade notifd)\n"
+    )
+    assert "newer than this notifd" in cli("db", "upgrade").err  # it would refuse what db check once advised
+
+
+def test_db_check_of_an_older_schema_advises_db_upgrade(cli, engine):
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0001'")
+    result = cli("db", "check")
+    assert result.code == 1
+    assert result.err == f"notifctl: schema is at 0001, this notifd expects {store.SCHEMA_HEAD} (notifctl db upgrade)\n"
+
+
 def test_config_errors_name_the_key(cli, tmp_path):
     config = tmp_path / "bad.toml"
     config.write_text('db = "x.db"\nlisten_on = "tcp:1"\n')
