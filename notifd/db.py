@@ -385,6 +385,13 @@ def read_only_error(url: URL, error: BaseException) -> UnusableDatabase | None:
     return None
 
 
+def is_known_revision(version: str) -> bool:
+    """Whether this notifd's migrations know `version`; a revision they do not is a newer notifd's."""
+    from alembic.script import ScriptDirectory
+
+    return version in {rev.revision for rev in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
+
+
 def upgrade(engine: Engine, version: str | None = None) -> list[str]:
     """Bring the schema to head; returns the revisions applied.
 
@@ -395,7 +402,7 @@ def upgrade(engine: Engine, version: str | None = None) -> list[str]:
     config = _alembic_config()
     scripts = ScriptDirectory.from_config(config)
     head = scripts.get_current_head()
-    if version is not None and version not in {rev.revision for rev in scripts.walk_revisions()}:
+    if version is not None and not is_known_revision(version):
         raise UnusableDatabase(
             f"the database schema is at revision {version}, newer than this notifd "
             f"(which knows up to {head}); upgrade notifd"

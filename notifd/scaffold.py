@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import re
+import shlex
+import sys
 from pathlib import Path
 from string import Template
 
@@ -33,6 +35,7 @@ def names(name: str) -> dict[str, str]:
         "distribution": f"notifd-{identifier.replace('_', '-')}",
         "test": f"test_{identifier}.py",
         "notifd_version": __version__,
+        "python": shlex.quote(sys.executable),  # notifd's own environment
     }
 
 
@@ -266,8 +269,11 @@ def test_a_bad_setting_is_refused_naming_the_plugin_and_key(notifctl):
 _README_COMMON = '''
 ## Develop
 
-    python -m venv .venv && .venv/bin/pip install -e '.[test]'
-    .venv/bin/pytest
+Install it, editable, into the Python environment notifd runs in (notifd is not on PyPI:
+a project named `notifd` there is another one), then run its tests:
+
+    ${python} -m pip install -e '.[test]'
+    ${python} -m pytest
 
 The tests run a real notifd with the fixtures of `notifd.testing` (installed with notifd,
 a pytest plugin): `notifd_daemon`, `notifd_client`, `notifctl`, and `notifd_config` /
@@ -275,7 +281,7 @@ a pytest plugin): `notifd_daemon`, `notifd_client`, `notifctl`, and `notifd_conf
 
 ## Install
 
-    pip install .
+    ${python} -m pip install .
 
 notifd and notifctl find the plugin through its entry point; `notifctl plugins` lists it.
 '''

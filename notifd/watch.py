@@ -17,7 +17,8 @@ from .client import Failover, NotifdError
 
 
 def run_watch(endpoints: Iterable[str], name: str | None, token: str | None, types: Iterable[str], echo: Callable) -> int:
-    """Watch until the user interrupts or the server refuses the hello; returns the exit code."""
+    """Watch until the user interrupts (exit code 0) or the server refuses the hello or a type (1);
+    returns the exit code."""
     outcome: list[int] = []
 
     @defer.inlineCallbacks
@@ -37,7 +38,49 @@ def run_watch(endpoints: Iterable[str], name: str | None, token: str | None, typ
         task.react(main)
     except SystemExit:
         pass
-    return outcome[0] if outcome else 1
+    # No outcome: the reactor stopped before the watch ended, which only SIGINT (Ctrl-C) or
+    # SIGTERM does; that is how a watcher is meant to be stopped, so it is no failure.
+    return outcome[0] if outcome else 0
+
+
+DEFAULT_CONNECT = "tcp:127.0.0.1:8789"
+
+# The server endpoints a watcher can reach, with their positional arguments in the order
+# Twisted's string parsers take them (tcp:PORT:INTERFACE:BACKLOG, ...).
+_SERVER_ARGUMENTS = {
+    "tcp": ("port", "interface", "backlog"),
+    "tcp6": ("port", "backlog", "interface"),
+    "ssl": ("port", "privateKey", "certKey", "sslmethod", "interface", "backlog"),
+    "unix": ("address", "mode", "backlog", "lockfile"),
+}
+# A daemon listening on every address is reached on the loopback one.
+_LOOPBACK = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+def connect_endpoint(listen: str) -> str | None:
+    """The client endpoint that reaches a daemon listening on `listen` (a server endpoint
+    string), or None when there is no telling (systemd:, a port of 0, ...)."""
+    from twisted.internet.endpoints import _parse as parse_endpoint_string
+    from twisted.internet.endpoints import quoteStringArgument as quote
+
+    try:
+        args, options = parse_endpoint_string(listen)
+    except Exception:
+        return None
+    kind = str(args[0]).lower() if args else ""
+    names = _SERVER_ARGUMENTS.get(kind)
+    if names is None:
+        return None
+    values = {**dict(zip(names, args[1:])), **options}
+    if kind == "unix":
+        return f"unix:path={quote(values['address'])}" if values.get("address") else None
+    port = str(values.get("port", ""))
+    if not port.isdigit() or int(port) == 0:
+        return None
+    host = values.get("interface", "::" if kind == "tcp6" else "")
+    host = _LOOPBACK.get(host, host)
+    # ssl: listens with TLS; tls: is the client that checks the certificate and host name.
+    return f"{'tls' if kind == 'ssl' else 'tcp'}:{quote(host)}:{port}"
 
 
 def checks_no_certificate(endpoint: str) -> bool:
@@ -68,12 +111,18 @@ def watch(reactor, endpoints: list[str], name: str | None, token: str | None, ty
         d.addCallback(lambda _: enter(client, types, echo, reactor))
 
         def refused(failure):
-            if failure.check(NotifdError) and not ended.called:
-                ended.errback(failure)
-            return failure
+            if not failure.check(NotifdError):
+                return failure
+            # Hand the connection over and end the watch on the next turn. Stopping the
+            # service inside its prepareConnection, or failing it, leaves this connection open
+            # in a state where ClientService has no transition for its loss (an "Unhandled
+            # Error" after the one line); once handed over, stopping closes it in order.
+            clock.callLater(0, lambda: ended.called or ended.errback(failure))
+            return None
 
         return d.addErrback(refused)
 
+    clock = failover_options.get("clock") or reactor
     failover = Failover(reactor, endpoints, on_connect, **failover_options)
     failover.start()
     first = failover.when_connected(fail_after_failures=len(endpoints))
@@ -83,7 +132,6 @@ def watch(reactor, endpoints: list[str], name: str | None, token: str | None, ty
         error = _unreachable(failure, endpoints)
         clock.callLater(0, lambda: ended.called or ended.errback(error))
 
-    clock = failover_options.get("clock") or reactor
     first.addErrback(unreachable)
 
     def finished(result):

@@ -70,6 +70,58 @@ def test_the_example_config_is_valid_and_shows_every_key():
         assert f"`{key}`" in operations or f"`{path}`" in operations or f".{key}`" in operations, path
 
 
+def test_every_metric_is_in_the_operations_table_with_its_labels():
+    from notifd.metrics import Metrics
+
+    metrics = Metrics()
+    labels = {c._name: set(c._labelnames) for c in metrics.registry._collector_to_names if hasattr(c, "_labelnames")}
+    exported = {}
+    for family in metrics.registry.collect():  # notifd's own, not the process_* ones
+        if family.name.startswith("notifd_"):
+            name = family.name + {"counter": "_total", "info": "_info"}.get(family.type, "")
+            sampled = {key for sample in family.samples for key in sample.labels if key != "le"}
+            exported[name] = labels.get(family.name, set()) | sampled | set(getattr(family, "_labelnames", ()))
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    documented = {
+        name: set(filter(None, (found or "").split(",")))
+        for name, found in re.findall(r"^\| `(notifd_\w+)(?:\{([\w,]*)\})?` \|", operations, flags=re.M)
+    }
+    assert documented == exported
+
+
+def _long_options(command) -> list[str]:
+    import click
+
+    return [o for p in command.params if isinstance(p, click.Option) for o in p.opts if o.startswith("--") and o != "--help"]
+
+
+def test_the_readme_synopsis_shows_every_option():
+    import click
+
+    from notifd.cli import notifctl, notifd
+
+    readme = (ROOT / "README.md").read_text()
+    synopsis = re.search(r"^```\n(notifd \[.*?)^```$", readme, flags=re.S | re.M).group(1)
+    assert [o for o in _long_options(notifd) if o not in synopsis] == []
+    block = re.search(r"^```sh\n(notifctl \[.*?)^```$", readme, flags=re.S | re.M).group(1)
+    # "notifctl db upgrade | db check [--json]  # ...": one segment per command (a | inside
+    # brackets is a choice of options).
+    segments = [part.strip().removeprefix("notifctl ") for line in block.splitlines()
+                for part in re.split(r" \| (?![^\[]*\])", line.split("  #")[0])]
+
+    def walk(command, path):
+        shown = [seg for seg in segments if (seg.startswith("[") if not path else seg == path or seg.startswith(path + " "))]
+        if not isinstance(command, click.Group) or command.invoke_without_command or not path:
+            assert shown, f"notifctl {path} is not in the README"
+            missing = [o for o in _long_options(command) if o not in " ".join(shown)]
+            assert missing == [], f"notifctl {path}: {missing} not in the README"
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                walk(sub, f"{path} {name}".strip())
+
+    walk(notifctl, "")
+
+
 def test_the_systemd_unit_is_what_the_docs_promise():
     unit = (ROOT / "contrib" / "systemd" / "notifd.service").read_text()
     for line in ("Type=notify", "WatchdogSec=", "StateDirectory=notifd", "NoNewPrivileges=yes",

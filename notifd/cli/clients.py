@@ -89,7 +89,7 @@ def client_remove(ctx: click.Context, name: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def clients(ctx: click.Context, as_json: bool) -> None:
-    """Each named client's unread count per type, last seen, and whether it is connected now."""
+    """Each named client's unread count per type it may read, last seen, and whether it is connected now."""
     from .. import store
 
     db = store_of(ctx)
@@ -98,10 +98,14 @@ def clients(ctx: click.Context, as_json: bool) -> None:
     def gather(conn):
         now = store.utcnow()
         connected = store.connected_clients(conn)
+        # Only the types a client may read: it is never notified of the others.
         return [
-            (c, store.unread_counts(conn, c.id, windows, now), connected.get(c.id, 0))
+            (c, store.unread_counts(conn, c.id, readable(c), now), connected.get(c.id, 0))
             for c in store.list_clients(conn)
         ]
+
+    def readable(c):
+        return windows if c.types is None else {name: w for name, w in windows.items() if name in c.types}
 
     rows = db.call(gather)
     if as_json:
@@ -112,7 +116,7 @@ def clients(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps(out, indent=2))
         return
     for c, unread, n in rows:
-        counts = " ".join(f"{name}={count}" for name, count in unread.items())
+        counts = " ".join(f"{name}={count}" for name, count in unread.items()) or "-"
         state = f"connected ({n})" if n else "not connected"
         click.echo(f"{c.name}\t{counts}\tlast seen {iso(c.last_seen)}\t{state}")
 

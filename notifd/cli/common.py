@@ -68,6 +68,13 @@ plugins_dir_option = click.option(
 )
 
 
+# An id names a row of the schema's Integer columns, 4 bytes on PostgreSQL: a larger number
+# names nothing, so click refuses it, naming the argument, before the database is asked.
+ITEM_ID = click.IntRange(1, 2**31 - 1)
+# A count ends up in LIMIT, which both databases take as a 64-bit integer.
+COUNT = click.IntRange(1, 2**63 - 1)
+
+
 class Store:
     """The database and item types, opened lazily: each command pays only for what it uses."""
 

@@ -111,7 +111,7 @@ def db_copy(ctx: click.Context, target: str) -> None:
 def db_check(ctx: click.Context, as_json: bool) -> None:
     """Check the database's integrity and schema version; exits 1 on any problem."""
     from .. import store
-    from ..db import make_engine, schema_version, sqlite_path, transaction
+    from ..db import is_known_revision, make_engine, schema_version, sqlite_path, transaction
 
     db = store_of(ctx)
     path = sqlite_path(db.url)
@@ -133,7 +133,10 @@ def db_check(ctx: click.Context, as_json: bool) -> None:
         engine.dispose()
     if integrity != "ok":
         problems.append(f"integrity: {integrity}")
-    if version != store.SCHEMA_HEAD:
+    if version is not None and version != store.SCHEMA_HEAD and not is_known_revision(version):
+        # `db upgrade` refuses a newer schema: only a newer notifd reads it.
+        problems.append(f"schema is at {version}, newer than this notifd, which expects {store.SCHEMA_HEAD} (upgrade notifd)")
+    elif version != store.SCHEMA_HEAD:
         problems.append(f"schema is at {version or 'nothing'}, this notifd expects {store.SCHEMA_HEAD} (notifctl db upgrade)")
     report = {"database": db.url.render_as_string(hide_password=True), "schema": version,
               "expected_schema": store.SCHEMA_HEAD, "integrity": integrity, "items": counts, "problems": problems}

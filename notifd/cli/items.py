@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .common import HELP, Store, iso, item_json, store_of
+from .common import COUNT, HELP, ITEM_ID, Store, iso, item_json, store_of
 
 
 def _read_stdin_text(limit: int) -> str | None:
@@ -192,7 +192,7 @@ def sqlite3_error() -> type:
 
 
 @click.command(context_settings=HELP)
-@click.argument("item_ids", metavar="ID...", nargs=-1, required=True, type=click.IntRange(min=1))
+@click.argument("item_ids", metavar="ID...", nargs=-1, required=True, type=ITEM_ID)
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of the removed items.")
 @click.pass_context
 def rm(ctx: click.Context, item_ids: tuple[int, ...], as_json: bool) -> None:
@@ -219,14 +219,17 @@ def rm(ctx: click.Context, item_ids: tuple[int, ...], as_json: bool) -> None:
 
 @click.command("list", context_settings=HELP)
 @click.option("--type", "type_name", metavar="TYPE", help="Only items of this type.")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="How many, newest first.")
+@click.option("--limit", default=20, show_default=True, type=COUNT, help="How many, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of {id, type, text, created_at}.")
 @click.pass_context
 def list_(ctx: click.Context, type_name: str | None, limit: int, as_json: bool) -> None:
     """List the newest items."""
     from .. import store
 
-    found = store_of(ctx).call(store.list_items, type_name, limit)
+    db = store_of(ctx)
+    if type_name is not None:
+        _item_type(db.types, type_name)  # a typo would list nothing, as if there were no items
+    found = db.call(store.list_items, type_name, limit)
     if as_json:
         click.echo(json.dumps([item_json(item) for item in found], ensure_ascii=False, indent=2))
         return

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .common import HELP, iso, store_of
+from .common import HELP, ITEM_ID, iso, store_of
 
 
 @click.command(context_settings=HELP)
@@ -67,6 +67,8 @@ def plugin_new(name: str, kind: str, directory: str) -> None:
     It installs with pip and its tests pass as generated (they run a real notifd with the
     fixtures of notifd.testing).
     """
+    import shlex
+    import sys
     from pathlib import Path
 
     from ..scaffold import ScaffoldError, write
@@ -76,7 +78,10 @@ def plugin_new(name: str, kind: str, directory: str) -> None:
     except ScaffoldError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"created {target}: {', '.join(sorted(p.name for p in target.iterdir()))}")
-    click.echo(f"next: cd {target} && python -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pytest")
+    # Into the environment this notifd runs in: a fresh venv would take `notifd` from PyPI,
+    # where the name is another project's.
+    python = shlex.quote(sys.executable)
+    click.echo(f"next: cd {shlex.quote(str(target))} && {python} -m pip install -e '.[test]' && {python} -m pytest")
 
 
 @click.group(invoke_without_command=True, context_settings=HELP)
@@ -139,7 +144,7 @@ def _delivery_json(delivery, now) -> dict[str, Any]:
 
 
 @outbox.command("retry", context_settings=HELP)
-@click.argument("delivery_id", metavar="ID", type=int)
+@click.argument("delivery_id", metavar="ID", type=ITEM_ID)
 @click.pass_context
 def outbox_retry(ctx: click.Context, delivery_id: int) -> None:
     """Re-queue delivery ID (dead, or waiting for its back-off) to be tried now."""

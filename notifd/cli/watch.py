@@ -10,10 +10,10 @@ from .common import HELP
 
 @click.command(context_settings=HELP)
 @click.option(
-    "--connect", "endpoints", multiple=True, default=["tcp:127.0.0.1:8789"], show_default=True,
-    envvar="NOTIFD_CONNECT",
+    "--connect", "endpoints", multiple=True, envvar="NOTIFD_CONNECT",
     help="Twisted client endpoint of a daemon; repeatable: the next one is tried when a connection "
-    "fails or is lost [env NOTIFD_CONNECT, space-separated].",
+    "fails or is lost [env NOTIFD_CONNECT, space-separated] [default: where the configuration's first "
+    "listen entry listens, else tcp:127.0.0.1:8789].",
 )
 @click.option("--name", help="Say hello as this named client.")
 @click.option(
@@ -36,8 +36,12 @@ def watch(ctx: click.Context, endpoints: tuple[str, ...], name: str | None, toke
         token = _read_token(token_file)
     if name and not token:
         raise click.ClickException("--name needs --token-file, NOTIFD_TOKEN or --token")
-    from ..watch import checks_no_certificate, run_watch
+    from ..watch import DEFAULT_CONNECT, checks_no_certificate, connect_endpoint, run_watch
 
+    if not endpoints:
+        # The daemon's own address, from the same config file: `listen` names a server endpoint.
+        listen = ctx.find_root().obj.listen
+        endpoints = (connect_endpoint(listen[0]) if listen else None) or DEFAULT_CONNECT,
     for endpoint in endpoints:
         if checks_no_certificate(endpoint):
             raise click.ClickException(

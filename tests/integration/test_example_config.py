@@ -144,10 +144,19 @@ def test_every_notifctl_command_runs_with_the_example_config(tmp_path):
     assert (tmp_path / "backup.db").exists() and (tmp_path / "copy.db").exists()
 
 
+SHIPPED_LISTEN = '\nlisten = ["tcp:8789:interface=127.0.0.1"]\n'
+
+
 def watch_prints_the_items(config: Path, port: int) -> None:
+    # With no --connect, watch goes where the file's `listen` says the daemon listens: the
+    # example's entry, moved to the daemon's port.
+    text = config.read_text()
+    assert SHIPPED_LISTEN in text
+    config.write_text(text.replace(SHIPPED_LISTEN, SHIPPED_LISTEN.replace("8789", str(port)), 1))
+    env = {key: value for key, value in _ENV.items() if key != "NOTIFD_CONNECT"}
     watcher = subprocess.Popen(
-        [*_script("notifctl"), "watch", "--connect", f"tcp:127.0.0.1:{port}"], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env={**_ENV, "NOTIFD_CONFIG": str(config)},
+        [*_script("notifctl"), "watch"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**env, "NOTIFD_CONFIG": str(config)},
     )
     try:
         printed = sorted(read_line(watcher.stdout) for _ in range(2))  # every item posted above and not removed
@@ -156,7 +165,10 @@ def watch_prints_the_items(config: Path, port: int) -> None:
     finally:
         watcher.send_signal(signal.SIGINT)
         _, stderr = watcher.communicate(timeout=TIMEOUT)
-    assert "Traceback" not in stderr, stderr
+    assert (watcher.returncode, stderr) == (0, "")
+    # --connect (or NOTIFD_CONNECT) beats the file: here, a port nothing listens on.
+    refused = run("notifctl", config, "watch", "--connect", "tcp:127.0.0.1:1")
+    assert refused.returncode == 1 and refused.stderr.startswith("notifctl: cannot connect to tcp:127.0.0.1:1: ")
 
 
 def test_notifd_check_config_accepts_the_example_config(tmp_path):

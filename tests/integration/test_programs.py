@@ -1,6 +1,7 @@
 """The installed programs as an operator meets them: errors on one line, watch, start failures."""
 from __future__ import annotations
 
+import signal
 import subprocess
 from pathlib import Path
 
@@ -102,6 +103,41 @@ def test_notifctl_watch_reports_an_err_answer_and_goes_on_in_the_same_session(da
     assert watcher.poll() is None
 
 
+def test_notifctl_watch_of_an_unknown_type_is_one_line(daemon, notifctl):
+    server = daemon()
+    result = notifctl("watch", "--connect", f"tcp:127.0.0.1:{server.port}", "--type", "nosuch", check=False)
+    assert (result.returncode, result.stderr, result.stdout) == (1, "notifctl: the server refused: unknown type\n", "")
+
+
+def test_notifctl_watch_ends_when_its_client_is_removed(daemon, notifctl, start_notifctl, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(notifctl("client", "add", "kiosk").stdout.splitlines()[-1])
+    notifctl("add", "classified", "for kiosks")
+    server = daemon()
+    watcher = start_notifctl(
+        "watch", "--connect", f"tcp:127.0.0.1:{server.port}", "--name", "kiosk", "--token-file", str(token_file)
+    )
+    assert watcher.stdout.readline() == "classified: for kiosks\n"
+    notifctl("client", "remove", "kiosk")
+    assert watcher.wait(TIMEOUT) == 1
+    # Why the connection closed, then why the watch ends (reconnecting was refused).
+    assert watcher.stderr.read() == (
+        "notifctl: the server closed the connection: client removed\n"
+        "notifctl: the server refused: unknown client or wrong token\n"
+    )
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_notifctl_watch_stopped_by_a_signal_exits_0_quietly(daemon, notifctl, start_notifctl, stop_signal):
+    notifctl("add", "classified", "already there")
+    server = daemon()
+    watcher = start_notifctl("watch", "--connect", f"tcp:127.0.0.1:{server.port}")
+    assert watcher.stdout.readline() == "classified: already there\n"
+    watcher.send_signal(stop_signal)
+    assert watcher.wait(TIMEOUT) == 0
+    assert watcher.stderr.read() == ""
+
+
 def test_notifctl_watch_without_a_daemon_fails_cleanly(tmp_path):
     result = subprocess.run(
         [*_script("notifctl"), "watch", "--connect", "tcp:127.0.0.1:1"], capture_output=True, text=True, timeout=TIMEOUT
@@ -125,7 +161,8 @@ def test_notifctl_watch_reads_the_token_from_a_file(daemon, notifctl, start_noti
     token_file.write_text("not-the-token\n")
     refused = notifctl("watch", "--connect", f"tcp:127.0.0.1:{server.port}", "--name", "kiosk",
                        "--token-file", str(token_file), check=False)
-    assert refused.returncode == 1 and refused.stderr.startswith("notifctl: the server refused: ")
+    # One line, no "Unhandled Error" from the reconnecting service after it.
+    assert (refused.returncode, refused.stderr) == (1, "notifctl: the server refused: unknown client or wrong token\n")
 
 
 def _config_without_anonymous(tmp_path) -> Path:

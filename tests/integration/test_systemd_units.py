@@ -79,6 +79,13 @@ def test_the_guide_writes_the_drop_ins_for_socket_activation_and_a_database_else
     assert re.search(r"^ReadWritePaths=/\S+$", drop_ins["database.conf"], re.M)
 
 
+def test_the_units_point_at_no_documentation_that_is_not_installed():
+    # pip installs notifd's code, not its docs/: a file:// link would name a missing file.
+    for unit in UNITS.glob("notifd.*"):
+        links = [v for section in unit_settings(unit).values() for v in section.get("Documentation", [])]
+        assert [link for link in links if link.startswith("file:")] == [], unit.name
+
+
 def test_the_units_and_the_guides_drop_ins_load_without_a_warning(tmp_path):
     units = installed_units(tmp_path)
     result = subprocess.run(

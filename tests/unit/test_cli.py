@@ -124,6 +124,17 @@ def test_named_clients(cli):
     assert cli("client", "remove", "kiosk").err == "notifctl: no client named 'kiosk'\n"
 
 
+def test_clients_counts_only_the_types_a_client_may_read(cli):
+    cli("client", "add", "reader", "--types", "classified")
+    cli("client", "add", "all")
+    cli("add", "classified", "a")
+    cli("add", "random", "13")
+    listed = {c["name"]: c["unread"] for c in json.loads(cli("clients", "--json").out)}
+    assert listed == {"reader": {"classified": 1}, "all": {"classified": 1, "random": 1}}
+    lines = {line.split("\t")[0]: line.split("\t")[1] for line in cli("clients").lines}
+    assert lines == {"reader": "classified=1", "all": "classified=1 random=1"}
+
+
 def test_db_upgrade(cli, db_path):
     assert cli("db", "upgrade", create=False).out == "created the database at the current schema\n"
     assert cli("db", "upgrade").out == "the schema is up to date\n"
@@ -137,6 +148,25 @@ def test_a_database_newer_than_notifd_is_refused(cli, engine):
     assert result.code == 1
     assert result.err.startswith("notifctl: the database schema is at revision 9999, newer than this notifd")
     assert result.err.count("\n") == 1
+
+
+def test_db_check_of_a_newer_schema_advises_upgrading_notifd(cli, engine):
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    result = cli("db", "check")
+    assert result.code == 1
+    assert result.err == (
+        f"notifctl: schema is at 9999, newer than this notifd, which expects {store.SCHEMA_HEAD} (upgrade notifd)\n"
+    )
+    assert "newer than this notifd" in cli("db", "upgrade").err  # it would refuse what db check once advised
+
+
+def test_db_check_of_an_older_schema_advises_db_upgrade(cli, engine):
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0001'")
+    result = cli("db", "check")
+    assert result.code == 1
+    assert result.err == f"notifctl: schema is at 0001, this notifd expects {store.SCHEMA_HEAD} (notifctl db upgrade)\n"
 
 
 def test_config_errors_name_the_key(cli, tmp_path):
@@ -380,6 +410,43 @@ def test_rm_of_an_unknown_id_removes_nothing(cli):
     assert [i["text"] for i in items(cli)] == ["kept"]
     assert cli("rm").code == 2  # usage: at least one ID
     assert cli("rm", "abc").code == 2
+
+
+def test_list_of_an_unknown_type_is_the_same_error_as_add(cli):
+    cli("add", "classified", "kept")
+    for args in (("add", "nosuch", "x"), ("list", "--type", "nosuch")):
+        result = cli(*args)
+        assert (result.code, result.out, result.err) == (
+            1, "", "notifctl: unknown item type 'nosuch' (known: classified, random)\n"
+        )
+    assert [i["text"] for i in json.loads(cli("list", "--type", "classified", "--json").out)] == ["kept"]
+
+
+HUGE = "99999999999999999999999"
+
+
+@pytest.mark.parametrize("args, message", [
+    (("rm", HUGE), f"Invalid value for 'ID...': {HUGE} is not in the range 1<=x<=2147483647."),
+    (("rm", "1", "2147483648"), "Invalid value for 'ID...': 2147483648 is not in the range 1<=x<=2147483647."),
+    (("outbox", "retry", HUGE), f"Invalid value for 'ID': {HUGE} is not in the range 1<=x<=2147483647."),
+    (("outbox", "retry", "0"), "Invalid value for 'ID': 0 is not in the range 1<=x<=2147483647."),
+    (("list", "--limit", HUGE), f"Invalid value for '--limit': {HUGE} is not in the range 1<=x<=9223372036854775807."),
+])
+def test_ids_and_counts_out_of_range_are_usage_errors(cli, args, message):
+    cli("add", "classified", "kept")
+    result = cli(*args)
+    assert (result.code, result.out, result.err) == (2, "", f"notifctl: {message}\n")
+    assert [i["text"] for i in items(cli)] == ["kept"]
+
+
+@pytest.mark.parametrize("database_name", ["sqlite", "postgresql"])
+def test_the_largest_id_and_count_reach_either_database(cli, request, database_name):
+    db = [] if database_name == "sqlite" else ["--db", request.getfixturevalue("pg_url")]
+    if db:
+        dbmod.open_engine(dbmod.database_url(db[1])).dispose()
+    assert cli(*db, "rm", "2147483647").err == "notifctl: no item 2147483647; nothing removed\n"
+    assert cli(*db, "outbox", "retry", "2147483647").err == "notifctl: no outbox entry 2147483647\n"
+    assert cli(*db, "list", "--limit", str(2**63 - 1)).code == 0
 
 
 # --- no database by accident ---------------------------------------------------------------------

@@ -12,7 +12,7 @@ from zope.interface import implementer
 
 from notifd import store
 from notifd.client import Failover, NotifClient, NotifdError
-from notifd.watch import follow, watch
+from notifd.watch import connect_endpoint, follow, watch
 from tests import transcript
 from tests.harness import Rig
 
@@ -294,6 +294,7 @@ def test_watch_fails_over_and_stops_on_a_refused_hello(clock, two_nodes):
 
     refused = watch(None, [node_b], "nobody", "wrong", (), printed.append, clock=clock)
     node_b.flush()
+    clock.advance(0)
     with pytest.raises(NotifdError):
         result(refused, node_b.pumps[-1])
 
@@ -311,3 +312,43 @@ def test_the_client_turns_nagle_off_on_tcp():
     NotifClient().makeConnection(tcp)
     NotifClient().makeConnection(other)  # not TCP: nothing to set, nothing fails
     assert tcp.no_delay is True
+
+
+@pytest.mark.parametrize("name, token, types, error", [
+    (None, None, ("nosuch",), "unknown type"),
+    ("nobody", "wrong", (), "unknown client or wrong token"),
+])
+def test_a_refused_watch_stops_its_failover_and_closes_the_connection_in_order(clock, two_nodes, name, token, types,
+                                                                                  error):
+    node = two_nodes[0]
+    ended = watch(None, [node], name, token, types, [].append, clock=clock)
+    node.flush()
+    clock.advance(0)  # the watch ends on the turn after the refusal
+    # Losing the connection once the service stopped raised automat's NoTransition
+    # (an "Unhandled Error" after notifctl's one line).
+    node.flush()
+    with pytest.raises(NotifdError, match=error):
+        result(ended, node.pumps[0])
+    assert node.servers[0].transport.disconnected
+    assert clock.getDelayedCalls() == []  # no reconnection pending
+
+
+@pytest.mark.parametrize("listen, connect", [
+    ("tcp:8789:interface=127.0.0.1", "tcp:127.0.0.1:8789"),
+    ("tcp:8789:interface=127.0.0.1:backlog=1024", "tcp:127.0.0.1:8789"),
+    ("tcp:8789", "tcp:127.0.0.1:8789"),  # every address: the loopback one
+    ("tcp:8789:interface=0.0.0.0", "tcp:127.0.0.1:8789"),
+    ("tcp:8789:10.0.0.2:50", "tcp:10.0.0.2:8789"),  # tcp:PORT:INTERFACE:BACKLOG
+    ("tcp:port=8789:interface=10.0.0.1", "tcp:10.0.0.1:8789"),
+    (r"tcp:8789:interface=\:\:", r"tcp:\:\:1:8789"),
+    ("tcp6:8789", r"tcp:\:\:1:8789"),
+    (r"tcp6:8789:interface=fd00\:\:5", r"tcp:fd00\:\:5:8789"),
+    ("ssl:8790:privateKey=/k.pem:certKey=/c.pem:interface=notifd.example", "tls:notifd.example:8790"),
+    ("ssl:8790:privateKey=/k.pem", "tls:127.0.0.1:8790"),
+    ("unix:/run/notifd/notifd.sock:mode=660", "unix:path=/run/notifd/notifd.sock"),
+    ("systemd:domain=INET:name=notifd", None),  # the socket's address is systemd's
+    ("tcp:0:interface=127.0.0.1", None),  # a port chosen at start
+    ("nonsense", None),
+])
+def test_watch_connects_where_the_daemon_listens(listen, connect):
+    assert connect_endpoint(listen) == connect
