@@ -34,7 +34,7 @@ from .items import Item, refused_character
 SCHEMA_HEAD = "0008"  # the Alembic revision this notifd expects (store.py, db.py use this one)
 SQLITE_BUSY_TIMEOUT_MS = 5000  # default of sqlite_busy_timeout: how long a writer waits for another's lock
 KEY_MAX = 200  # characters in an idempotency key (items.key)
-ID_MAX = 2**63 - 1  # the largest id either engine stores (SQLite INTEGER, PostgreSQL BIGINT range)
+ID_MAX = 2**31 - 1  # the largest id both engines store: the schema's Integer columns are 4 bytes on PostgreSQL
 HEARTBEAT_SECONDS = 5.0  # how often a daemon records that it is alive (service.py, notifctl status)
 ITEMS_LOCK = 0x6E6F7470  # PostgreSQL advisory lock key: posters take turns (Rule 1)
 

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from .. import config as configmod
+from ..posting import ID_MAX
 
 HELP = {"help_option_names": ["-h", "--help"]}
 
@@ -68,9 +69,9 @@ plugins_dir_option = click.option(
 )
 
 
-# An id names a row of the schema's Integer columns, 4 bytes on PostgreSQL: a larger number
-# names nothing, so click refuses it, naming the argument, before the database is asked.
-ITEM_ID = click.IntRange(1, 2**31 - 1)
+# A larger id names nothing (posting.ID_MAX), so click refuses it, naming the argument,
+# before the database is asked.
+ITEM_ID = click.IntRange(1, ID_MAX)
 # A count ends up in LIMIT, which both databases take as a 64-bit integer.
 COUNT = click.IntRange(1, 2**63 - 1)
 
