@@ -482,3 +482,15 @@ def test_a_database_created_by_root_belongs_to_the_owner_of_its_directory(cli, t
     info = target.stat()
     assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (65534, 65534, 0o600)
 
+
+
+def test_a_batch_over_the_limit_is_refused_and_stores_nothing(cli, monkeypatch):
+    from notifd.cli import items as items_command
+
+    monkeypatch.setattr(items_command, "BATCH_MAX", 3)
+    words = ("notifctl: the batch is over 3 lines: split it (one batch is one transaction, which holds the "
+             "database's write lock while it is stored)\n")
+    for stdin in (b"a\nb\nc\nd\n", b"x" * 5 * 4098):  # too many lines; more bytes than 3 whole lines
+        result = cli("add", "classified", "--batch", "-", stdin=stdin)
+        assert (result.code, result.err) == (1, words)
+    assert cli("add", "classified", "--batch", "-", stdin=b"a\nb\nc\n").lines == ["1", "2", "3"]
