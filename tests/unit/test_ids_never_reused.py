@@ -45,19 +45,19 @@ def test_a_change_id_is_not_given_again_once_changes_are_pruned(database):
     assert database.call(store.max_change_id) > before  # running daemons read changes above their mark
 
 
-def _at_0005(path):
-    """A database built up to the schema before 0006, as an older notifd left it."""
+def _at(path, revision):
+    """A database built up to `revision`, as an older notifd left it; returns its engine."""
     engine = dbmod.make_engine(dbmod.database_url(str(path)))
     config = dbmod._alembic_config()
     with engine.begin() as conn:
         config.attributes["connection"] = conn
-        command.upgrade(config, "0005")
+        command.upgrade(config, revision)
     return engine
 
 
 def test_upgrading_keeps_every_row_and_stops_the_reuse(tmp_path):
     path = tmp_path / "old.db"
-    engine = _at_0005(path)
+    engine = _at(path, "0005")
     with engine.begin() as conn:
         item_id = conn.execute(insert(store.items).values(type="classified", text="ad", created_at=NOW)).inserted_primary_key[0]
         conn.execute(insert(store.outbox).values(id=7, item_id=item_id, notifier="hook", state="dead", attempts=3,
@@ -111,11 +111,7 @@ def test_an_item_id_is_not_given_again_after_the_newest_is_removed_or_all_are_pr
 
 def test_upgrading_to_item_ids_that_only_grow_keeps_items_and_their_deliveries(tmp_path):
     path = tmp_path / "old.db"
-    engine = dbmod.make_engine(dbmod.database_url(str(path)))
-    config = dbmod._alembic_config()
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "0006")
+    engine = _at(path, "0006")
     with engine.begin() as conn:
         for text in ("one", "two", "three"):
             conn.execute(insert(store.items).values(type="classified", text=text, created_at=NOW))
@@ -158,11 +154,7 @@ def test_a_removed_client_s_id_is_not_given_again_and_its_late_marks_land_nowher
 
 def test_upgrading_to_client_ids_that_only_grow_keeps_clients_cursors_and_presence(tmp_path):
     path = tmp_path / "old.db"
-    engine = dbmod.make_engine(dbmod.database_url(str(path)))
-    config = dbmod._alembic_config()
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "0007")
+    engine = _at(path, "0007")
     with engine.begin() as conn:
         for name in ("a", "b"):
             conn.execute(insert(store.clients).values(name=name, token_hash=name * 64, created_at=NOW))
