@@ -41,7 +41,13 @@ def watch(ctx: click.Context, endpoints: tuple[str, ...], name: str | None, toke
     if not endpoints:
         # The daemon's own address, from the same config file: `listen` names a server endpoint.
         listen = ctx.find_root().obj.listen
-        endpoints = (connect_endpoint(listen[0]) if listen else None) or DEFAULT_CONNECT,
+        reached = connect_endpoint(listen[0]) if listen else None
+        if reached is None and listen and not listen[0].lower().startswith("systemd:"):
+            # Not the default instead: another daemon may listen there, and it would be followed silently.
+            raise click.ClickException(
+                f"cannot tell where to connect from the listen entry {listen[0]!r}: give --connect"
+            )
+        endpoints = (reached or DEFAULT_CONNECT,)
     for endpoint in endpoints:
         if checks_no_certificate(endpoint):
             raise click.ClickException(

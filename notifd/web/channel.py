@@ -176,7 +176,7 @@ class Channel(http.HTTPChannel):
     def _too_slow(self) -> None:
         self._deadline = None
         self.web.server.metrics.closed["http_request_timeout"].inc()
-        self.transport.abortConnection()
+        self.transport.loseConnection()  # nothing is being written: a plain close, not a reset
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None:

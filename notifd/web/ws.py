@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import txaio
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
@@ -87,6 +88,10 @@ class MessageTransport:
 class LineSocket(WebSocketServerProtocol):
     """One WebSocket carrying one line-protocol session."""
 
+    # autobahn logs a client's bad frames and refused origins at warn and info, one line or
+    # more each: any client could fill the log. The client is told (a close code, a 403);
+    # autobahn's own errors still reach the log.
+    log = txaio.make_logger(level="error")
     line: Any = None
 
     def onConnect(self, request):

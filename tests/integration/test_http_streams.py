@@ -175,6 +175,8 @@ def test_a_websocket_protocol_error_is_closed_with_its_code_not_dropped(daemon, 
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=TIMEOUT)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == code
+    # The client was told; a client's bad frames do not write the server's log.
+    assert not [line for line in server.drained_log() if "autobahn" in line]
 
 
 def test_a_page_from_another_origin_cannot_open_a_websocket(daemon, tmp_path):

@@ -494,3 +494,13 @@ def test_a_batch_over_the_limit_is_refused_and_stores_nothing(cli, monkeypatch):
         result = cli("add", "classified", "--batch", "-", stdin=stdin)
         assert (result.code, result.err) == (1, words)
     assert cli("add", "classified", "--batch", "-", stdin=b"a\nb\nc\n").lines == ["1", "2", "3"]
+
+
+@pytest.mark.parametrize("listen", ["tcp:0:interface=127.0.0.1", "stdio:"])
+def test_watch_refuses_to_guess_where_a_listen_entry_it_cannot_reach_listens(cli, tmp_path, monkeypatch, listen):
+    monkeypatch.delenv("NOTIFD_CONNECT", raising=False)
+    config = tmp_path / "notifd.toml"
+    config.write_text(f'listen = ["{listen}"]\n')
+    result = cli("--config", str(config), "watch")
+    assert (result.code, result.err) == (
+        1, f"notifctl: cannot tell where to connect from the listen entry '{listen}': give --connect\n")
