@@ -9,6 +9,7 @@
 # newest items of each type (recent.py), from which it also answers most queries.
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timezone
 from typing import Callable, Mapping, Protocol
 
@@ -155,14 +156,13 @@ class Hub:
 
     def _add(self, items: list[Item]) -> None:
         recent = self.recent
-        counts: dict[str, int] = {}
         for item in items:
             self.high_water = item.id
             memory = recent.get(item.type)
             if memory is not None:
                 memory.add(item)
-            counts[item.type] = counts.get(item.type, 0) + 1
-        for type_name, count in counts.items():  # a labels() look-up per type and batch, not per item
+        # A labels() look-up per type and batch, not per item.
+        for type_name, count in Counter(item.type for item in items).items():
             self.metrics.items.labels(type_name).inc(count)
         if len(items) == store.ITEMS_BATCH:
             self._check_again = True  # there may be more

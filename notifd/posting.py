@@ -31,7 +31,10 @@ from typing import Any, Callable, Sequence
 
 from .items import Item, refused_character
 
-SCHEMA_HEAD = "0008"  # the Alembic revision this notifd expects (store.py, db.py use this one)
+# The Alembic revision this notifd expects (store.py and db.py use this one): kept here, not
+# read from migrations/, so that the schema is checked without importing Alembic;
+# tests/unit/test_migrations.py checks it is the head.
+SCHEMA_HEAD = "0008"
 SQLITE_BUSY_TIMEOUT_MS = 5000  # default of sqlite_busy_timeout: how long a writer waits for another's lock
 KEY_MAX = 200  # characters in an idempotency key (items.key)
 ID_MAX = 2**31 - 1  # the largest id both engines store: the schema's Integer columns are 4 bytes on PostgreSQL

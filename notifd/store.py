@@ -47,10 +47,6 @@ from .items import Item, Pick, Window
 from .posting import ITEMS_LOCK, SCHEMA_HEAD, KeyConflict, Post, Posted, store_posts
 from .wakeup import CHANNEL as WAKEUP_CHANNEL
 
-# The Alembic revision this code expects. tests/unit/test_migrations.py checks it is the
-# head of migrations/; kept here so that notifctl can check the schema without importing
-# Alembic on every call.
-
 metadata = MetaData()
 
 items = Table(
@@ -273,7 +269,7 @@ _CHANGES_AFTER = (select(changes.c.id, changes.c.kind, changes.c.subject)
 def items_after(conn: Connection, after: int, limit: int = ITEMS_BATCH) -> list[Item]:
     """Items with an id above `after`, oldest first: what the hub has not seen yet."""
     rows = conn.execute(_ITEMS_AFTER, {"after": after, "limit": limit})
-    return [Item(row.id, row.type, row.text, row.created_at) for row in rows]
+    return [_item(row) for row in rows]
 
 
 def follows(query):

@@ -8,6 +8,10 @@ import click
 
 from .common import COUNT, HELP, ITEM_ID, Store, iso, item_json, store_of
 
+# Items in one --batch: storing 100,000 takes about 1.5 s here, during which other posters
+# (HTTP included) wait for the write lock; a 4.5-million-line batch held it 40 s.
+BATCH_MAX = 100_000
+
 
 def _read_stdin_text(limit: int) -> str | None:
     """The text on stdin without its final newline; None when it is over `limit` bytes."""
@@ -32,7 +36,7 @@ def _read_stdin_text(limit: int) -> str | None:
 @click.option(
     "--batch", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True),
     help="Post every line of FILE (- for stdin) in one transaction: 'TYPE TEXT' per line, or TEXT alone after TYPE; "
-         "at most 100,000 lines.",
+         f"at most {BATCH_MAX:,} lines.",
 )
 @click.pass_context
 def add(ctx: click.Context, type_name: str | None, text: str | None, key: str | None, batch: str | None) -> None:
@@ -111,11 +115,6 @@ def _checked(item_type, text: str | None, max_line: int, where: str = "") -> str
         return check_post(item_type, text, max_line)
     except InvalidItem as e:
         raise click.ClickException(f"{where}{e}") from None
-
-
-# Items in one --batch: storing 100,000 takes about 1.5 s here, during which other posters
-# (HTTP included) wait for the write lock; a 4.5-million-line batch held it 40 s.
-BATCH_MAX = 100_000
 
 
 def _read_batch(source: str, type_name: str | None, types, max_line: int) -> list:

@@ -10,6 +10,7 @@
 # `max_requests` requests, then closes.
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from twisted.web import http, server
@@ -163,14 +164,8 @@ class Channel(http.HTTPChannel):
     def _respondToBadRequestAndDisconnect(self) -> None:
         # twisted.web's answer to a request it cannot parse (a bad Content-Length, too many
         # or too long headers, garbage) is a bare 400; the API's errors are problem JSON.
-        from .problems import problem_bytes
-
         self._cancel_deadline()
-        body = problem_bytes(400, "malformed HTTP request (or headers over 64 lines or 16 KiB)")
-        self.transport.write(
-            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/problem+json\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
-        )
+        self.transport.write(_closing_problem(400, "malformed HTTP request (or headers over 64 lines or 16 KiB)"))
         self.loseConnection()
 
     def _too_slow(self) -> None:
@@ -228,14 +223,20 @@ class _Refused(http.HTTPChannel):
     """A connection over a limit: 503 at once, then closed (counted and logged by admit)."""
 
     def connectionMade(self) -> None:
-        from .problems import problem_bytes
-
-        body = problem_bytes(503, "too many connections; try again later")
-        self.transport.write(
-            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: 5\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
-        )
+        self.transport.write(_closing_problem(503, "too many connections; try again later", b"retry-after: 5\r\n"))
         self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         pass
+
+
+def _closing_problem(status: int, detail: str, headers: bytes = b"") -> bytes:
+    """A whole problem-JSON answer, written raw before the connection is closed: for what
+    twisted.web's request machinery never sees (a refused connection, an unparsable request)."""
+    from .problems import problem_bytes
+
+    body = problem_bytes(status, detail)
+    return (
+        b"HTTP/1.1 %d %s\r\ncontent-type: application/problem+json\r\n%scontent-length: %d\r\n"
+        b"connection: close\r\n\r\n%s" % (status, HTTPStatus(status).phrase.encode(), headers, len(body), body)
+    )

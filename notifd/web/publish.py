@@ -9,7 +9,7 @@
 # HTTP posting is bound by one commit (one disk sync) per group, not per request.
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from typing import Any, Callable
 
 from twisted.internet import defer
@@ -55,10 +55,8 @@ class Batcher:
 
     def _stored(self, outcomes: list[store.Published], group) -> None:
         self.metrics.http_post_groups.inc()
-        counts: dict[str, int] = {}
-        for outcome in outcomes:
-            counts[outcome.outcome] = counts.get(outcome.outcome, 0) + 1
-        for outcome_name, count in counts.items():  # a labels() look-up per outcome, not per post
+        # A labels() look-up per outcome, not per post.
+        for outcome_name, count in Counter(outcome.outcome for outcome in outcomes).items():
             self.metrics.http_posts.labels(outcome_name).inc(count)
         # The answers first: the hub's notifiers (event streams, line clients) may take a while
         # for a group. Within this reactor turn still, so a request that follows an answer is

@@ -277,10 +277,7 @@ def test_a_request_trickled_byte_by_byte_is_closed_after_the_timeout(daemon, tmp
     # A connection that says nothing at all is closed after the same timeout, not the idle one (60 s).
     silent = socket.create_connection(("127.0.0.1", server.http_port), timeout=TIMEOUT)
     started = time.monotonic()
-    try:
-        assert silent.recv(100) == b""
-    except ConnectionResetError:
-        pass  # aborted: closed too
+    assert silent.recv(100) == b""  # closed, not reset: a client or proxy sees a timeout, not an error
     assert time.monotonic() - started < 5
 
 
