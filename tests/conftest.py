@@ -13,6 +13,7 @@ from twisted.logger import globalLogPublisher
 from notifd import plugins
 from notifd import db as dbmod
 from notifd.cli import notifctl_main
+from notifd.testing import ensure_database
 from tests.harness import DATABASES, Rig
 from tests.pg import pg_url  # noqa: F401  (a fixture: a fresh PostgreSQL database)
 
@@ -42,6 +43,7 @@ def db_path(tmp_path):
 
 @pytest.fixture
 def engine(db_path):
+    ensure_database(db_path)
     engine = dbmod.open_engine(dbmod.database_url(str(db_path)))
     yield engine
     engine.dispose()
@@ -54,6 +56,8 @@ def engine_on_each_database(request, db_path):
 
     A module whose tests all run on both overrides `engine` with it, in a fixture that says so.
     """
+    if request.param == "sqlite":
+        ensure_database(db_path)
     url = str(db_path) if request.param == "sqlite" else request.getfixturevalue("pg_url")
     engine = dbmod.open_engine(dbmod.database_url(url))
     yield engine
@@ -100,8 +104,8 @@ def cli(db_path, monkeypatch, capsys):
     """
 
     def run(*args, stdin: bytes = b"", db=True, create=True) -> Result:
-        if db and create and not db_path.exists():
-            dbmod.open_engine(dbmod.database_url(str(db_path))).dispose()
+        if db and create:
+            ensure_database(db_path)
         argv = ["notifctl", *(["--db", str(db_path)] if db else []), *args]
         monkeypatch.setattr(sys, "argv", argv)
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from notifd.posting import SCHEMA_HEAD
 from tests.integration.conftest import TIMEOUT, _script, read_line
 
 pytestmark = pytest.mark.integration
@@ -40,6 +41,30 @@ def test_notifd_refuses_a_newer_database(notifctl, db_path):
     )
     assert result.returncode == 1
     assert "the database schema is at revision 9999, newer than this notifd" in result.stderr
+
+
+def test_notifd_creates_its_database_owner_only_and_at_head(daemon, db_path, tmp_path):
+    # The other tests start notifd on a copy of a database built once (tests skip the
+    # migrations that way); this one lets notifd build it, and checks it built the same.
+    import sqlite3
+
+    from notifd.testing import ensure_database
+
+    daemon(new_database=False)
+    assert oct(db_path.stat().st_mode & 0o777) == "0o600"
+    copied = tmp_path / "copied.db"
+    ensure_database(copied)
+
+    def schema(path):
+        # Each statement as a set of its lines: a migration that rebuilds a table may list its
+        # UNIQUE constraints in any order (a Python set's), which is the same schema.
+        with sqlite3.connect(path) as conn:
+            return ({(kind, name, frozenset(line.strip(" ,") for line in (sql or "").splitlines()))
+                     for kind, name, sql in conn.execute("SELECT type, name, sql FROM sqlite_master")},
+                    conn.execute("SELECT version_num FROM alembic_version").fetchall())
+
+    assert schema(db_path) == schema(copied)
+    assert schema(db_path)[1] == [(SCHEMA_HEAD,)]
 
 
 def test_notifd_reports_a_port_in_use(daemon, db_path):

@@ -82,7 +82,7 @@ def test_a_worker_that_dies_is_started_again(daemon, notifctl):
 ])
 def test_workers_refuse_what_they_cannot_share_before_creating_a_database(tmp_path, args, error):
     args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
-    process = DaemonProcess(tmp_path / "n.db", "--workers", "2", *args)
+    process = DaemonProcess(tmp_path / "n.db", "--workers", "2", *args, new_database=False)
     with pytest.raises(AssertionError, match=re.escape(error)):
         process.start()
     assert not (tmp_path / "n.db").exists()  # a mistake in the configuration leaves nothing behind
