@@ -132,9 +132,12 @@ def _targets(results: dict) -> list[str]:
     sustained = results.get("sustained", {})
     if sustained:
         ok = sustained.get("p99_ratio") is not None and sustained["p99_ratio"] <= 2.5 and not sustained.get("queue_growth")
+        floor = sustained.get("floor") or {}
+        beside = (f"; C floor: p99 {format_ms(floor['p99_ms'])} ms ({format_ratio(floor.get('p99_ratio'))} its single-post p50)"
+                  if "p99_ms" in floor else "")
         out.append(f"| sustained {sustained['rate']:.0f} posts/s, {sustained['clients']:,} acking clients, {sustained['seconds']:.0f} s | "
                    f"p99 {format_ms(sustained['p99_ms'])} ms ({format_ratio(sustained.get('p99_ratio'))} single-post p50), "
-                   f"queue growth: {'yes' if sustained.get('queue_growth') else 'no'} | – | – | ≤ 2.5×, no growth | {_verdict(ok)} |")
+                   f"queue growth: {'yes' if sustained.get('queue_growth') else 'no'}{beside} | – | – | ≤ 2.5×, no growth | {_verdict(ok)} |")
     workers = "notifd --workers 2"
     single, double = _row(fan, NOTIFD, "10000"), _row(fan, workers, "10000")
     if single and double:
@@ -236,16 +239,29 @@ def _ingest(section: dict) -> list[str]:
 
 
 def _sustained(section: dict) -> list[str]:
-    return ["## Sustained fan-out", "",
-            f"{section['posts']:,} posts at {section['rate']:.0f}/s for {section['seconds']:.0f} s to {section['clients']:,} "
-            f"clients that acknowledge at once. Latency of a post: until the last client heard of it (its first "
-            f"notification after the commit).", "",
-            f"- p50 {format_ms(section['p50_ms'])} ms, p99 {format_ms(section['p99_ms'])} ms, max {format_ms(section['max_ms'])} ms; "
-            f"single-post fan-out at that N: p50 {format_ms(section['single_p50_ms'])} ms.",
-            f"- posts some client never heard of: {section['unheard_posts']}; notifications received: {section['notifications']:,}.",
-            f"- server RSS first/last 10 s: {section['rss_first_kib']:,} / {section['rss_last_kib']:,} KiB; "
-            f"socket queues (send, receive bytes) first/last: {section['sendq_first']:,}/{section['sendq_last']:,}, "
-            f"{section['recvq_first']:,}/{section['recvq_last']:,}; server CPU {section['server_cpu_percent']:.0f} % of a core.", ""]
+    out = ["## Sustained fan-out", "",
+           f"{section['posts']:,} posts at {section['rate']:.0f}/s for {section['seconds']:.0f} s to {section['clients']:,} "
+           f"clients that acknowledge at once. Latency of a post: until the last client heard of it (its first "
+           f"notification after the commit; the C floor's: after the publish). The C floor (bench/floor.c) keeps "
+           f"notifd's rule of one notification until `OK`, in one epoll loop with no framework or database, "
+           f"measured the same way just after.", ""]
+    floor = section.get("floor") or {}
+    for name, figures in (("notifd", section), ("C floor", floor)):
+        if "p99_ms" not in figures:
+            if figures.get("absent"):
+                out.append(f"- {name}: absent ({figures['absent']})")
+            continue
+        out += [
+            f"- {name}: p50 {format_ms(figures['p50_ms'])} ms, p99 {format_ms(figures['p99_ms'])} ms "
+            f"({format_ratio(figures.get('p99_ratio'))} its single-post p50), max {format_ms(figures['max_ms'])} ms; "
+            f"single-post fan-out at that N: p50 {format_ms(figures['single_p50_ms'])} ms; server CPU "
+            f"{figures['server_cpu_percent']:.0f} % of a core.",
+            f"  Posts some client never heard of: {figures['unheard_posts']}; notifications received: "
+            f"{figures['notifications']:,}. RSS first/last 10 s: {figures['rss_first_kib']:,} / "
+            f"{figures['rss_last_kib']:,} KiB; socket queues (send, receive bytes) first/last: "
+            f"{figures['sendq_first']:,}/{figures['sendq_last']:,}, {figures['recvq_first']:,}/{figures['recvq_last']:,}.",
+        ]
+    return out + [""]
 
 
 def _sustained_read_targets(section: dict) -> list[str]:

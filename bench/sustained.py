@@ -35,7 +35,18 @@ def _mean(values):
 
 
 def run_sustained(seconds: float, processes: int, log, clients: int = CLIENTS, rate: float = RATE) -> dict:
-    target = targetmod.Notifd()
+    """notifd's figures, with the C floor's (bench/floor.c) measured the same way just after
+    under "floor" (absent, saying why, when there is no C compiler)."""
+    section = _run_one(targetmod.Notifd(), seconds, processes, log, clients, rate)
+    try:
+        section["floor"] = _run_one(targetmod.Floor(), seconds, processes, log, clients, rate)
+    except targetmod.Absent as e:
+        section["floor"] = {"absent": str(e)}
+    return section
+
+
+def _run_one(target: targetmod.Target, seconds: float, processes: int, log, clients: int, rate: float) -> dict:
+    log(f"  sustained: {target.name}")
     target.start()
     try:
         with Workers(processes) as workers:
@@ -65,7 +76,7 @@ def run_sustained(seconds: float, processes: int, log, clients: int = CLIENTS, r
                 now = time.monotonic()
                 if now < due:
                     time.sleep(due - now)
-                commits.append(target.post())
+                commits.append(target.publish())
                 if time.monotonic() >= next_sample:
                     recv, send = socket_queues(target.port)
                     samples.append({"t": time.monotonic() - start, "rss_kib": target.rss_kib(), "recvq": recv, "sendq": send})

@@ -221,11 +221,14 @@ class Anchor(Target):
         self.control = None
         self.tmp = None
 
+    def command(self, directory: Path) -> list[str]:
+        return [sys.executable, "-m", "bench.anchor"]
+
     def start(self) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="anchor-bench-")
         port_file = Path(self.tmp.name) / "port"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.anchor", str(port_file)], cwd=REPO, stdin=subprocess.DEVNULL
+            [*self.command(Path(self.tmp.name)), str(port_file)], cwd=REPO, stdin=subprocess.DEVNULL
         )
         deadline = time.monotonic() + 30
         while not (port_file.exists() and port_file.read_text()):
@@ -258,6 +261,24 @@ class Anchor(Target):
         import twisted
 
         return twisted.__version__
+
+
+class Floor(Anchor):
+    """bench/floor.c, built here: notifd's notification mode (coalescing until OK) in plain C."""
+
+    name = "C floor"
+    kind = "notifd"
+
+    def command(self, directory: Path) -> list[str]:
+        compiler = shutil.which("cc") or shutil.which("gcc")
+        if compiler is None:
+            raise Absent("no C compiler (cc) to build bench/floor.c")
+        binary = directory / "floor"
+        subprocess.run([compiler, "-O2", "-o", str(binary), str(REPO / "bench" / "floor.c")], check=True)
+        return [str(binary)]
+
+    def version(self) -> str:
+        return "epoll"
 
 
 class Redis(Target):
