@@ -39,6 +39,8 @@ class Request(server.Request):
         self._received = 0
 
     def handleContentChunk(self, data: bytes) -> None:
+        if self.channel.transport.disconnecting:
+            return  # refused already (413): the rest of this body goes nowhere
         self._received = getattr(self, "_received", 0) + len(data)
         if self._received > self.channel.max_body:
             self._too_large()
@@ -55,8 +57,7 @@ class Request(server.Request):
             b"HTTP/1.1 413 Content Too Large\r\ncontent-type: application/problem+json\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
         )
-        transport.loseConnection()
-        self.channel.dataReceived = lambda data: None  # the rest of the body goes nowhere
+        transport.loseConnection()  # the channel parses nothing more (Channel.rawDataReceived)
 
 
 class Channel(http.HTTPChannel):
@@ -146,7 +147,16 @@ class Channel(http.HTTPChannel):
             self._deadline = self.web.clock.callLater(self.web.config.http_request_timeout, self._too_slow)
         super().dataReceived(data)
 
+    def rawDataReceived(self, data: bytes) -> None:
+        # Once the connection is closing (a body refused with 413, a malformed request), what
+        # else arrived is not parsed: twisted.web would go on decoding the chunks of the same
+        # read, and a refused body's first chunks would complete a request and be posted.
+        if not self.transport.disconnecting:
+            super().rawDataReceived(data)
+
     def allContentReceived(self) -> None:
+        if self.transport.disconnecting:
+            return  # see rawDataReceived
         self._cancel_deadline()
         self.served += 1
         super().allContentReceived()

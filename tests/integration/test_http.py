@@ -133,6 +133,26 @@ def test_each_error_has_its_status_and_stores_nothing(served, daemon, notifctl):
     assert detail(api.request("GET", "/nowhere"))[0] == 404
 
 
+@pytest.mark.parametrize("chunks", [[30_000], [0x4000] * 10, [0x4000] * 2])
+def test_a_chunked_body_refused_with_413_stores_nothing_of_it_or_after_it(served, notifctl, chunks):
+    # The whole request in one send: the first chunk fits, a later one passes the limit,
+    # and a valid post is pipelined behind. One 413, then the close; nothing is stored.
+    import socket
+
+    server, api, token = served
+    head = (b"POST /v1/items/classified HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token.encode()
+            + b"\r\nContent-Type: text/plain\r\n")
+    body = b"5\r\nhello\r\n" + b"".join(b"%x\r\n%s\r\n" % (size, b"y" * size) for size in chunks) + b"0\r\n\r\n"
+    after = head + b"Content-Length: 5\r\n\r\nafter"
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=TIMEOUT) as sock:
+        sock.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n" + body + after)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.count(b"HTTP/1.1 ") == 1 and answer.startswith(b"HTTP/1.1 413 "), answer
+    assert json.loads(notifctl("list", "--json").stdout) == []
+
+
 def test_a_removed_or_rotated_token_posts_nothing_at_once(served, notifctl):
     _, api, token = served
     assert api.post("classified", "before", token)[0] == 201
