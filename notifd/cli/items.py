@@ -67,7 +67,16 @@ def add(ctx: click.Context, type_name: str | None, text: str | None, key: str | 
             raise click.ClickException(f"--id {wrong}")
         posts = [Post(type_name, _checked(item_type, text, max_line), key)]
     stored = _post(db, posts)
-    click.echo("\n".join(str(posted.item.id) for posted in stored))
+    try:
+        click.echo("\n".join(str(posted.item.id) for posted in stored))
+    except KeyboardInterrupt:
+        # Ctrl-C while the ids are printed (a full pipe, `| less`): the items are stored, and
+        # "aborted" with a failing exit would have them posted again.
+        ids = [posted.item.id for posted in stored]
+        shown = f"id {ids[0]}" if len(ids) == 1 else f"first id {ids[0]}, last {ids[-1]}"
+        click.echo(f"\nnotifctl: interrupted while printing the ids; all {len(ids)} stored ({shown}): "
+                   "do not post them again", err=True)
+        return
     warning = _unserved(db, [post.type for post in posts])
     if warning:
         click.echo(f"notifctl: warning: {warning}", err=True)

@@ -67,6 +67,21 @@ def test_notifd_creates_its_database_owner_only_and_at_head(daemon, db_path, tmp
     assert schema(db_path)[1] == [(SCHEMA_HEAD,)]
 
 
+def test_ctrl_c_while_add_prints_the_ids_says_they_are_stored(start_notifctl, notifctl, tmp_path):
+    # 20,000 ids are more than a pipe holds: once the first is read, notifctl is blocked
+    # writing the rest, after its commit. Ctrl-C there must not read as a failed post.
+    batch = tmp_path / "batch.txt"
+    batch.write_text("".join(f"classified ad {n}\n" for n in range(20_000)))
+    adding = start_notifctl("add", "--batch", str(batch))
+    assert adding.stdout.read(2) == "1\n"
+    adding.send_signal(signal.SIGINT)
+    assert adding.wait(TIMEOUT) == 0
+    assert adding.stderr.read().strip() == (
+        "notifctl: interrupted while printing the ids; all 20000 stored (first id 1, last 20000): do not post them again"
+    )
+    assert "items: classified=20000" in notifctl("db", "check").stdout
+
+
 def test_notifd_reports_a_port_in_use(daemon, db_path):
     server = daemon()
     result = subprocess.run(
