@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -44,11 +45,16 @@ ITEMS_LOCK = 0x6E6F7470  # PostgreSQL advisory lock key: posters take turns (Rul
 
 @dataclass(frozen=True, slots=True)
 class Post:
-    """An item to store: its type, its (already validated) text, and an optional idempotency key."""
+    """An item to store: its type, its (already validated) text, and an optional idempotency key.
+
+    `drawn`: the text is a fresh value the type drew for an empty post (`random`); a retry with
+    the same key draws another, so its key finds the first item whatever text that holds.
+    """
 
     type: str
     text: str
     key: str | None = None
+    drawn: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +72,14 @@ def key_problem(key: str) -> str | None:
         return "must not be empty"
     if len(key) > KEY_MAX:
         return f"is {len(key)} characters, over the limit of {KEY_MAX}"
-    return refused_character(key)  # it is echoed in errors: no control or invisible characters
+    refused = refused_character(key)  # it is echoed in errors: no control or invisible characters
+    if refused is None:
+        # Stricter than a text: no script needs a format character (zero-width space, joiners,
+        # marks) in an identifier, and two keys that show the same must not be two keys.
+        hidden = next((ch for ch in key if unicodedata.category(ch) == "Cf"), None)
+        if hidden is not None:
+            refused = f"contains an invisible formatting character (U+{ord(hidden):04X})"
+    return refused
 
 
 class KeyConflict(Exception):
@@ -125,7 +138,7 @@ def store_posts(
             row = stored_keys.get(key)
             if row is not None:
                 item_id, type_name, text, when = row
-                if type_name != post.type or text != post.text:
+                if type_name != post.type or (text != post.text and not post.drawn):
                     results[index] = KeyConflict(item_id)
                     continue
                 if isinstance(when, str):
@@ -156,7 +169,7 @@ def store_posts(
     for index in repeats:
         post = posts[index]
         first = results[first_with[post.key]].item
-        if first.type != post.type or first.text != post.text:
+        if first.type != post.type or (first.text != post.text and not post.drawn):
             results[index] = KeyConflict(first.id)
         else:
             results[index] = Posted(first, created=False)

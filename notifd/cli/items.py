@@ -61,11 +61,12 @@ def add(ctx: click.Context, type_name: str | None, text: str | None, key: str | 
             text = _read_stdin_text(max_line)
             if text is None:
                 raise click.ClickException(f"invalid {type_name}: text is over the line limit of {max_line} bytes")
-        if not text and item_type.fresh is not None:
+        drawn = not text and item_type.fresh is not None
+        if drawn:
             text = _fresh(item_type)
         if key is not None and (wrong := key_problem(key)):
             raise click.ClickException(f"--id {wrong}")
-        posts = [Post(type_name, _checked(item_type, text, max_line), key)]
+        posts = [Post(type_name, _checked(item_type, text, max_line), key, drawn)]
     stored = _post(db, posts)
     try:
         click.echo("\n".join(str(posted.item.id) for posted in stored))

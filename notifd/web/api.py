@@ -124,14 +124,15 @@ class Api(resource.Resource):
         max_line = self.web.server.max_line
         if key is not None and (wrong := key_problem(key)):
             return problem(request, 400, f"id {wrong}")
-        if not text and item_type.fresh is not None:
+        drawn = not text and item_type.fresh is not None
+        if drawn:
             text = item_type.fresh()  # `random` draws its value, as `notifctl add random` does
         try:
             text = check_post(item_type, text, max_line)
         except InvalidItem as e:
             return problem(request, 413 if len(text.encode("utf-8", "surrogatepass")) > max_line else 400, str(e))
         watch_disconnect(request)
-        d = self.web.batcher.submit(store.Publication(token, Post(type_name, text, key)))
+        d = self.web.batcher.submit(store.Publication(token, Post(type_name, text, key, drawn)))
         d.addCallbacks(self._posted, self._unavailable, callbackArgs=(request, type_name, key), errbackArgs=(request,))
         return server.NOT_DONE_YET
 

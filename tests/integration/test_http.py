@@ -89,6 +89,17 @@ def test_an_idempotency_key_finds_the_first_post(served):
                                   "with another type or text")
 
 
+def test_an_idempotency_key_on_a_drawn_value_finds_the_first_post(daemon, notifctl):
+    # An empty text posts a fresh value for `random`: the retry draws another, and must find the first.
+    server = daemon()
+    token = notifctl("token", "add", "dice", "--publish", "random").stdout.splitlines()[-1]
+    api = Http(server.http_port)
+    first = api.post("random", json.dumps({"text": "", "id": "draw-1"}), token, "application/json")
+    again = api.post("random", json.dumps({"text": "", "id": "draw-1"}), token, "application/json")
+    assert (first[0], again[0]) == (201, 200) and json.loads(first[2]) == json.loads(again[2])
+    assert len(json.loads(notifctl("list", "--json").stdout)) == 1
+
+
 @pytest.mark.parametrize("text", ["two\nlines", "bell \x07", "é" * 3000, "", "   ", "\u202etxt.exe"])
 def test_refusals_use_notifctl_s_words(served, notifctl, text):
     _, api, token = served
@@ -105,6 +116,8 @@ def test_refusals_use_notifctl_s_words(served, notifctl, text):
     ("x" * 201, "is 201 characters, over the limit of 200"),
     ("evil\nnotifctl: a forged line", "contains a newline"),  # keys are echoed in errors
     ("\x1b[31mred", "contains a control character (U+001B)"),
+    ("order\u200b-7", "contains an invisible formatting character (U+200B)"),  # would show as order-7
+    ("\u202eorder", "contains an invisible formatting character (U+202E)"),
 ])
 def test_bad_idempotency_keys_are_refused_in_notifctl_s_words(served, notifctl, key, reason):
     _, api, token = served

@@ -105,6 +105,17 @@ def test_idempotent_add(cli):
     assert len(items(cli)) == 2
 
 
+def test_idempotent_add_of_a_drawn_value(cli):
+    # `random` with no text draws its value: the retry draws another, and finds the first item.
+    first = cli("add", "--id", "draw-1", "random")
+    again = cli("add", "--id", "draw-1", "random")
+    assert first.code == again.code == 0 and first.out == again.out == "1\n"
+    assert len(items(cli)) == 1
+    given = cli("add", "--id", "draw-1", "random", "7")  # a value of one's own is another text
+    assert given.err == "notifctl: --id draw-1: key already used by item 1 with another type or text\n"
+    assert cli("add", "--id", "draw-1", "classified").code == 1  # another type
+
+
 def test_named_clients(cli):
     created = cli("client", "add", "kiosk")
     assert created.code == 0

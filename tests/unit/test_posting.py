@@ -110,6 +110,19 @@ def test_a_key_conflict_in_a_batch_stores_nothing(tmp_path):
     assert [row[2] for row in dump(path)["items"]] == ["first"]
 
 
+def test_a_key_on_a_drawn_value_finds_its_item_whatever_was_drawn_again(tmp_path):
+    # Two retries in one group (the HTTP group commit) and one after: each drew another value.
+    path = migrated(tmp_path / "x.db")
+    group = [Post("random", "5", key="d", drawn=True), Post("random", "9", key="d", drawn=True)]
+    stored = posting.post_to_sqlite_file(path, group, NOW)
+    later = posting.post_to_sqlite_file(path, [Post("random", "3", key="d", drawn=True)], NOW)
+    assert [(p.item.id, p.item.text, p.created) for p in stored + later] == [(1, "5", True), (1, "5", False), (1, "5", False)]
+    with pytest.raises(posting.KeyConflict):  # a text of one's own is compared
+        posting.post_to_sqlite_file(path, [Post("random", "9", key="d")], NOW)
+    with pytest.raises(posting.KeyConflict):  # and the type always
+        posting.post_to_sqlite_file(path, [Post("classified", "9", key="d", drawn=True)], NOW)
+
+
 def _group(n):
     """A group as an HTTP group commit or a --batch makes it: more than one INSERT's worth,
     keys stored before, repeated within, and in conflict, in between plain posts."""
