@@ -1,6 +1,7 @@
 # `notifctl watch`: the tutorial's client loop in a terminal.
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -12,8 +13,8 @@ from .common import HELP
 @click.option(
     "--connect", "endpoints", multiple=True, envvar="NOTIFD_CONNECT",
     help="Twisted client endpoint of a daemon; repeatable: the next one is tried when a connection "
-    "fails or is lost [env NOTIFD_CONNECT, space-separated] [default: where the configuration's first "
-    "listen entry listens, else tcp:127.0.0.1:8789].",
+    "fails or is lost [env NOTIFD_CONNECT, space-separated] [default: where notifd's first listen entry "
+    "listens, from NOTIFD_LISTEN or else the configuration, else tcp:127.0.0.1:8789].",
 )
 @click.option("--name", help="Say hello as this named client.")
 @click.option(
@@ -39,8 +40,9 @@ def watch(ctx: click.Context, endpoints: tuple[str, ...], name: str | None, toke
     from ..watch import DEFAULT_CONNECT, checks_no_certificate, connect_endpoint, run_watch
 
     if not endpoints:
-        # The daemon's own address, from the same config file: `listen` names a server endpoint.
-        listen = ctx.find_root().obj.listen
+        # The daemon's own address, as notifd reads it: NOTIFD_LISTEN over the config file's
+        # `listen` (a server endpoint; where it listens is turned into one to connect to).
+        listen = os.environ.get("NOTIFD_LISTEN", "").split() or ctx.find_root().obj.listen
         reached = connect_endpoint(listen[0]) if listen else None
         if reached is None and listen and not listen[0].lower().startswith("systemd:"):
             # Not the default instead: another daemon may listen there, and it would be followed silently.

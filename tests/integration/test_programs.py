@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from notifd.posting import SCHEMA_HEAD
-from tests.integration.conftest import TIMEOUT, _script, read_line
+from tests.integration.conftest import _ENV, TIMEOUT, _script, read_line
 
 pytestmark = pytest.mark.integration
 
@@ -184,6 +184,22 @@ def test_notifctl_watch_without_a_daemon_fails_cleanly(tmp_path):
     )
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("notifctl: ")
+
+
+def test_notifctl_watch_finds_the_daemon_where_notifd_listen_puts_it(daemon, notifctl, db_path, tmp_path):
+    # As notifd reads its settings: NOTIFD_LISTEN beats the config file's `listen`.
+    notifctl("add", "classified", "already there")
+    server = daemon()
+    config = tmp_path / "notifd.toml"
+    config.write_text('listen = ["tcp:1:interface=127.0.0.1"]\n')  # where nothing listens
+    env = {**_ENV, "NOTIFD_CONFIG": str(config), "NOTIFD_LISTEN": f"tcp:{server.port}:interface=127.0.0.1"}
+    watcher = subprocess.Popen([*_script("notifctl"), "--db", str(db_path), "watch"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert read_line(watcher.stdout) == "classified: already there\n", watcher.stderr
+    finally:
+        watcher.kill()
+        watcher.communicate()
 
 
 def test_notifctl_watch_reads_the_token_from_a_file(daemon, notifctl, start_notifctl, tmp_path):
