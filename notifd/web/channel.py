@@ -219,7 +219,7 @@ class Site(server.Site):
         address = getattr(addr, "host", "local")
         refusal = self.web.server.admit(address, waits_for_hello=False)
         if refusal is not None:
-            return _Refused()
+            return _Refused(refusal)
         channel = Channel(self.web, address)
         channel.factory = self
         channel.requestFactory = self.requestFactory
@@ -230,10 +230,16 @@ class Site(server.Site):
 
 
 class _Refused(http.HTTPChannel):
-    """A connection over a limit: 503 at once, then closed (counted and logged by admit)."""
+    """A connection over a limit: 503 at once, then closed (counted and logged by admit).
+    Refused as it opens, before any request: a WebSocket handshake gets this answer too."""
+
+    def __init__(self, line: bytes) -> None:
+        super().__init__()
+        # The line protocol's reason ("ERR too many connections from your address"), in its words.
+        self.reason = line.decode().strip().removeprefix("ERR ")
 
     def connectionMade(self) -> None:
-        self.transport.write(_closing_problem(503, "too many connections; try again later", b"retry-after: 5\r\n"))
+        self.transport.write(_closing_problem(503, f"{self.reason}; try again later", b"retry-after: 5\r\n"))
         self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:

@@ -17,6 +17,8 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
+from .problems import problem
+
 MESSAGE_MAX = 65536  # bytes of one message before the framing refuses it
 CLOSE_NORMAL = 1000
 CLOSE_BINARY = 4003  # application codes: autobahn lets a server send 1000 or 3000-4999 only
@@ -138,6 +140,11 @@ class Resource(WebSocketResource):
         self.web = web
 
     def render(self, request):
+        if (request.getHeader("upgrade") or "").lower() != "websocket":
+            # Not a handshake (a browser or curl opening the URL): an answer in the API's
+            # form, instead of autobahn's status page.
+            request.setHeader(b"upgrade", b"websocket")
+            return problem(request, 426, "this is a WebSocket endpoint: connect with a WebSocket client")
         channel = request.channel
         if channel is not None and hasattr(channel, "uncount"):
             channel.uncount()  # the line-protocol Connection counts it from now on

@@ -383,7 +383,13 @@ def test_http_connections_count_against_the_limits(daemon, tmp_path):
     held = [server.connect(), http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=TIMEOUT)]
     held[1].connect()
     eventually(lambda: Http(server.http_port).request("GET", "/healthz")[0] == 503)
-    assert detail(Http(server.http_port).request("GET", "/healthz")) == (503, "too many connections; try again later")
+    assert detail(Http(server.http_port).request("GET", "/healthz")) == (
+        503, "too many connections from your address; try again later")
+    # A WebSocket handshake too: the limit is checked as the connection opens, before any request.
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    assert detail(Http(server.http_port).request("GET", "/v1/ws", headers=upgrade)) == (
+        503, "too many connections from your address; try again later")
     held[1].close()
     eventually(lambda: Http(server.http_port).request("GET", "/healthz")[0] == 200)
 

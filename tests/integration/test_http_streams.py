@@ -190,6 +190,18 @@ def test_a_page_from_another_origin_cannot_open_a_websocket(daemon, tmp_path):
         assert ws.recv(timeout=TIMEOUT).isdigit()
 
 
+def test_a_plain_request_for_the_websocket_is_426_problem_json_and_the_connection_serves_on(daemon):
+    server = daemon()
+    page = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=TIMEOUT)
+    page.request("GET", "/v1/ws")
+    answer = page.getresponse()
+    assert (answer.status, answer.getheader("upgrade"), answer.getheader("content-type")) == (
+        426, "websocket", "application/problem+json")
+    assert json.loads(answer.read())["detail"] == "this is a WebSocket endpoint: connect with a WebSocket client"
+    page.request("GET", "/healthz")  # still an HTTP connection, counted as one
+    assert page.getresponse().status == 200
+
+
 def test_turning_anonymous_clients_off_ends_their_streams_and_sockets(daemon, tmp_path):
     config = tmp_path / "notifd.toml"
     config.write_text("")
