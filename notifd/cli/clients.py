@@ -5,7 +5,7 @@ import json
 
 import click
 
-from .common import HELP, checked_name, checked_types, iso, store_of
+from .common import HELP, checked_name, checked_types, iso, json_time, store_of
 
 
 @click.group(context_settings=HELP)
@@ -59,8 +59,8 @@ def client_list(ctx: click.Context, as_json: bool) -> None:
     found = store_of(ctx).call(store.list_clients)
     if as_json:
         rows = [
-            {"name": c.name, "types": None if c.types is None else sorted(c.types), "created_at": iso(c.created_at),
-             "last_seen": iso(c.last_seen)}
+            {"name": c.name, "types": None if c.types is None else sorted(c.types), "created_at": json_time(c.created_at),
+             "last_seen": json_time(c.last_seen)}
             for c in found
         ]
         click.echo(json.dumps(rows, indent=2))
@@ -110,7 +110,7 @@ def clients(ctx: click.Context, as_json: bool) -> None:
     rows = db.call(gather)
     if as_json:
         out = [
-            {"name": c.name, "unread": unread, "last_seen": iso(c.last_seen), "connections": n}
+            {"name": c.name, "unread": unread, "last_seen": json_time(c.last_seen), "connections": n}
             for c, unread, n in rows
         ]
         click.echo(json.dumps(out, indent=2))

@@ -147,11 +147,17 @@ def store_of(ctx: click.Context) -> Store:
 
 
 def iso(when) -> str:
+    """A time as text output shows it: ISO 8601 UTC, or "-" for none."""
     return when.isoformat(timespec="seconds") + "Z" if when is not None else "-"
 
 
+def json_time(when) -> str | None:
+    """A time as --json output shows it: ISO 8601 UTC, or null for none."""
+    return when.isoformat(timespec="seconds") + "Z" if when is not None else None
+
+
 def item_json(item) -> dict[str, Any]:
-    return {"id": item.id, "type": item.type, "text": item.text, "created_at": iso(item.created_at)}
+    return {"id": item.id, "type": item.type, "text": item.text, "created_at": json_time(item.created_at)}
 
 
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # a named client's or a publisher's name

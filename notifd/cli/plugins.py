@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .common import HELP, ITEM_ID, iso, store_of
+from .common import HELP, ITEM_ID, json_time, store_of
 
 
 @click.command(context_settings=HELP)
@@ -137,9 +137,9 @@ def _delivery_json(delivery, now) -> dict[str, Any]:
         "item_id": delivery.item.id,
         "type": delivery.item.type,
         "attempts": delivery.attempts,
-        "next_attempt_at": iso(delivery.next_attempt_at),
+        "next_attempt_at": json_time(delivery.next_attempt_at),
         "last_error": delivery.last_error,
-        "created_at": iso(delivery.created_at),
+        "created_at": json_time(delivery.created_at),
     }
 
 

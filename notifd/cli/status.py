@@ -5,7 +5,7 @@ import json
 
 import click
 
-from .common import HELP, iso, store_of
+from .common import HELP, json_time, store_of
 
 
 @click.command(context_settings=HELP)
@@ -24,8 +24,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
         up = node.stopped_at is None and (now - node.heartbeat_at).total_seconds() < 3 * HEARTBEAT_SECONDS
         rows.append({
             "node": node.node, "up": up, "version": node.version, "pid": node.pid, "listen": node.listen,
-            "started_at": iso(node.started_at), "uptime_seconds": int((now - node.started_at).total_seconds()) if up else None,
-            "last_seen": iso(node.heartbeat_at), "connections": node.connections, "notif_mode": node.subscribers,
+            "started_at": json_time(node.started_at), "uptime_seconds": int((now - node.started_at).total_seconds()) if up else None,
+            "last_seen": json_time(node.heartbeat_at), "connections": node.connections, "notif_mode": node.subscribers,
             "types": None if node.types is None else [t for t in node.types.split(",") if t],
         })
     running = [row for row in rows if row["up"]]

@@ -5,7 +5,7 @@ import json
 
 import click
 
-from .common import HELP, checked_name, checked_types, iso, store_of
+from .common import HELP, checked_name, checked_types, iso, json_time, store_of
 
 
 @click.group(context_settings=HELP)
@@ -41,7 +41,7 @@ def token_list(ctx: click.Context, as_json: bool) -> None:
 
     found = store_of(ctx).call(store.list_publishers)
     if as_json:
-        rows = [{"name": p.name, "types": sorted(p.types), "created_at": iso(p.created_at), "last_used": iso(p.last_used)}
+        rows = [{"name": p.name, "types": sorted(p.types), "created_at": json_time(p.created_at), "last_used": json_time(p.last_used)}
                 for p in found]
         click.echo(json.dumps(rows, indent=2))
         return

@@ -127,10 +127,12 @@ def test_named_clients(cli):
     cli("add", "classified", "b")
     listed = json.loads(cli("clients", "--json").out)
     assert listed == [
-        {"name": "kiosk", "unread": {"classified": 2, "random": 0}, "last_seen": "-", "connections": 0}
+        {"name": "kiosk", "unread": {"classified": 2, "random": 0}, "last_seen": None, "connections": 0}
     ]
     assert "classified=2 random=0" in cli("clients").out
-    assert [c["name"] for c in json.loads(cli("client", "list", "--json").out)] == ["kiosk"]
+    assert [(c["name"], c["last_seen"]) for c in json.loads(cli("client", "list", "--json").out)] == [("kiosk", None)]
+    cli("token", "add", "shop", "--publish", "classified")
+    assert [(t["name"], t["last_used"]) for t in json.loads(cli("token", "list", "--json").out)] == [("shop", None)]
     assert cli("client", "remove", "kiosk").code == 0
     assert cli("client", "remove", "kiosk").err == "notifctl: no client named 'kiosk'\n"
 
