@@ -151,6 +151,15 @@ _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs"})
 _DECEPTIVE = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape(text: str) -> str:
+    """One line, whatever the text holds: control characters become \\n, \\x1b, ... (logs and
+    notifctl's text output: a row another tool wrote must not forge lines or drive a terminal)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def refused_character(text: str) -> str | None:
     """Why `text` cannot be posted for the characters it holds (a text or an idempotency key), or None."""
     for ch in text:

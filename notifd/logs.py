@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 from datetime import datetime, timezone
 from typing import IO, Any
@@ -24,7 +23,8 @@ from twisted.logger import (
 )
 from zope.interface import provider
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+from .items import escape
+
 _SYSLOG_PRIORITY = {
     LogLevel.debug: 7,
     LogLevel.info: 6,
@@ -32,11 +32,6 @@ _SYSLOG_PRIORITY = {
     LogLevel.error: 3,
     LogLevel.critical: 2,
 }
-
-
-def escape(text: str) -> str:
-    """One line, whatever the text holds: control characters become \\n, \\x1b, ..."""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _parts(event: dict) -> tuple[str, str, str, str | None]:

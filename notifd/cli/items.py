@@ -248,14 +248,18 @@ def list_(ctx: click.Context, type_name: str | None, limit: int, as_json: bool) 
     """List the newest items."""
     from .. import store
 
+    from ..items import escape
+
     db = store_of(ctx)
-    if type_name is not None:
-        _item_type(db.types, type_name)  # a typo would list nothing, as if there were no items
     found = db.call(store.list_items, type_name, limit)
+    if type_name is not None and not found:
+        # A typo would list nothing, as if there were no items (a type whose plugin is not
+        # loaded here, but whose items are stored, is listed).
+        _item_type(db.types, type_name)
     if as_json:
         click.echo(json.dumps([item_json(item) for item in found], ensure_ascii=False, indent=2))
         return
-    for item in found:
-        click.echo(f"{item.id}\t{iso(item.created_at)}\t{item.type}\t{item.text}")
+    for item in found:  # one line per item, whatever another tool wrote in the row
+        click.echo(f"{item.id}\t{iso(item.created_at)}\t{item.type}\t{escape(item.text)}")
 
 

@@ -435,6 +435,22 @@ def test_list_of_an_unknown_type_is_the_same_error_as_add(cli):
     assert [i["text"] for i in json.loads(cli("list", "--type", "classified", "--json").out)] == ["kept"]
 
 
+def test_list_shows_rows_another_tool_wrote_one_line_each(cli, db_path):
+    # A type no plugin here serves, a text with a line break and an escape sequence: as
+    # stored, each item stays one line, and its type can be asked for.
+    import sqlite3
+
+    cli("add", "classified", "kept")
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("INSERT INTO items (type, text, created_at) VALUES ('weather', ?, '2026-01-01 00:00:00')",
+                     ("sunny\nnotifctl: forged\x1b[31m",))
+    listed = cli("list", "--type", "weather")
+    assert (listed.code, listed.out.count("\n")) == (0, 1)
+    assert listed.out.endswith("\tweather\tsunny\\nnotifctl: forged\\x1b[31m\n")
+    assert json.loads(cli("list", "--type", "weather", "--json").out)[0]["text"] == "sunny\nnotifctl: forged\x1b[31m"
+    assert len(cli("list").lines) == 2
+
+
 HUGE = "99999999999999999999999"
 
 

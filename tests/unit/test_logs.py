@@ -6,7 +6,8 @@ import json
 
 from twisted.logger import Logger, LogPublisher
 
-from notifd.logs import Logging, escape
+from notifd.items import escape
+from notifd.logs import Logging
 
 
 def logger_to(logging: Logging) -> Logger:
