@@ -90,10 +90,13 @@ def _run_one(target: targetmod.Target, seconds: float, processes: int, log, clie
         target.stop()
     worst = []
     unheard_posts = 0
+    unheard_at = []  # (post index, connections that never heard of it), the first few
     for index in range(len(commits)):
         values = [r["worst"][index] for r in results if r["worst"][index] is not None]
         if any(r["unheard"][index] for r in results):
             unheard_posts += 1
+            if len(unheard_at) < 20:
+                unheard_at.append((index, sum(r["unheard"][index] for r in results)))
         if values:
             worst.append(max(values) / 1e6)
     first = [s for s in samples if s["t"] <= 10]
@@ -110,6 +113,7 @@ def _run_one(target: targetmod.Target, seconds: float, processes: int, log, clie
         "max_ms": max(worst) if worst else None,
         "p99_ratio": percentile(worst, 99) / percentile(single, 50),
         "unheard_posts": unheard_posts,
+        "unheard_at": unheard_at,
         "notifications": sum(r["notifications"] for r in results),
         "server_cpu_percent": 100 * cpu / elapsed,
         "samples": samples,
