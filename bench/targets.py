@@ -227,9 +227,12 @@ class Anchor(Target):
     def start(self) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="anchor-bench-")
         port_file = Path(self.tmp.name) / "port"
-        self.proc = subprocess.Popen(
-            [*self.command(Path(self.tmp.name)), str(port_file)], cwd=REPO, stdin=subprocess.DEVNULL
-        )
+        try:
+            command = self.command(Path(self.tmp.name))
+        except Absent:
+            self.stop()
+            raise
+        self.proc = subprocess.Popen([*command, str(port_file)], cwd=REPO, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while not (port_file.exists() and port_file.read_text()):
             if time.monotonic() > deadline or self.proc.poll() is not None:

@@ -458,17 +458,27 @@ def _create_sqlite(path: Path) -> None:
         raise UnusableDatabase(f"cannot create the database {path}: {e.strerror}") from e
 
 
+def write_database_file(path: Path, data: bytes = b"", exclusive: bool = False) -> None:
+    """Write a new database file (`data`: its bytes, or none yet) as notifd creates one.
+
+    Owner-only from the start: the database holds token hashes, and posting is an admin
+    act granted by write access to this file. Created by root (an admin's `sudo notifctl
+    db upgrade`), it belongs to whoever owns its directory (the service's state
+    directory), or the daemon could not open it; SQLite gives its -wal and -shm files the
+    database's owner. `exclusive`: fail if the file exists, instead of emptying it.
+    """
+    flags = os.O_CREAT | os.O_WRONLY | (os.O_EXCL if exclusive else os.O_TRUNC)
+    with open(os.open(path, flags, 0o600), "wb") as f:
+        f.write(data)
+    if os.geteuid() == 0:
+        directory = path.parent.stat()
+        os.chown(path, directory.st_uid, directory.st_gid)
+
+
 def _build_sqlite(path: Path, tmp: Path) -> None:
     try:
-        # Owner-only from the start: the database holds token hashes, and posting is
-        # an admin act granted by write access to this file.
-        os.close(os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))
-        if os.geteuid() == 0:
-            # Created by root (an admin's `sudo notifctl db upgrade`): the database belongs
-            # to whoever owns its directory (the service's state directory), or the daemon
-            # could not open it. SQLite gives its -wal and -shm files the database's owner.
-            directory = path.parent.stat()
-            os.chown(tmp, directory.st_uid, directory.st_gid)
+        # Built under a temporary name, owned as the database will be (the link keeps it).
+        write_database_file(tmp)
         engine = make_engine(make_url("sqlite:///" + str(tmp)))
         try:
             upgrade(engine, None)

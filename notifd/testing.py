@@ -275,24 +275,20 @@ def _copy_new_database(path: Path) -> None:
     """Write a new SQLite database at head to `path`: a copy of one this process built once.
 
     Running the migrations costs about 0.3 s of CPU, and a test suite creates hundreds
-    of databases; the copy is byte for byte what notifd would have created (owner-only, and
-    owned as notifd gives it when run as root).
+    of databases; the copy holds what notifd would have built, written as notifd writes a
+    new database file (owner-only, and owned as notifd gives it when run as root).
     """
+    from notifd import db as dbmod
+
     if not _new_database:
         import tempfile
-
-        from notifd import db as dbmod
 
         with tempfile.TemporaryDirectory() as directory:
             built = Path(directory) / "notifd.db"
             dbmod.open_engine(dbmod.database_url(str(built))).dispose()
             _new_database.append(built.read_bytes())
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600), "wb") as f:
-        f.write(_new_database[0])
-    if os.geteuid() == 0:
-        directory = path.parent.stat()
-        os.chown(path, directory.st_uid, directory.st_gid)
+    dbmod.write_database_file(path, _new_database[0], exclusive=True)
 
 
 def eventually(condition, timeout: float = TIMEOUT, every: float = 0.02):

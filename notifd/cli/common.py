@@ -148,7 +148,7 @@ def store_of(ctx: click.Context) -> Store:
 
 def iso(when) -> str:
     """A time as text output shows it: ISO 8601 UTC, or "-" for none."""
-    return when.isoformat(timespec="seconds") + "Z" if when is not None else "-"
+    return json_time(when) or "-"
 
 
 def json_time(when) -> str | None:

@@ -247,7 +247,6 @@ def rm(ctx: click.Context, item_ids: tuple[int, ...], as_json: bool) -> None:
 def list_(ctx: click.Context, type_name: str | None, limit: int, as_json: bool) -> None:
     """List the newest items."""
     from .. import store
-
     from ..items import escape
 
     db = store_of(ctx)
