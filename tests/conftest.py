@@ -5,6 +5,7 @@ The helpers behind them (and others the unit tests share) are in tests/harness.p
 from __future__ import annotations
 
 import io
+import signal
 import sys
 
 import pytest
@@ -16,6 +17,14 @@ from notifd.cli import notifctl_main
 from notifd.testing import ensure_database
 from tests.harness import DATABASES, Rig
 from tests.pg import pg_url  # noqa: F401  (a fixture: a fresh PostgreSQL database)
+
+
+# A shell that starts the suite in the background (`pytest &`) makes it ignore SIGINT, and an
+# ignored signal stays ignored across exec: every program the tests start would ignore Ctrl-C
+# too, and the tests of what Ctrl-C does would fail for a reason that is not notifd's. A Python
+# handler here is reset to the default in each program the tests start.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # Figures the integration tests measure (their `report` fixture), printed after the run. They
