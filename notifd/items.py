@@ -17,6 +17,10 @@ class InvalidItem(ValueError):
     """Posted text or value that an item type refuses; the message says why, in a few words."""
 
 
+class PluginFailed(InvalidItem):
+    """The type's own code raised something other than InvalidItem: a bug in the plugin, not in the post."""
+
+
 class Pick(enum.Enum):
     """Which unread item a `<type>?` query returns."""
 
@@ -201,4 +205,4 @@ def check_post(item_type: ItemType, text: str | None, max_line: int) -> str:
     except InvalidItem as e:
         raise InvalidItem(f"invalid {item_type.name}: {e}") from None
     except Exception as e:
-        raise InvalidItem(f"the {item_type.name} plugin failed to validate the text: {type(e).__name__}: {e}") from None
+        raise PluginFailed(f"the {item_type.name} plugin failed to validate the text: {type(e).__name__}: {e}") from None

@@ -414,7 +414,7 @@ def _types_in(types: Sequence[str] | None) -> str | None:
     return None if types is None else ",".join(sorted(set(types)))
 
 
-def _hash_token(token: str) -> str:
+def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
@@ -433,7 +433,7 @@ def _add_with_token(conn: Connection, table: Table, exists: type, name: str, typ
     token = secrets.token_urlsafe(TOKEN_BYTES)
     try:
         conn.execute(insert(table).values(
-            name=name, token_hash=_hash_token(token), created_at=now or utcnow(), types=_types_in(types),
+            name=name, token_hash=hash_token(token), created_at=now or utcnow(), types=_types_in(types),
         ))
     except IntegrityError:
         raise exists(name) from None  # created by another admin since the check (PostgreSQL)
@@ -448,7 +448,7 @@ def rotate_token(conn: Connection, name: str) -> str | None:
     client_id = conn.execute(select(clients.c.id).where(clients.c.name == name)).scalar()
     if client_id is None:
         return None
-    conn.execute(update(clients).where(clients.c.id == client_id).values(token_hash=_hash_token(token)))
+    conn.execute(update(clients).where(clients.c.id == client_id).values(token_hash=hash_token(token)))
     _record_change(conn, TOKEN_ROTATED, client_id)  # its connections under the old token are closed
     return token
 
@@ -479,7 +479,7 @@ def identify(conn: Connection, name: str, token: str, *, now: datetime | None = 
         select(clients.c.id, clients.c.token_hash, clients.c.types).where(clients.c.name == name)
     ).first()
     # Hash even for an unknown name, so that timing does not tell which names exist.
-    offered = _hash_token(token)
+    offered = hash_token(token)
     if row is None or not hmac.compare_digest(offered, row.token_hash):
         return None
     return _identity(conn, row, now)
@@ -489,7 +489,7 @@ def identify(conn: Connection, name: str, token: str, *, now: datetime | None = 
 def identify_bearer(conn: Connection, token: str, *, now: datetime | None = None) -> Identity | None:
     """The named client whose token this is (HTTP's `Authorization: Bearer`), or None."""
     row = conn.execute(
-        select(clients.c.id, clients.c.token_hash, clients.c.types).where(clients.c.token_hash == _hash_token(token))
+        select(clients.c.id, clients.c.token_hash, clients.c.types).where(clients.c.token_hash == hash_token(token))
     ).first()
     return None if row is None else _identity(conn, row, now)
 
@@ -585,7 +585,7 @@ def rotate_publisher(conn: Connection, name: str) -> str | None:
     """A new token for a publisher (the old one stops working at once); None if there is no such publisher."""
     token = secrets.token_urlsafe(TOKEN_BYTES)
     changed = conn.execute(
-        update(publishers).where(publishers.c.name == name).values(token_hash=_hash_token(token))
+        update(publishers).where(publishers.c.name == name).values(token_hash=hash_token(token))
     ).rowcount
     return token if changed else None
 
@@ -619,6 +619,12 @@ class Published:
 
 
 _PUBLISHER_BY_HASH = select(publishers).where(publishers.c.token_hash == bindparam("token_hash", type_=String))
+def publisher_by_token(conn: Connection, token: str) -> Publisher | None:
+    """The publisher whose token this is, or None (a read: `publish` checks again as it stores)."""
+    row = conn.execute(_PUBLISHER_BY_HASH, {"token_hash": hash_token(token)}).first()
+    return None if row is None else Publisher(row.id, row.name, _types_out(row.types), row.created_at, row.last_used)
+
+
 _PUBLISHERS_USED = (update(publishers).where(publishers.c.id.in_(bindparam("ids", expanding=True)))
                     .values(last_used=bindparam("now", type_=DateTime)))
 
@@ -636,10 +642,7 @@ def publish(conn: Connection, publications: Sequence[Publication], *, now: datet
     # Each token offered in the group is hashed and looked up once (50 publishers are often 1 token).
     tokens: dict[str, Publisher | None] = {}
     for token in {publication.token for publication in publications}:
-        row = conn.execute(_PUBLISHER_BY_HASH, {"token_hash": _hash_token(token)}).first()
-        tokens[token] = None if row is None else Publisher(
-            row.id, row.name, _types_out(row.types), row.created_at, row.last_used
-        )
+        tokens[token] = publisher_by_token(conn, token)
     outcomes: list[Published | None] = [None] * len(publications)
     accepted: list[int] = []  # indexes of the publications that may post
     used: set[int] = set()

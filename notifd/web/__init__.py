@@ -29,6 +29,10 @@ from .problems import problem
 from .publish import Batcher
 
 
+PUBLISHER_MEMORY = 5.0  # seconds a publisher found by its token is remembered (Web.publisher)
+PUBLISHERS_REMEMBERED = 1000
+
+
 class Reader:
     """Who reads over HTTP: a named client (its token) or an anonymous one, and its cursors."""
 
@@ -69,6 +73,7 @@ class Web:
         self._committed = committed  # after a group stored new items, with them: tell the hubs
         self.batcher = Batcher(server.db, self._stored, server.metrics)
         self.events = Events(self)
+        self._publishers: dict[str, tuple[store.Publisher, float]] = {}  # token hash -> (publisher, until)
 
     @property
     def max_body(self) -> int:
@@ -95,6 +100,30 @@ class Web:
         d = self.server.db.run(store.identify_bearer, token)
         return d.addCallback(lambda identity: problem(request, 401, "unknown client token") if identity is None
                              else Reader(self.server, identity))
+
+    def publisher(self, token: str) -> defer.Deferred:
+        """A Deferred of the publisher whose token this is, or None.
+
+        Checked before anything of the post is looked at; a publisher found is remembered
+        for a few seconds, so that steady posting does not add a query per post. That memory
+        may be stale, never wrong in effect: the transaction that stores the post checks the
+        token again, so a token removed or rotated meanwhile still posts nothing.
+        """
+        token_hash = store.hash_token(token)
+        now = self.clock.seconds()
+        known = self._publishers.get(token_hash)
+        if known is not None and known[1] > now:
+            return defer.succeed(known[0])
+        if len(self._publishers) >= PUBLISHERS_REMEMBERED:
+            self._publishers.clear()
+        d = self.server.db.run(store.publisher_by_token, token)
+
+        def found(publisher: store.Publisher | None) -> store.Publisher | None:
+            if publisher is not None:
+                self._publishers[token_hash] = (publisher, self.clock.seconds() + PUBLISHER_MEMORY)
+            return publisher
+
+        return d.addCallback(found)
 
     # --- cross-origin pages ---------------------------------------------------------------------
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+from twisted.internet import threads
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 from twisted.web.http import NO_BODY_CODES
 
 from .. import store
-from ..items import InvalidItem, Item, check_post
+from ..items import InvalidItem, Item, PluginFailed, check_post
 from ..posting import Post, key_problem
 from .problems import problem
 
@@ -76,6 +79,7 @@ class Api(resource.Resource):
     """Everything under /v1/."""
 
     isLeaf = True
+    log = Logger()
 
     def __init__(self, web: Any) -> None:
         super().__init__()
@@ -105,36 +109,52 @@ class Api(resource.Resource):
     # --- posting ------------------------------------------------------------------------------
 
     def post(self, request, type_name: str) -> bytes | int:
+        # The token first: nothing of the plugin's (its validation, a fresh value) runs for a
+        # caller without one, and the answer to a bad token says so, whatever the body.
         token = bearer(request)
         if not token:
             return problem(request, 401, "no token: send Authorization: Bearer TOKEN (notifctl token add)")
+        watch_disconnect(request)
+        d = self.web.publisher(token)
+        d.addCallback(self._authenticated, request, type_name, token)
+        d.addErrback(self._unavailable, request)
+        return server.NOT_DONE_YET
+
+    def _authenticated(self, publisher: store.Publisher | None, request, type_name: str, token: str):
+        if publisher is None:
+            return finish(request, problem(request, 401, "unknown token (notifctl token list)"))
+        item_type = self.web.server.types.get(type_name)
+        if item_type is None:
+            return finish(request, problem(
+                request, 404, f"unknown item type {type_name!r} (known: {', '.join(self.web.server.types)})"))
+        if type_name not in publisher.types:
+            return finish(request, problem(request, 403, f"this token may not post {type_name}"))
         content_type = (request.getHeader(b"content-type") or b"text/plain").decode("latin-1").split(";")[0].strip().lower()
         if content_type == "application/x-www-form-urlencoded":
             content_type = "text/plain"  # `curl -d TEXT` says so; the body is the text, as it came
         if content_type not in ("text/plain", "application/json"):
-            return problem(request, 415, "send text/plain (the item's text) or application/json {\"text\", \"id\"}")
-        body = request.content.read()
+            return finish(request, problem(
+                request, 415, "send text/plain (the item's text) or application/json {\"text\", \"id\"}"))
         try:
-            text, key = _parse_post(body, content_type)
+            text, key = _parse_post(request.content.read(), content_type)
         except ValueError as e:
-            return problem(request, 400, str(e))
-        item_type = self.web.server.types.get(type_name)
-        if item_type is None:
-            return problem(request, 404, f"unknown item type {type_name!r} (known: {', '.join(self.web.server.types)})")
-        max_line = self.web.server.max_line
+            return finish(request, problem(request, 400, str(e)))
         if key is not None and (wrong := key_problem(key)):
-            return problem(request, 400, f"id {wrong}")
-        drawn = not text and item_type.fresh is not None
-        if drawn:
-            text = item_type.fresh()  # `random` draws its value, as `notifctl add random` does
-        try:
-            text = check_post(item_type, text, max_line)
-        except InvalidItem as e:
-            return problem(request, 413 if len(text.encode("utf-8", "surrogatepass")) > max_line else 400, str(e))
-        watch_disconnect(request)
+            return finish(request, problem(request, 400, f"id {wrong}"))
+        # The plugin's code (a fresh value, its validation) may be slow: not in the reactor.
+        d = threads.deferToThread(_checked_post, item_type, text, self.web.server.max_line)
+        d.addCallback(self._checked, request, token, type_name, key)
+        return d
+
+    def _checked(self, checked: tuple, request, token: str, type_name: str, key: str | None):
+        if isinstance(checked[0], int):
+            return finish(request, problem(request, *checked))
+        text, drawn = checked
+        # The token is checked again in the transaction that stores the post: one removed or
+        # rotated since posts nothing.
         d = self.web.batcher.submit(store.Publication(token, Post(type_name, text, key, drawn)))
-        d.addCallbacks(self._posted, self._unavailable, callbackArgs=(request, type_name, key), errbackArgs=(request,))
-        return server.NOT_DONE_YET
+        d.addCallback(self._posted, request, type_name, key)
+        return d
 
     def _posted(self, published: store.Published, request, type_name: str, key: str | None) -> None:
         match published.outcome:
@@ -152,6 +172,9 @@ class Api(resource.Resource):
         finish(request, body)
 
     def _unavailable(self, failure: Failure, request) -> None:
+        if not failure.check(SQLAlchemyError):
+            self.log.failure("posting over HTTP", failure)
+            return finish(request, problem(request, 500, "internal error; nothing was stored (see the daemon's log)"))
         finish(request, problem(request, 503, "database unavailable; nothing was stored, try again"))
 
     # --- reading ------------------------------------------------------------------------------
@@ -228,6 +251,21 @@ class Api(resource.Resource):
         }
         request.setHeader(b"cache-control", b"no-store")
         return send_json(request, 200, body)
+
+
+def _checked_post(item_type, text: str, max_line: int) -> tuple[str, bool] | tuple[int, str]:
+    """(the text to store, whether it was drawn), or (status, detail) of the refusal; runs in a thread."""
+    drawn = not text and item_type.fresh is not None
+    try:
+        if drawn:
+            text = item_type.fresh()  # `random` draws its value, as `notifctl add random` does
+        return check_post(item_type, text, max_line), drawn
+    except PluginFailed as e:
+        return 500, str(e)
+    except InvalidItem as e:
+        return 413 if len(text.encode("utf-8", "surrogatepass")) > max_line else 400, str(e)
+    except Exception as e:  # from fresh()
+        return 500, f"the {item_type.name} plugin failed to draw a fresh value: {type(e).__name__}: {e}"
 
 
 def _parse_post(body: bytes, content_type: str) -> tuple[str, str | None]:

@@ -3,9 +3,9 @@
 # Rules: a post goes through the one posting function (posting.store_posts, by way of
 # store.publish), in a durable transaction, so every node and every durable notifier hears
 # of it exactly as of `notifctl add`; the text is checked by the same function as
-# notifctl's (items.check_post) and refused in the same words; the token is checked in the
-# transaction that stores the post, so a token removed or rotated posts nothing after its
-# commit. Posts that arrive while a transaction runs wait for the next one and go together:
+# notifctl's (items.check_post) and refused in the same words; the token is checked before
+# anything else (api.py) and again in the transaction that stores the post, so a token
+# removed or rotated posts nothing after its commit. Posts that arrive while a transaction runs wait for the next one and go together:
 # HTTP posting is bound by one commit (one disk sync) per group, not per request.
 from __future__ import annotations
 

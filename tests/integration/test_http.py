@@ -122,6 +122,59 @@ def test_an_idempotency_key_on_a_drawn_value_finds_the_first_post(daemon, notifc
     assert len(json.loads(notifctl("list", "--json").stdout)) == 1
 
 
+GATED = """
+import os, time
+from notifd import ItemType, hookimpl
+
+def validate(text):
+    open(os.environ["GATED_CALLS"], "a").write(text + "\\n")
+    while not os.path.exists(os.environ["GATED_OPEN"]):  # blocks its thread until the test opens the gate
+        time.sleep(0.01)
+    if text == "boom":
+        raise RuntimeError("the validator broke")
+    return text
+
+@hookimpl
+def register_item_types(register):
+    register(ItemType(name="gated", validate=validate))
+"""
+
+
+def test_a_post_is_checked_by_its_token_first_and_its_validation_never_blocks_the_daemon(daemon, notifctl, tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "gated.py").write_text(GATED)
+    calls, gate = tmp_path / "calls", tmp_path / "open"
+    env = {"GATED_CALLS": str(calls), "GATED_OPEN": str(gate)}
+    server = daemon("--plugins-dir", str(plugins), env=env)
+    gated = notifctl("--plugins-dir", str(plugins), "token", "add", "gate", "--publish", "gated").stdout.splitlines()[-1]
+    shop = notifctl("token", "add", "shop", "--publish", "classified").stdout.splitlines()[-1]
+    api = Http(server.http_port)
+    # Without a valid token, nothing of the plugin runs and nothing about the types is told.
+    assert detail(api.post("gated", "hello", "not-a-token")) == (401, "unknown token (notifctl token list)")
+    assert detail(api.post("secret", "x", "not-a-token")) == (401, "unknown token (notifctl token list)")
+    assert detail(api.post("classified", "two\nlines", "not-a-token"))[0] == 401
+    assert detail(api.post("random", "not a number", shop)) == (403, "this token may not post random")
+    assert detail(api.post("gated", "hello", shop)) == (403, "this token may not post gated")
+    assert not calls.exists()
+    # A post whose validation waits: the daemon answers others meanwhile.
+    answers = []
+    posting = threading.Thread(target=lambda: answers.append(api.post("gated", "hello", gated)))
+    posting.start()
+    eventually(calls.exists)
+    client = server.connect()
+    assert client.ask("random?").isdigit()
+    assert api.post("classified", "meanwhile", shop)[0] == 201
+    assert posting.is_alive() and not answers
+    gate.touch()
+    posting.join(TIMEOUT)
+    assert answers[0][0] == 201 and json.loads(answers[0][2])["text"] == "hello"
+    # A validator that breaks is the plugin's fault, said in notifctl's words.
+    assert detail(api.post("gated", "boom", gated)) == (
+        500, "the gated plugin failed to validate the text: RuntimeError: the validator broke")
+    assert [i["text"] for i in json.loads(notifctl("list", "--json").stdout)] == ["hello", "meanwhile"]
+
+
 @pytest.mark.parametrize("text", ["two\nlines", "bell \x07", "é" * 3000, "", "   ", "\u202etxt.exe"])
 def test_refusals_use_notifctl_s_words(refusing, text):
     api, token, notifctl = refusing
