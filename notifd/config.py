@@ -344,6 +344,8 @@ def read_file(path: str | Path) -> dict[str, Any]:
     # Paths are relative to the file, not to wherever notifd starts.
     directory = Path(os.path.abspath(path)).parent
     settings["config_dir"] = str(directory)
+    if "db" in settings and "://" not in settings["db"]:  # a SQLite file; a URL is taken as written
+        settings["db"] = str(directory / Path(settings["db"]).expanduser())
     if "plugins_dirs" in settings:
         settings["plugins_dirs"] = tuple(str(directory / Path(d).expanduser()) for d in settings["plugins_dirs"])
     if "plugins" in settings:
@@ -351,26 +353,26 @@ def read_file(path: str | Path) -> dict[str, Any]:
     return settings
 
 
-# A plugin setting whose key says it is a path: "path", "log_file", "state_dir", "cert_files"...
-PATH_KEY = re.compile(r"(?:\A|_)(?:path|file|dir|directory)s?\Z")
+# A plugin setting whose key says it is a path: "path", "log_file", "state_dir", "cert_files",
+# "directories"...
+PATH_KEY = re.compile(r"(?:\A|_)(?:paths?|files?|dirs?|directory|directories)\Z")
 
 
 def resolve_paths(table: dict[str, Any], directory: Path) -> dict[str, Any]:
-    """A plugin's table with the values of path-like keys (PATH_KEY, at any depth; a string or a
-    list of strings) made absolute against `directory`, after expanding `~`."""
+    """A plugin's table with the values of path-like keys (PATH_KEY; a string or a list of
+    strings) made absolute against `directory`, after expanding `~`, at any depth: in
+    sub-tables and in arrays of tables too."""
 
-    def resolved(value: Any) -> Any:
-        return str(directory / Path(value).expanduser()) if isinstance(value, str) and value else value
-
-    out: dict[str, Any] = {}
-    for key, value in table.items():
+    def resolved(key: str, value: Any) -> Any:
         if isinstance(value, dict):
-            out[key] = resolve_paths(value, directory)
-        elif PATH_KEY.search(key):
-            out[key] = [resolved(v) for v in value] if isinstance(value, list) else resolved(value)
-        else:
-            out[key] = value
-    return out
+            return resolve_paths(value, directory)
+        if isinstance(value, list):
+            return [resolved(key, v) for v in value]
+        if isinstance(value, str) and value and PATH_KEY.search(key):
+            return str(directory / Path(value).expanduser())
+        return value
+
+    return {key: resolved(key, value) for key, value in table.items()}
 
 
 def _check(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:

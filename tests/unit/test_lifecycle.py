@@ -178,8 +178,12 @@ def test_path_like_plugin_settings_are_resolved_against_the_config_file(tmp_path
         ca_files = ["ca.pem", "/etc/ssl/other.pem"]
         profile = "relative"
         url_base = "relative"
+        directories = ["spool", "/srv/spool"]
+        nested = [{ path = "in-a-list.json", name = "kept" }]
         [plugins.weather.station]
         path = "station.json"
+        [[plugins.weather.targets]]
+        path = "t.log"
     """))
     monkeypatch.setenv("HOME", "/home/you")
     monkeypatch.chdir(tmp_path)  # a relative --config is read from here, paths from its directory
@@ -193,8 +197,29 @@ def test_path_like_plugin_settings_are_resolved_against_the_config_file(tmp_path
         "ca_files": [str(etc / "ca.pem"), "/etc/ssl/other.pem"],
         "profile": "relative",  # not a path-like key: left as written
         "url_base": "relative",
+        "directories": [str(etc / "spool"), "/srv/spool"],
+        "nested": [{"path": str(etc / "in-a-list.json"), "name": "kept"}],  # arrays of tables too
         "station": {"path": str(etc / "station.json")},
+        "targets": [{"path": str(etc / "t.log")}],
     }
+
+
+@pytest.mark.parametrize("written, expected", [
+    ("notifd.db", "{etc}/notifd.db"),  # a relative file: next to the configuration file
+    ("/srv/notifd/notifd.db", "/srv/notifd/notifd.db"),
+    ("~/notifd.db", "/home/you/notifd.db"),
+    ("sqlite:///relative.db", "sqlite:///relative.db"),  # a URL is taken as written
+    ("postgresql://notifd@db.example/notifd", "postgresql://notifd@db.example/notifd"),
+])
+def test_the_database_file_is_relative_to_the_config_file_not_to_where_notifd_starts(
+    tmp_path, monkeypatch, written, expected
+):
+    config = tmp_path / "etc" / "notifd.toml"
+    config.parent.mkdir()
+    config.write_text(f'db = "{written}"\n')
+    monkeypatch.setenv("HOME", "/home/you")
+    monkeypatch.chdir("/")
+    assert build(read_file(config)).db == expected.format(etc=tmp_path / "etc")
 
 
 # --- a hook without @hookimpl -----------------------------------------------------------------
