@@ -202,15 +202,14 @@ def _collect(
 
 def item_types(pm: pluggy.PluginManager, settings: Mapping[str, Mapping] = {}) -> dict[str, ItemType]:
     """Every registered item type by name, in registration order."""
-    return {item_type.name: item_type for _, item_type in _owned_item_types(pm, settings)}
+    return {item_type.name: item_type for _, item_type in owned_item_types(pm, settings)}
 
 
-def item_type_plugins(pm: pluggy.PluginManager, settings: Mapping[str, Mapping] = {}) -> dict[str, str]:
-    """The name of the plugin that registered each item type."""
-    return {item_type.name: plugin_name for plugin_name, item_type in _owned_item_types(pm, settings)}
+def owned_item_types(pm: pluggy.PluginManager, settings: Mapping[str, Mapping] = {}) -> list[tuple[str, ItemType]]:
+    """Every registered item type with the name of its plugin, in registration order.
 
-
-def _owned_item_types(pm: pluggy.PluginManager, settings: Mapping[str, Mapping]) -> list[tuple[str, ItemType]]:
+    Calls the plugins' `register_item_types`: the contract says once per start, so a
+    program calls this (or `item_types`) once and keeps the result."""
     return _unique(_collect(pm, "register_item_types", ItemType, settings), "item type")
 
 
@@ -243,7 +242,7 @@ class PluginInfo:
 
 def describe(pm: PluginManager, settings: Mapping[str, Mapping] = {}, reactor: Any = None) -> list[PluginInfo]:
     """Each loaded plugin, where it came from, and what it adds (runs both registration hooks)."""
-    types = _owned_item_types(pm, settings)
+    types = owned_item_types(pm, settings)
     found = notifiers(pm, settings, reactor)
     return [
         PluginInfo(

@@ -69,7 +69,8 @@ class Daemon:
         )
         pm = plugin_manager if plugin_manager is not None else plugins.get_plugin_manager(dirs=config.plugins_dirs)
         config.check_plugins(pm.origins)
-        self.types = plugins.item_types(pm, config.plugins)
+        owned = plugins.owned_item_types(pm, config.plugins)
+        self.types = {item_type.name: item_type for _, item_type in owned}
         config.check_types(self.types)
         tls.check_ciphers(config.tls_ciphers)
         windows = self._windows(config)
@@ -93,7 +94,7 @@ class Daemon:
             max_line=config.max_line_length,
             node=config.node,
             metrics=self.metrics,
-            type_plugins=plugins.item_type_plugins(pm, config.plugins),
+            type_plugins={item_type.name: plugin_name for plugin_name, item_type in owned},
             hello_limiter=FailureLimiter(reactor, config.hello_failures, config.hello_window),
         )
         self._apply_limits(config)

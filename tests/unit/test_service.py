@@ -31,6 +31,23 @@ def test_reload_applies_windows_and_limits_and_names_what_needs_a_restart(daemon
     assert daemon.reload(Config(node="test")) == []  # put back as it runs: nothing to restart for
 
 
+def test_each_registration_hook_is_called_once_per_start(engine):
+    from notifd import ItemType, Notifier
+    from notifd.plugins import get_plugin_manager
+    from tests.harness import plugin
+
+    calls = []
+    counting = plugin(
+        "counting",
+        register_item_types=lambda register: calls.append("types") or register(ItemType("weather")),
+        register_notifiers=lambda register: calls.append("notifiers") or register(Notifier("log", print)),
+    )
+    daemon = Daemon(Config(node="test"), MemoryReactorClock(), engine=engine,
+                    plugin_manager=get_plugin_manager([counting]))
+    assert sorted(calls) == ["notifiers", "types"]
+    assert "weather" in daemon.types and daemon.server.type_plugins["weather"] == "counting"
+
+
 def test_reload_refuses_settings_for_unknown_types(daemon):
     with pytest.raises(ConfigError, match="types.weather"):
         daemon.reload(Config(node="test", types={"weather": {"retention": None}}))
