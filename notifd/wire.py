@@ -180,7 +180,10 @@ class Server:
                 raise TypeError(f"rendered a {type(line).__name__}, not a str")
             if sendable(line):
                 return line
-            problem: str | Failure = "its text is not one line (a newline or a control character)"
+            problem: str | Failure = (
+                "its text is not one line (a newline or a control character)" if not sendable(item.text)
+                else "its plugin rendered it as more than one line (a newline or a control character)"
+            )
         except Exception:
             problem = Failure()
         self.unsendable(item, problem)

@@ -308,6 +308,21 @@ def test_a_row_written_by_another_tool_that_is_not_one_line_is_skipped(database,
     ]
 
 
+def test_a_rendering_of_more_than_one_line_is_blamed_on_the_plugin_not_the_text(database, logged):
+    from twisted.logger import formatEvent
+
+    ticket = ItemType("ticket", render=lambda item: f"{item.text}\nsecond line")
+    rig = Rig(database, {"ticket": ticket})
+    skipped = rig.post("ticket", "T-1")
+    proto, transport = rig.connect()
+    proto.dataReceived(b"ticket?\n")
+    assert said(transport) == b"\r\n"
+    assert [formatEvent(e) for e in logged if "cannot be sent" in formatEvent(e)] == [
+        f"item {skipped} (ticket, plugin unknown) cannot be sent and is skipped: "
+        "its plugin rendered it as more than one line (a newline or a control character)"
+    ]
+
+
 def test_a_fresh_value_that_fails_is_an_error_and_the_connection_goes_on(database, item_types, logged):
     from twisted.logger import formatEvent
 
