@@ -65,6 +65,14 @@ class _Mode(enum.Enum):
     NOTIF = "notif"
 
 
+def _word(value: str, what: str) -> str:
+    """`value` if it can be sent as one word of a line: anything else (a space, a line break)
+    would send a second command, and every reply after it would answer the wrong request."""
+    if not isinstance(value, str) or not value or any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError(f"{what} must be one word of printable characters, not {value!r}")
+    return value
+
+
 class _Request:
     __slots__ = ("line", "parse", "deferred")
 
@@ -112,12 +120,16 @@ class NotifClient(LineOnlyReceiver):
         return self.query("classified")
 
     def query(self, type_name: str) -> defer.Deferred:
-        """``<type>?`` for any item type: fires with the line the server answered."""
-        return self._request(f"{type_name}?", str)
+        """``<type>?`` for any item type: fires with the line the server answered.
+
+        Raises ValueError at once for a type name that is not one word."""
+        return self._request(f"{_word(type_name, 'item type')}?", str)
 
     def hello(self, name: str, token: str) -> defer.Deferred:
-        """``hello <name> <token>``: fires with None once the server accepted."""
-        return self._request(f"hello {name} {token}", self._expect("OK"))
+        """``hello <name> <token>``: fires with None once the server accepted.
+
+        Raises ValueError at once for a name or token that is not one word."""
+        return self._request(f"hello {_word(name, 'client name')} {_word(token, 'token')}", self._expect("OK"))
 
     def notif(self, on_notification: Callable[[str], Any], types: Iterable[str] = ()) -> defer.Deferred:
         """Enter notification mode; fires with None on ``will send notifs``.
@@ -125,7 +137,7 @@ class NotifClient(LineOnlyReceiver):
         ``on_notification(type_name)`` is then called for each notification. ``types``
         restricts them to those item types (all types when empty).
         """
-        line = " ".join(["notif", *types])
+        line = " ".join(["notif", *(_word(t, "item type") for t in types)])
 
         def entered(reply: str) -> None:
             self._expect("will send notifs")(reply)

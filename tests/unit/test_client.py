@@ -85,6 +85,25 @@ def test_err_fails_the_request_and_the_next_one_still_works(pair):
     assert isinstance(result(client.random(), pump), int)
 
 
+@pytest.mark.parametrize("call", [
+    lambda c: c.query("random?\r\nclassified"),
+    lambda c: c.query("random classified"),
+    lambda c: c.query(""),
+    lambda c: c.hello("kiosk", "tok\nen"),
+    lambda c: c.hello("two words", "token"),
+    lambda c: c.notif(print, ["classified", "random\rrandom"]),
+])
+def test_an_argument_that_is_not_one_word_is_refused_before_anything_is_sent(pair, call):
+    # It would send two commands for one request: every reply after it would answer the wrong one.
+    client, server, pump = pair
+    with pytest.raises(ValueError, match="must be one word"):
+        call(client)
+    pump.flush()
+    assert client.lines == []
+    assert isinstance(result(client.random(), pump), int)  # in step
+    assert client.lines and client.lines[-1].isdigit()
+
+
 def test_hello(rig, pair):
     client, server, pump = pair
     token = rig.database.call(store.add_client, "kiosk")
