@@ -17,7 +17,7 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
-from .problems import problem
+from .problems import phrase as _phrase, problem, problem_bytes
 
 MESSAGE_MAX = 65536  # bytes of one message before the framing refuses it
 CLOSE_NORMAL = 1000
@@ -101,6 +101,16 @@ class LineSocket(WebSocketServerProtocol):
         if not web.origin_allowed(request.origin, request.headers.get("host")):
             raise ConnectionDeny(403, "origin not allowed (http.cors_origins)")
         return None
+
+    def sendHttpErrorResponse(self, code: int, reason: str, responseHeaders=None) -> None:
+        # A refused handshake (a bad key, a missing version, another origin): answered in the
+        # API's form, problem JSON with its length, instead of autobahn's bare status line
+        # whose phrase is the reason. The connection is closed after it.
+        body = problem_bytes(code, reason)
+        head = [f"HTTP/1.1 {code} {_phrase(code)}", "Content-Type: application/problem+json",
+                f"Content-Length: {len(body)}", "Connection: close",
+                *(f"{name}: {value}" for name, value in responseHeaders or ())]
+        self.sendData(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
 
     def onOpen(self) -> None:
         line = self.factory.web.line_factory.buildProtocol(self.transport.getPeer())

@@ -183,11 +183,28 @@ def test_a_page_from_another_origin_cannot_open_a_websocket(daemon, tmp_path):
     server = daemon()
     with pytest.raises(InvalidStatus) as refused:
         connect(f"ws://127.0.0.1:{server.http_port}/v1/ws", origin="https://evil.example", open_timeout=TIMEOUT)
-    assert refused.value.response.status_code == 403
+    response = refused.value.response
+    assert (response.status_code, response.reason_phrase, response.headers["content-type"]) == (
+        403, "Forbidden", "application/problem+json")
+    assert json.loads(response.body)["detail"] == "origin not allowed (http.cors_origins)"
     own = f"http://127.0.0.1:{server.http_port}"
     with connect(f"ws://127.0.0.1:{server.http_port}/v1/ws", origin=own, open_timeout=TIMEOUT) as ws:
         ws.send("random?")
         assert ws.recv(timeout=TIMEOUT).isdigit()
+
+
+@pytest.mark.parametrize("headers, detail", [
+    ({"Sec-WebSocket-Key": "bad", "Sec-WebSocket-Version": "13"}, 'bad Sec-WebSocket-Key (length must be 24 ASCII chars) "bad"'),
+    ({"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}, "WebSocket connection denied - Hixie76 protocol not supported."),
+])
+def test_a_refused_handshake_is_problem_json_then_closed(daemon, headers, detail):
+    server = daemon()
+    page = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=TIMEOUT)
+    page.request("GET", "/v1/ws", headers={"Upgrade": "websocket", "Connection": "Upgrade", **headers})
+    answer = page.getresponse()
+    assert (answer.status, answer.reason, answer.getheader("content-type"), answer.getheader("connection")) == (
+        400, "Bad Request", "application/problem+json", "close")
+    assert json.loads(answer.read()) == {"type": "about:blank", "title": "Bad Request", "status": 400, "detail": detail}
 
 
 def test_a_plain_request_for_the_websocket_is_426_problem_json_and_the_connection_serves_on(daemon):
@@ -195,8 +212,8 @@ def test_a_plain_request_for_the_websocket_is_426_problem_json_and_the_connectio
     page = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=TIMEOUT)
     page.request("GET", "/v1/ws")
     answer = page.getresponse()
-    assert (answer.status, answer.getheader("upgrade"), answer.getheader("content-type")) == (
-        426, "websocket", "application/problem+json")
+    assert (answer.status, answer.reason, answer.getheader("upgrade"), answer.getheader("content-type")) == (
+        426, "Upgrade Required", "websocket", "application/problem+json")
     assert json.loads(answer.read())["detail"] == "this is a WebSocket endpoint: connect with a WebSocket client"
     page.request("GET", "/healthz")  # still an HTTP connection, counted as one
     assert page.getresponse().status == 200
