@@ -393,6 +393,9 @@ def run(config: Config, reread: Callable[[], Config] | None = None) -> int:
     shared_ports = None
     if worker is not None:
         number, shared_ports = worker
+        if not workers.stop_with_parent():
+            log.critical("cannot start: the notifd that started this worker is gone")
+            return 1
         given, reread_given = config, reread or (lambda: given)
         config = _as_worker(given, number)
         reread = lambda: _as_worker(reread_given(), number)  # noqa: E731

@@ -42,6 +42,7 @@ from .config import Config, ConfigError, with_backlog
 
 WORKER_ENV = "NOTIFD_WORKER"  # "<n>": this process is worker n (1..N)
 PORTS_ENV = "NOTIFD_WORKER_PORTS"  # each listen entry's port, resolved by the parent, comma-separated
+PARENT_ENV = "NOTIFD_WORKER_PARENT"  # the parent's pid: a worker stops when its parent is gone
 RESTART_DELAY = 1.0  # seconds before a worker that died is started again
 _SYSTEMD_ONLY = ("WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 
@@ -56,6 +57,21 @@ class SharedPort:
     port: int
     backlog: int
     tls: tlsmod.ServerTLS | None = None  # of an ssl: entry
+
+    def check_free(self) -> None:
+        """Raise OSError (EADDRINUSE) if something listens on this address already.
+
+        SO_REUSEPORT lets any process of the same user join the port: a second `notifd
+        --workers` (on another database, even) would silently share its clients. A socket
+        without it cannot bind while another listens there, so it tells."""
+        if self.port == 0:
+            return
+        probe = socket.socket(self.family, socket.SOCK_STREAM)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections in TIME_WAIT are no listener
+            probe.bind((self.interface, self.port))
+        finally:
+            probe.close()
 
     def socket(self, port: int | None = None, listen: bool = False) -> socket.socket:
         sock = socket.socket(self.family, socket.SOCK_STREAM)
@@ -134,6 +150,17 @@ def worker_ports(environ=os.environ) -> tuple[int, list[int]] | None:
     return int(number), ports
 
 
+def stop_with_parent(environ=os.environ) -> bool:
+    """Worker side: be sent SIGTERM when the parent dies (even by SIGKILL), so that no worker
+    goes on serving the port alone; False if the parent is gone already."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    # The parent may have died before the prctl: then we were re-parented already.
+    return str(os.getppid()) == environ.get(PARENT_ENV)
+
+
 class _Worker(protocol.ProcessProtocol):
     def __init__(self, supervisor: "Supervisor", number: int) -> None:
         self.supervisor = supervisor
@@ -176,6 +203,10 @@ class Supervisor:
     def reserve(self) -> None:
         """Bind (without listening) every shared port, resolving port 0; raises OSError."""
         for shared in self.shared:
+            try:
+                shared.check_free()
+            except OSError as e:
+                raise OSError(e.errno, f"cannot listen on {shared.description!r}: {e.strerror}") from None
             sock = shared.socket()
             self.reserved.append(sock)
             self.ports.append(sock.getsockname()[1])
@@ -204,7 +235,7 @@ class Supervisor:
 
     def _spawn(self, number: int) -> None:
         env = {k: v for k, v in self.environ.items() if k not in _SYSTEMD_ONLY}
-        env.update({WORKER_ENV: str(number), PORTS_ENV: ",".join(map(str, self.ports)),
+        env.update({WORKER_ENV: str(number), PORTS_ENV: ",".join(map(str, self.ports)), PARENT_ENV: str(os.getpid()),
                     "NOTIFY_SOCKET": self._notify_path(number)})
         if self._watchdog_period:
             # The worker pings every half of this: twice per period of ours.

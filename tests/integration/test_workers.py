@@ -76,6 +76,36 @@ def test_a_worker_that_dies_is_started_again(daemon, notifctl):
     assert watcher.read_line() == b"notif: random\r\n"
 
 
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    return state == "Z"  # ended, waiting for init to reap it
+
+
+def test_a_second_set_of_workers_cannot_join_the_port_and_workers_stop_with_their_parent(daemon, tmp_path):
+    first = daemon("--workers", "2", "--node", "box")
+    first.wait_for_log(READY)
+    # SO_REUSEPORT would let any notifd of this user share the port, on another database even.
+    for other in (("--workers", "2"), ()):
+        intruder = DaemonProcess(tmp_path / "other.db", *other, listen=f"tcp:{first.port}:interface=127.0.0.1",
+                                 new_database=False)
+        with pytest.raises(AssertionError, match="Address already in use"):
+            intruder.start()
+    workers = _children(first.proc.pid)
+    assert len(workers) == 2
+    first.kill(signal.SIGKILL)
+    eventually(lambda: all(_gone(pid) for pid in workers))  # none goes on serving the port alone
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", first.port)) != 0
+
+
 @pytest.mark.parametrize("args, error", [
     (("--listen", "unix:{tmp}/sock"), "cannot be shared by --workers"),
     (("--metrics", "tcp:0:interface=127.0.0.1"), "put {worker} in the endpoint"),
