@@ -113,7 +113,7 @@ def outbox(ctx: click.Context, as_json: bool) -> None:
             continue
         click.echo(
             f"{row['id']}\t{row['state']}\t{row['notifier']}\titem {row['item_id']} ({row['type']})"
-            f"\tattempts {row['attempts']}\tnext {row['next_attempt_at']}\t{row['last_error'] or '-'}"
+            f"\tattempts {row['attempts']}\tnext {row['next_attempt_at'] or '-'}\t{row['last_error'] or '-'}"
         )
     if not rows:
         click.echo("the outbox is empty: nothing waits for a durable notifier")

@@ -42,3 +42,17 @@ def test_items_committed_while_no_daemon_runs_are_shown_as_new(cli, database):
                                   lease_until={"webhook": now + timedelta(minutes=1)}):
         database.call(store.delivered, delivery.id)
     assert cli("outbox").out == "the outbox is empty: nothing waits for a durable notifier\n"
+
+
+def test_a_dead_delivery_has_no_next_attempt_and_says_so(cli, database):
+    database.call(store.add_marks, ["webhook"])
+    item_id, _ = database.call(add_item, "classified", "undeliverable")
+    now = store.utcnow()
+    database.call(store.enqueue_new_items, ["webhook"], now=now)
+    (delivery,) = database.call(store.claim_deliveries, {"webhook": 10}, node="n1", now=now,
+                                lease_until={"webhook": now + timedelta(minutes=1)})
+    database.call(store.delivery_failed, delivery.id, "CommandFailed: exit status 3", None)  # no retry: dead
+    assert cli("outbox").out.splitlines() == [
+        f"{delivery.id}\tdead\twebhook\titem {item_id} (classified)\tattempts 1\tnext -\tCommandFailed: exit status 3"
+    ]
+    assert json.loads(cli("outbox", "--json").out)[0]["next_attempt_at"] is None
