@@ -63,6 +63,7 @@ def _run(command: click.Command, prog: str) -> None:
         click.echo(f"{prog}: aborted", err=True)
         sys.exit(1)
     except click.ClickException as e:
+        _name_the_environment(e)
         click.echo(f"{prog}: {e.format_message()}", err=True)
         sys.exit(e.exit_code)
     except Exception as e:
@@ -71,6 +72,17 @@ def _run(command: click.Command, prog: str) -> None:
             raise
         click.echo(f"{prog}: {message}", err=True)
         sys.exit(1)
+
+
+def _name_the_environment(error: click.ClickException) -> None:
+    """A bad value that came from an environment variable is named as that variable: the
+    flag click would name was not given."""
+    ctx, param = getattr(error, "ctx", None), getattr(error, "param", None)
+    if not isinstance(error, click.BadParameter) or ctx is None or param is None or not param.envvar:
+        return
+    if ctx.get_parameter_source(param.name) is click.core.ParameterSource.ENVIRONMENT:
+        names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar)
+        error.param_hint = f"{' or '.join(names)} (environment)"
 
 
 def _known_failure(error: Exception) -> str | None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import shutil
 from pathlib import Path
 
@@ -533,3 +534,24 @@ def test_watch_refuses_to_guess_where_a_listen_entry_it_cannot_reach_listens(cli
     result = cli("--config", str(config), "watch")
     assert (result.code, result.err) == (
         1, f"notifctl: cannot tell where to connect from the listen entry '{listen}': give --connect\n")
+
+
+@pytest.mark.parametrize("variable, value, message", [
+    ("NOTIFD_WORKERS", "0", "Invalid value for NOTIFD_WORKERS (environment): 0 is not in the range x>=1."),
+    ("NOTIFD_LOG_LEVEL", "loud", "Invalid value for NOTIFD_LOG_LEVEL (environment): 'loud' is not one of "
+                                 "'debug', 'info', 'warn', 'error', 'critical'."),
+])
+def test_a_bad_value_from_the_environment_is_named_as_the_variable(monkeypatch, capsys, variable, value, message):
+    from notifd.cli import notifd_main
+
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setattr(sys, "argv", ["notifd", "--check-config"])
+    with pytest.raises(SystemExit) as exited:
+        notifd_main()
+    assert (exited.value.code, capsys.readouterr().err) == (2, f"notifd: {message}\n")
+    monkeypatch.delenv(variable)
+    monkeypatch.setattr(sys, "argv", ["notifd", f"--{variable.removeprefix('NOTIFD_').lower().replace('_', '-')}",
+                                      value, "--check-config"])
+    with pytest.raises(SystemExit):
+        notifd_main()
+    assert f"for '--{variable.removeprefix('NOTIFD_').lower().replace('_', '-')}'" in capsys.readouterr().err
