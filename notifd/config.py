@@ -114,6 +114,22 @@ def _strings_or_none(key: str, value: Any) -> tuple[str, ...]:
     return _strings(key, value)
 
 
+_ORIGIN = re.compile(r"https?://[^/\s?#*]+/?\Z", re.IGNORECASE)
+
+
+def _origins(key: str, value: Any) -> tuple[str, ...]:
+    """Web origins, each `scheme://host[:port]`, as a browser sends them in `Origin:`."""
+    origins = _strings_or_none(key, value)
+    for i, origin in enumerate(origins):
+        if origin == "*":
+            raise ConfigError(f"{key}[{i}]: \"*\" is not supported: list each origin whose pages may post "
+                              "and read with your tokens, e.g. \"https://shop.example\"")
+        if not _ORIGIN.match(origin):
+            raise ConfigError(f"{key}[{i}]: expected an origin like \"https://shop.example\" or "
+                              f"\"http://127.0.0.1:8080\" (scheme, host, port; no path), got {origin!r}")
+    return origins
+
+
 def _strings(key: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
@@ -292,7 +308,7 @@ KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "retention.interval": ("prune_interval", _interval),
     "retention.batch": ("prune_batch", _positive_int),
     "http.listen": ("http_listen", _strings_or_none),
-    "http.cors_origins": ("cors_origins", _strings_or_none),
+    "http.cors_origins": ("cors_origins", _origins),
     "http.request_timeout": ("http_request_timeout", _interval),
     "http.max_requests_per_connection": ("http_max_requests", _positive_int),
     "tls.ciphers": ("tls_ciphers", _string),  # checked against OpenSSL by the daemon (tls.check_ciphers)

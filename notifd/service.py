@@ -467,9 +467,12 @@ def check(config: Config) -> str:
         if description and not (key == "metrics" and config.workers > 1):
             try:
                 if tls.is_tls(description):
-                    tls.server_endpoint(reactor, description, config.tls_ciphers)  # reads its files
+                    endpoint, _ = tls.server_endpoint(reactor, description, config.tls_ciphers)  # reads its files
                 else:
-                    serverFromString(reactor, description)
+                    endpoint = serverFromString(reactor, description)
             except Exception as e:
                 raise ConfigError(f"{key}: bad endpoint {description!r}: {e}") from None
+            port = getattr(endpoint, "_port", None)  # TCP and TLS endpoints; systemd: and unix: have none
+            if isinstance(port, int) and not 0 <= port <= 65535:
+                raise ConfigError(f"{key}: bad endpoint {description!r}: port {port} is not in 0-65535")
     return to_toml(effective(config))

@@ -109,6 +109,10 @@ def test_an_item_past_its_retention_is_not_recent(tmp_path):
         ("db = ", "Invalid value"),
         ("[limits]\nkeepalive = '10h'", "limits.keepalive: expected 1s to 32767s, or 0 for the system's default"),
         ("[limits]\nhello_timeout = -1", "limits.hello_timeout: must not be negative"),
+        ("[http]\ncors_origins = ['*']", 'http.cors_origins[0]: "*" is not supported: list each origin'),
+        ("[http]\ncors_origins = ['https://ok.example', 'shop.example']",
+         "http.cors_origins[1]: expected an origin like \"https://shop.example\""),
+        ("[http]\ncors_origins = ['https://shop.example/page']", "got 'https://shop.example/page'"),
     ],
 )
 def test_bad_files_name_the_key(tmp_path, text, message):
@@ -117,6 +121,11 @@ def test_bad_files_name_the_key(tmp_path, text, message):
         read_file(path)
     assert str(caught.value).startswith(f"config file {path}: ")
     assert message in str(caught.value)
+
+
+def test_origins_are_kept_as_written(tmp_path):
+    path = write(tmp_path, "[http]\ncors_origins = ['https://Shop.example:8443', 'http://127.0.0.1:8080/']")
+    assert build(read_file(path)).cors_origins == ("https://Shop.example:8443", "http://127.0.0.1:8080/")
 
 
 def test_settings_for_a_type_nobody_declares_are_refused():

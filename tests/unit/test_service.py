@@ -102,6 +102,28 @@ def test_check_config_refuses_a_bad_endpoint():
         check(Config(listen=("tcpp:80",)))
 
 
+@pytest.mark.parametrize("config, message", [
+    (Config(listen=("tcp:99999",)), "listen: bad endpoint 'tcp:99999': port 99999 is not in 0-65535"),
+    (Config(http_listen=("tcp6:port=70000",)), "http.listen: bad endpoint 'tcp6:port=70000': port 70000 is not in 0-65535"),
+    (Config(metrics="tcp:65536:interface=127.0.0.1"),
+     "metrics: bad endpoint 'tcp:65536:interface=127.0.0.1': port 65536 is not in 0-65535"),
+])
+def test_check_config_refuses_a_port_the_start_would_fail_on(config, message):
+    with pytest.raises(ConfigError) as raised:
+        check(config)
+    assert str(raised.value) == message
+
+
+def test_check_config_refuses_a_tls_port_out_of_range(tmp_path):
+    from tests.certs import make_certificate
+
+    cert, key = make_certificate(tmp_path)
+    listen = f"ssl:99999:privateKey={key}:certKey={cert}"
+    with pytest.raises(ConfigError) as raised:
+        check(Config(listen=(listen,)))
+    assert str(raised.value) == f"listen: bad endpoint {listen!r}: port 99999 is not in 0-65535"
+
+
 def test_reload_refuses_a_cipher_string_that_selects_nothing(daemon):
     with pytest.raises(ConfigError, match="tls.ciphers: 'NO-SUCH-CIPHER' selects no TLS 1.2 cipher"):
         daemon.reload(Config(node="test", tls_ciphers="NO-SUCH-CIPHER"))
