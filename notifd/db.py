@@ -23,6 +23,7 @@ from sqlalchemy.engine import URL, Connection, Engine, Result, Row, make_url
 from sqlalchemy.exc import OperationalError
 
 from . import store
+from .errors import first_line
 
 # Kept in posting.py so that notifctl add needs no SQLAlchemy.
 from .posting import (
@@ -44,11 +45,6 @@ def _log():
 
     return Logger(namespace="notifd.db")
 
-
-def _first_line(error: BaseException) -> str:
-    original = getattr(error, "orig", None) or error
-    text = str(original)
-    return text.splitlines()[0] if text else type(original).__name__
 
 
 def database_url(value: str | None) -> URL:
@@ -290,7 +286,7 @@ class Database:
 
     def describe(self, error: BaseException) -> str:
         """One line for a failed call: a read-only file system is named as such."""
-        return str(read_only_error(self.engine.url, error) or _first_line(error))
+        return str(read_only_error(self.engine.url, error) or first_line(error))
 
     def call(self, f: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `f(conn, ...)` in a transaction here and now (on a database thread)."""
@@ -508,7 +504,7 @@ def backup_sqlite(source: Path, target: Path) -> None:
             src.backup(dst)
         os.replace(partial, target)
     except (OSError, sqlite3.Error) as e:
-        reason = getattr(e, "strerror", None) or _first_line(e)
+        reason = getattr(e, "strerror", None) or first_line(e)
         raise UnusableDatabase(f"cannot back up {source} to {target}: {reason}") from e
     finally:
         partial.unlink(missing_ok=True)

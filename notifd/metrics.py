@@ -23,6 +23,7 @@ from twisted.internet import defer
 from twisted.web import resource, server
 
 from . import __version__
+from .errors import first_line
 
 
 class Metrics:
@@ -163,7 +164,7 @@ class HealthPage(resource.Resource):
         d.addTimeout(self.timeout, self.clock)
         d.addCallbacks(
             lambda _: answer(200, "ok\n"),
-            lambda failure: answer(503, f"database unavailable: {failure.getErrorMessage()}\n"),
+            lambda failure: answer(503, f"database unavailable: {first_line(failure.value)}\n"),
         )
         return server.NOT_DONE_YET
 

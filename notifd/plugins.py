@@ -23,6 +23,7 @@ import pluggy
 
 from . import hookspecs, strictmodes
 from .config import ConfigError
+from .errors import first_line
 from .items import ItemType, Notifier
 
 ENTRY_POINT_GROUP = "notifd"
@@ -67,7 +68,7 @@ class PluginManager(pluggy.PluginManager):
             hook = lines[0].rpartition(" for hook ")[2].strip("'")
             raise PluginError(f"plugin {name} ({origin}): {hook}: {lines[-1]}") from e
         except ValueError as e:
-            raise PluginError(f"plugin {name} ({origin}): {_first_line(e)}") from e
+            raise PluginError(f"plugin {name} ({origin}): {first_line(e)}") from e
         # A hook name with a typo would otherwise never be called; say so now.
         unknown = sorted(caller.name for caller in self.get_hookcallers(plugin) or () if caller.spec is None)
         if unknown:
@@ -141,7 +142,7 @@ def _load(name: str, origin: str, load: Callable[[], object]) -> object:
     try:
         return load()
     except Exception as e:
-        raise PluginError(f"plugin {name} ({origin}): cannot import: {type(e).__name__}: {_first_line(e)}") from e
+        raise PluginError(f"plugin {name} ({origin}): cannot import: {type(e).__name__}: {first_line(e)}") from e
 
 
 def _import_file(path: Path) -> object:
@@ -160,10 +161,6 @@ def _import_file(path: Path) -> object:
         raise
     return module
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 # --- registration hooks ------------------------------------------------------------------
@@ -384,7 +381,7 @@ def plugin_failed(plugin_name: str, what: str, failure, traceback: bool = False)
     if failure.check(TimeoutError):
         error = f"timed out after {failure.value.args[0]} s"
     else:
-        error = f"{failure.type.__name__}: {_first_line(failure.value)}"
+        error = f"{failure.type.__name__}: {first_line(failure.value)}"
     log = Logger(namespace=f"notifd.plugin.{plugin_name}")
     if traceback:  # raised at once: a bug in the plugin, worth its traceback
         log.failure(

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from . import __version__, plugins, store, systemd, tls
 from . import db as dbmod
 from .config import Config, ConfigError, changed, with_backlog
+from .errors import first_line
 from .hub import Hub
 from .items import Notifier
 from .limits import FailureLimiter
@@ -402,13 +403,13 @@ def run(config: Config, reread: Callable[[], Config] | None = None) -> int:
     try:
         daemon = Daemon(config, reactor, logging=logging, shared_ports=shared_ports)
     except (dbmod.UnusableDatabase, plugins.PluginError, ConfigError, SQLAlchemyError, OSError) as e:
-        log.critical("cannot start: {error}", error=str(e).splitlines()[0])
+        log.critical("cannot start: {error}", error=first_line(e))
         return 1
     exit_code = [0]
 
     def start():
         def failed(failure):
-            log.critical("cannot start: {error}", error=failure.getErrorMessage())
+            log.critical("cannot start: {error}", error=first_line(failure.value))
             exit_code[0] = 1
             reactor.stop()
 

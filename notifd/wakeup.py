@@ -23,6 +23,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .errors import first_line
+
 CHANNEL = "notifd"  # the NOTIFY channel; one per database, so several notifd databases never mix
 
 _SUN_PATH_MAX = 107  # bytes in sockaddr_un.sun_path, less the terminating NUL
@@ -219,7 +221,7 @@ class PgListener:
                 try:
                     conn = self._connect()
                 except Exception as e:
-                    self.reactor.callFromThread(self._disconnected, _first_line(e))
+                    self.reactor.callFromThread(self._disconnected, first_line(e))
                     failures += 1
                     self._pause(min(self.max_delay, self.first_delay * 2 ** (failures - 1)))
                     continue
@@ -228,7 +230,7 @@ class PgListener:
                 try:
                     self._listen(conn)
                 except Exception as e:
-                    self.reactor.callFromThread(self._disconnected, _first_line(e))
+                    self.reactor.callFromThread(self._disconnected, first_line(e))
                     self._pause(self.first_delay)
                 finally:
                     conn.close()
@@ -315,7 +317,3 @@ class PgListener:
         if self._first is not None and not self._first.called:
             self._first.callback(self.connected)
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -39,6 +39,7 @@ from twisted.logger import Logger
 from . import systemd
 from . import tls as tlsmod
 from .config import Config, ConfigError, with_backlog
+from .errors import first_line
 
 WORKER_ENV = "NOTIFD_WORKER"  # "<n>": this process is worker n (1..N)
 PORTS_ENV = "NOTIFD_WORKER_PORTS"  # each listen entry's port, resolved by the parent, comma-separated
@@ -355,7 +356,7 @@ def supervise(config: Config, logging) -> int:
         supervisor.reserve()
         dbmod.open_engine(dbmod.database_url(config.db)).dispose()
     except (dbmod.UnusableDatabase, ConfigError, OSError, SQLAlchemyError) as e:
-        log.critical("cannot start: {error}", error=str(e).splitlines()[0])
+        log.critical("cannot start: {error}", error=first_line(e))
         return 1
     signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(supervisor.reload))
     reactor.callWhenRunning(supervisor.start)

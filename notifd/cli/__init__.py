@@ -14,6 +14,7 @@ import click
 
 from .. import __version__
 from .. import config as configmod
+from ..errors import first_line
 from . import clients, database, items, plugins, status, tokens, watch
 from .common import HELP, config_option, db_option, plugins_dir_option
 from .daemon import notifd
@@ -92,15 +93,11 @@ def _known_failure(error: Exception) -> str | None:
     if isinstance(error, known):
         return str(error)
     if isinstance(error, _loaded_error("sqlalchemy.exc", "SQLAlchemyError")):
-        return f"database error: {_first_line(error)}"
+        return f"database error: {first_line(error)}"
     if isinstance(error, OSError):
         return str(error)
     return None
 
-
-def _first_line(error: Exception) -> str:
-    original = getattr(error, "orig", None) or error
-    return str(original).splitlines()[0] if str(original) else type(original).__name__
 
 
 def notifd_main() -> None:

@@ -30,6 +30,21 @@ def test_notifd_refuses_a_bad_config_key(tmp_path):
     assert result.stderr == f"notifd: config file {config}: unknown key 'lissten'\n"
 
 
+def test_a_database_that_cannot_be_reached_is_said_in_the_driver_s_words_on_one_line(notifctl):
+    # Port 1: nothing listens there. SQLAlchemy's wrapping (the driver's class name, a link
+    # to its web site on a second line) says nothing to an operator.
+    unreachable = "postgresql://notifd@127.0.0.1:1/notifd"
+    started = subprocess.run([*_script("notifd"), "--db", unreachable, "--listen", "tcp:0", "--http", "tcp:0"],
+                             capture_output=True, text=True, timeout=TIMEOUT, env=_ENV)
+    assert started.returncode == 1
+    (line,) = [line for line in started.stderr.splitlines() if "cannot start" in line]
+    assert line.endswith('cannot start: connection failed: connection to server at "127.0.0.1", port 1 failed: '
+                         "Connection refused"), line
+    listed = notifctl("--db", unreachable, "list", check=False)
+    assert listed.stderr == ('notifctl: database error: connection failed: connection to server at "127.0.0.1", '
+                             "port 1 failed: Connection refused\n")
+
+
 def test_notifd_refuses_a_newer_database(notifctl, db_path):
     notifctl("db", "upgrade")
     import sqlite3
