@@ -45,11 +45,11 @@ def unit_settings(path: Path) -> dict[str, dict[str, list[str]]]:
     return sections
 
 
-def documented_drop_ins() -> dict[str, str]:
-    """The drop-ins docs/operations.md writes: {file name: text}, from its `sudo tee ... <<'EOF'` steps."""
+def documented_drop_ins(guide: Path = OPERATIONS) -> dict[str, str]:
+    """The drop-ins a guide writes: {file name: text}, from its `sudo tee ... <<'EOF'` steps."""
     found = re.findall(
         r"^sudo tee /etc/systemd/system/notifd\.service\.d/(\S+\.conf) <<'EOF'\n(.*?)^EOF$",
-        OPERATIONS.read_text(), flags=re.S | re.M,
+        guide.read_text(), flags=re.S | re.M,
     )
     return dict(found)
 
@@ -93,6 +93,20 @@ def test_the_units_and_the_guides_drop_ins_load_without_a_warning(tmp_path):
         capture_output=True, text=True, timeout=TIMEOUT * 3,
     )
     # A misspelt key or value is only a warning to systemd: any output fails the test.
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_the_group_of_admins_drop_in_loads_and_sets_what_systemd_would_otherwise_reset(tmp_path):
+    # systemd gives the state directory to User=/Group= and StateDirectoryMode= at each start:
+    # the group and its setgid mode must be the unit's, not a chmod by hand.
+    (admins,) = documented_drop_ins(OPERATIONS.parent / "security.md").items()
+    assert admins[0] == "admins.conf"
+    units = installed_units(tmp_path)
+    (units / "notifd.service.d" / "admins.conf").write_text(admins[1])
+    settings = unit_settings(units / "notifd.service.d" / "admins.conf")["Service"]
+    assert settings == {"Group": ["notifd-admins"], "StateDirectoryMode": ["2770"], "UMask": ["0007"]}
+    result = subprocess.run([systemd_analyze(), "verify", str(units / "notifd.service")],
+                            capture_output=True, text=True, timeout=TIMEOUT * 3)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
