@@ -273,10 +273,11 @@ class Config:
 
     def check_plugins(self, loaded: Iterable[str]) -> None:
         """Refuse a [plugins.<name>] table for a plugin that is not loaded (a typo, or a missing plugin)."""
-        loaded = set(loaded)
+        loaded = list(loaded)
         for name in self.plugins:
             if name not in loaded:
-                raise ConfigError(f"plugins.{name}: no plugin named {name!r} is loaded")
+                raise ConfigError(f"plugins.{name}: no plugin named {name!r} is loaded "
+                                  f"(loaded: {', '.join(sorted(loaded)) or 'none'})")
 
 
 # Every key the file may hold: dotted path -> (Config field, parser).

@@ -1,5 +1,9 @@
 """An `exec` notifier for notifd: run a command for every new item, at least once.
 
+Installed as a package (`pip install plugins/exec`), the plugin is named `exec`; copied into
+a plugins directory, it is named after its file, `notifd_exec`: its table is then
+`[plugins.notifd_exec]` (`notifctl plugins` lists the names loaded).
+
     [plugins.exec]
     command = ["/usr/local/bin/on-new-item", "--quiet"]
     types = ["classified"]     # optional; default: every type

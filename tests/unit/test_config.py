@@ -177,7 +177,7 @@ max_delay = "1h"
     assert tuned.retry == Retry(max_attempts=5, first_delay=2.0, max_delay=3600.0)
     assert config.notifier(Notifier("other", print)) == Notifier("other", print)
     config.check_plugins(["webhook"])
-    with pytest.raises(ConfigError, match=r"^plugins.webhook: no plugin named 'webhook' is loaded$"):
+    with pytest.raises(ConfigError, match=r"^plugins.webhook: no plugin named 'webhook' is loaded \(loaded: classified\)$"):
         config.check_plugins(["classified"])
     with pytest.raises(ConfigError, match=r"^notifiers.webhook: no plugin declares a notifier 'webhook'$"):
         config.check_notifiers(["clients"])
