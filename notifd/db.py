@@ -15,6 +15,8 @@ import contextlib
 import errno
 import os
 import sqlite3
+import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -488,6 +490,90 @@ def _build_sqlite(path: Path, tmp: Path) -> None:
     finally:
         for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
             leftover.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What `restore_sqlite` did."""
+
+    items: int  # in the backup
+    schema: str | None  # the backup's revision
+    ids_after: int  # new items get ids above this: the replaced database's last one, or the backup's if higher
+    unreadable: str | None  # why the replaced database could not be read (then ids continue after the backup's)
+
+
+def restore_sqlite(backup: Path, target: Path, now: Any) -> Restored:
+    """Put `backup` in place of the database at `target`, with notifd stopped.
+
+    New ids continue after the last ones the replaced database handed out (items, clients,
+    deliveries, changes), not after the backup's: an item posted after the backup was
+    taken, and gone with the restore, keeps an id no new item takes, so a consumer that
+    remembers ids (an event stream's Last-Event-ID, a webhook receiver) misses nothing
+    new. The restored file has the replaced one's owner and mode (owner-only, owned like
+    its directory, when there was none); it is written aside, synced and renamed into
+    place, and the replaced database's -wal and -shm files go with it. Raises
+    UnusableDatabase, one line, and changes nothing, when it cannot.
+    """
+    from .posting import NODES_QUERY, running_daemons
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{backup}?immutable=1", uri=True)) as conn:
+            checked = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+            if checked != ["ok"]:
+                raise UnusableDatabase(f"{backup} is damaged: {'; '.join(checked[:3])}")
+            schema = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            items = conn.execute("SELECT count(*) FROM items").fetchone()[0]
+    except sqlite3.Error as e:
+        raise UnusableDatabase(f"{backup} is not a notifd database: {first_line(e)}") from e
+    except OSError as e:
+        raise UnusableDatabase(f"cannot read {backup}: {e.strerror}") from e
+
+    counters: dict[str, int] = {}
+    unreadable = None
+    if target.exists():
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{target}?mode=ro", uri=True)) as conn:
+                running = running_daemons(conn.execute(NODES_QUERY).fetchall(), now)
+                counters = dict(conn.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
+        except sqlite3.Error as e:
+            unreadable = first_line(e)
+        else:
+            if running:
+                raise UnusableDatabase(f"notifd is running on {target} ({', '.join(d.node for d in running)}): "
+                                       "stop it first (systemctl stop notifd)")
+
+    partial = target.with_name(f".{target.name}.restoring-{os.getpid()}")
+    try:
+        write_database_file(partial)
+        if target.exists():
+            replaced = target.stat()
+            os.chmod(partial, stat.S_IMODE(replaced.st_mode))
+            if (replaced.st_uid, replaced.st_gid) != (os.geteuid(), os.getegid()):
+                os.chown(partial, replaced.st_uid, replaced.st_gid)
+        with contextlib.closing(sqlite3.connect(f"file:{backup}?immutable=1", uri=True)) as src, \
+                contextlib.closing(sqlite3.connect(partial)) as dst:
+            src.backup(dst)
+            with dst:
+                for table, seq in counters.items():
+                    dst.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (seq, table))
+            ids_after = dict(dst.execute("SELECT name, seq FROM sqlite_sequence").fetchall()).get("items", 0)
+            dst.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with open(partial, "rb") as f:
+            os.fsync(f.fileno())
+        for leftover in (Path(f"{target}-wal"), Path(f"{target}-shm"), Path(f"{partial}-wal"), Path(f"{partial}-shm")):
+            leftover.unlink(missing_ok=True)
+        os.replace(partial, target)
+        directory = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except (OSError, sqlite3.Error) as e:
+        reason = getattr(e, "strerror", None) or first_line(e)
+        raise UnusableDatabase(f"cannot restore {backup} to {target}: {reason}") from e
+    finally:
+        partial.unlink(missing_ok=True)
+    return Restored(items, schema[0] if schema else None, ids_after, unreadable)
 
 
 def backup_sqlite(source: Path, target: Path) -> None:

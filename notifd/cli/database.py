@@ -64,6 +64,35 @@ def db_backup(ctx: click.Context, target: str) -> None:
     click.echo(f"backed up {source} to {target}: schema {counts[1]}, {sum(counts[0].values())} items")
 
 
+@db_group.command("restore", context_settings=HELP)
+@click.argument("backup", type=click.Path(dir_okay=False))
+@click.pass_context
+def db_restore(ctx: click.Context, backup: str) -> None:
+    """Put BACKUP in place of the SQLite database, with notifd stopped.
+
+    New ids continue after the last ones the replaced database handed out, so that no new
+    item takes the id of one lost with the restore. The file keeps the replaced one's owner
+    and mode.
+    """
+    from pathlib import Path
+
+    from .. import store
+    from ..db import restore_sqlite, sqlite_path
+
+    target = sqlite_path(store_of(ctx).url)
+    if target is None:
+        raise click.ClickException("db restore works on SQLite; for PostgreSQL use pg_restore")
+    backup_path = Path(backup)
+    if not backup_path.is_file():
+        raise click.ClickException(f"no backup at {backup}")
+    restored = restore_sqlite(backup_path, target, store.utcnow())
+    if restored.unreadable is not None:
+        click.echo(f"notifctl: warning: the database replaced could not be read ({restored.unreadable}): new ids "
+                   f"continue after the backup's, so ids handed out since the backup may be given again", err=True)
+    click.echo(f"restored {target} from {backup}: schema {restored.schema}, {restored.items} items; "
+               f"new item ids start after {restored.ids_after}")
+
+
 def _counts_and_version(conn):
     from .. import store
     from ..db import schema_version

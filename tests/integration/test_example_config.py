@@ -55,6 +55,7 @@ RUNS = [
     (("db", "check"), [], 0),
     (("db", "backup"), ["{tmp}/backup.db"], 0),
     (("db", "copy"), ["--to", "{tmp}/copy.db"], 0),
+    (("db", "restore"), ["{tmp}/backup.db"], 1),  # a daemon runs on the file: refused, one line
     (("prune",), ["--dry-run"], 0),
     (("prune",), [], 0),
     (("status",), [], 0),  # a daemon runs with the same file

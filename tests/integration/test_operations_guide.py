@@ -137,15 +137,16 @@ def test_the_backup_and_restore_steps_work_as_written(guide, service_user, backe
     assert "1 items" in outputs[1]
     assert "ok" in outputs[2].lower()
 
-    guide.as_user("add", "classified", "after the backup")
-    guide.run(restore)  # stops the daemon, puts the backup in place, starts the daemon again
+    lost = int(guide.as_user("add", "classified", "after the backup"))
+    restored = guide.run(restore)  # stops the daemon, puts the backup in place, starts the daemon again
+    assert f"1 items; new item ids start after {lost}" in restored[0]
 
     assert owner_and_mode(guide.db, user) == (user.name, user.name, "0o600")
     assert [line.split("\t")[3] for line in guide.as_user("list").splitlines()] == ["before the backup"]
     client = guide.daemon.connect()
     assert client.ask("classified?") == "before the backup"
     assert client.ask("classified?") == ""  # the item posted after the backup is gone with it
-    guide.as_user("add", "classified", "after the restore")
+    assert int(guide.as_user("add", "classified", "after the restore")) > lost  # its id is not given again
     assert client.ask("classified?") == "after the restore"
     # All notifd and SQLite write is in the database's directory: why ReadWritePaths= names it.
     assert {p.name for p in guide.db.parent.iterdir()} <= {"notifd.db", "notifd.db-wal", "notifd.db-shm", "notifd.db-wakeup"}
