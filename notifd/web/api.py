@@ -258,13 +258,16 @@ class Api(resource.Resource):
 
 
 def _notifd_s_own(item_type) -> bool:
-    """Whether a type's validation and fresh value are notifd's own code, not a plugin's."""
+    """Whether a type's validation and fresh value are notifd's own code, not a plugin's (a
+    plugin file is loaded as `notifd_plugin_<name>`, a package under its own name)."""
     return all(f is None or getattr(f, "__module__", "").startswith("notifd.")
                for f in (item_type.validate, item_type.fresh))
 
 
 def _checked_post(item_type, text: str, max_line: int) -> tuple[str, bool] | tuple[int, str]:
-    """(the text to store, whether it was drawn), or (status, detail) of the refusal; runs in a thread."""
+    """(the text to store, whether it was drawn), or (status, detail) of the refusal.
+
+    In a worker thread for a plugin's type; at once for notifd's own (`_notifd_s_own`)."""
     drawn = not text and item_type.fresh is not None
     try:
         if drawn:
