@@ -97,12 +97,13 @@ class Web:
                                                        "Authorization: Bearer TOKEN (notifctl client add)"))
         if not token:
             return defer.succeed(problem(request, 401, "send Authorization: Bearer TOKEN"))
-        d = self.server.db.run(store.identify_bearer, token)
-        return d.addCallback(lambda identity: problem(request, 401, "unknown client token") if identity is None
+        d = self._look_up(request, store.identify_bearer, token)
+        return d.addCallback(lambda identity: identity if isinstance(identity, bytes)
+                             else problem(request, 401, "unknown client token") if identity is None
                              else Reader(self.server, identity))
 
-    def publisher(self, token: str) -> defer.Deferred:
-        """A Deferred of the publisher whose token this is, or None.
+    def publisher(self, request, token: str) -> defer.Deferred:
+        """A Deferred of the publisher whose token this is, None, or the 429 body to answer with.
 
         Checked before anything of the post is looked at; a publisher found is remembered
         for a few seconds, so that steady posting does not add a query per post. That memory
@@ -116,14 +117,36 @@ class Web:
             return defer.succeed(known[0])
         if len(self._publishers) >= PUBLISHERS_REMEMBERED:
             self._publishers.clear()
-        d = self.server.db.run(store.publisher_by_token, token)
 
-        def found(publisher: store.Publisher | None) -> store.Publisher | None:
-            if publisher is not None:
+        def found(publisher):
+            if isinstance(publisher, store.Publisher):
                 self._publishers[token_hash] = (publisher, self.clock.seconds() + PUBLISHER_MEMORY)
             return publisher
 
-        return d.addCallback(found)
+        return self._look_up(request, store.publisher_by_token, token).addCallback(found)
+
+    def _look_up(self, request, query: Callable, token: str) -> defer.Deferred:
+        """`query(conn, token)` (None for an unknown token), counted against the address's
+        failed tokens as the line protocol's `hello`s are, in the same count: over the limit
+        the token is not checked at all, and the Deferred fires with the 429 body."""
+        limiter = self.server.hello_limiter
+        address = getattr(request.channel, "address", "local")
+        ticket = None if limiter is None else limiter.attempt(address)
+        if limiter is not None and ticket is None:
+            self.server.metrics.hellos["throttled"].inc()
+            return defer.succeed(problem(request, 429, "too many failed tokens from your address; try again later"))
+
+        def checked(found):
+            if found is not None and ticket is not None:
+                limiter.forgive(address, ticket)
+            return found
+
+        def not_checked(failure):
+            if ticket is not None:  # the database failed: not the client's failure
+                limiter.forgive(address, ticket)
+            return failure
+
+        return self.server.db.run(query, token).addCallbacks(checked, not_checked)
 
     # --- cross-origin pages ---------------------------------------------------------------------
 

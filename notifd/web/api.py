@@ -115,12 +115,14 @@ class Api(resource.Resource):
         if not token:
             return problem(request, 401, "no token: send Authorization: Bearer TOKEN (notifctl token add)")
         watch_disconnect(request)
-        d = self.web.publisher(token)
+        d = self.web.publisher(request, token)
         d.addCallback(self._authenticated, request, type_name, token)
         d.addErrback(self._unavailable, request)
         return server.NOT_DONE_YET
 
-    def _authenticated(self, publisher: store.Publisher | None, request, type_name: str, token: str):
+    def _authenticated(self, publisher: store.Publisher | bytes | None, request, type_name: str, token: str):
+        if isinstance(publisher, bytes):  # too many failed tokens: 429
+            return finish(request, publisher)
         if publisher is None:
             return finish(request, problem(request, 401, "unknown token (notifctl token list)"))
         item_type = self.web.server.types.get(type_name)
@@ -184,18 +186,19 @@ class Api(resource.Resource):
     # --- reading ------------------------------------------------------------------------------
 
     def next(self, request, type_name: str) -> bytes | int:
-        item_type = self.web.server.types.get(type_name)
-        if item_type is None:
-            return problem(request, 404, f"unknown item type {type_name!r} (known: {', '.join(self.web.server.types)})")
         watch_disconnect(request)
         d = self.web.reader(request)
-        d.addCallback(self._read, request, item_type)
+        d.addCallback(self._read, request, type_name)
         d.addErrback(self._read_failed, request)
         return server.NOT_DONE_YET
 
-    def _read(self, reader, request, item_type) -> Any:
-        if isinstance(reader, bytes):  # refused: 401
+    def _read(self, reader, request, type_name: str) -> Any:
+        if isinstance(reader, bytes):  # refused: 401 (or 429); whoever is refused learns nothing of the types
             return finish(request, reader)
+        item_type = self.web.server.types.get(type_name)
+        if item_type is None:
+            return finish(request, problem(
+                request, 404, f"unknown item type {type_name!r} (known: {', '.join(self.web.server.types)})"))
         if not reader.allows(item_type.name):
             return finish(request, problem(request, 403, f"not allowed to read {item_type.name}"))
         after = reader.cursor(item_type.name)

@@ -53,12 +53,8 @@ class Events:
             stream.close()
 
     def render(self, request) -> bytes | int:
-        server_ = self.web.server
         wanted = (request.args.get(b"types") or [b""])[0].decode("utf-8", "replace")
         types = [name for name in wanted.split(",") if name]  # none: every type the reader may read
-        unknown = [name for name in types if name not in server_.types]
-        if unknown:
-            return problem(request, 404, f"unknown item type {unknown[0]!r} (known: {', '.join(server_.types)})")
         resume = _last_event_id(request)
         if resume is False:
             return problem(request, 400, "Last-Event-ID must be an item id")
@@ -68,8 +64,12 @@ class Events:
         return server.NOT_DONE_YET
 
     def _open(self, reader, request, types: list[str] | None, resume: int | None) -> None:
-        if isinstance(reader, bytes):
+        if isinstance(reader, bytes):  # refused: 401 (or 429); whoever is refused learns nothing of the types
             return _end(request, reader)
+        served = self.web.server.types
+        unknown = [name for name in types or () if name not in served]
+        if unknown:
+            return _end(request, problem(request, 404, f"unknown item type {unknown[0]!r} (known: {', '.join(served)})"))
         if types is None:
             types = [name for name in self.web.server.types if reader.allows(name)]
         refused = [name for name in types if not reader.allows(name)]

@@ -348,6 +348,27 @@ def test_without_anonymous_clients_reads_need_a_token(daemon, notifctl, tmp_path
     assert detail(api.request("GET", "/v1/items/classified/next"))[0] == 401
     assert detail(api.request("GET", "/v1/events"))[0] == 401
     assert detail(api.request("GET", "/v1/status"))[0] == 401  # it shows the newest items
+    # Whoever is refused learns nothing of the types served, whatever the type asked for.
+    assert detail(api.request("GET", "/v1/items/nosuch/next"))[0] == 401
+    assert detail(api.request("GET", "/v1/items/nosuch/next", token="bogus")) == (401, "unknown client token")
+    assert detail(api.request("GET", "/v1/events?types=nosuch"))[0] == 401
+
+
+def test_failed_tokens_are_limited_per_address_as_failed_hellos_are_and_with_them(daemon, notifctl, tmp_path):
+    config = tmp_path / "notifd.toml"
+    config.write_text("[limits]\nhello_failures = 3\nhello_window = 600\n")
+    server = daemon("--config", str(config))
+    token = notifctl("token", "add", "shop", "--publish", "classified").stdout.splitlines()[-1]
+    api = Http(server.http_port)
+    assert api.post("classified", "with the right token", token)[0] == 201  # a good token is no failure
+    assert detail(api.post("classified", "x", "guess-1"))[0] == 401
+    assert detail(api.request("GET", "/v1/items/classified/next", token="guess-2"))[0] == 401
+    assert detail(api.request("GET", "/v1/events", headers={"Authorization": "Bearer guess-3"}))[0] == 401
+    # The fourth is not checked at all, on any path, nor is a hello from the same address.
+    assert detail(api.post("classified", "x", "guess-4")) == (
+        429, "too many failed tokens from your address; try again later")
+    assert detail(api.request("GET", "/v1/items/classified/next", token="guess-5"))[0] == 429
+    assert server.connect().ask("hello kiosk guess-6") == "ERR too many failed hellos; try again later"
 
 
 # --- limits ---------------------------------------------------------------------------------------
