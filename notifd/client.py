@@ -65,11 +65,12 @@ class _Mode(enum.Enum):
     NOTIF = "notif"
 
 
-def _word(value: str, what: str) -> str:
-    """`value` if it can be sent as one word of a line: anything else (a space, a line break)
-    would send a second command, and every reply after it would answer the wrong request."""
+def one_word(value: str, what: str, secret: bool = False) -> str:
+    """`value` if it can be sent as one word of a line, else ValueError (naming the value
+    unless it is a secret): anything else (a space, a line break) would send a second
+    command, and every reply after it would answer the wrong request."""
     if not isinstance(value, str) or not value or any(c.isspace() or not c.isprintable() for c in value):
-        raise ValueError(f"{what} must be one word of printable characters, not {value!r}")
+        raise ValueError(f"{what} must be one word of printable characters" + ("" if secret else f", not {value!r}"))
     return value
 
 
@@ -123,13 +124,14 @@ class NotifClient(LineOnlyReceiver):
         """``<type>?`` for any item type: fires with the line the server answered.
 
         Raises ValueError at once for a type name that is not one word."""
-        return self._request(f"{_word(type_name, 'item type')}?", str)
+        return self._request(f"{one_word(type_name, 'item type')}?", str)
 
     def hello(self, name: str, token: str) -> defer.Deferred:
         """``hello <name> <token>``: fires with None once the server accepted.
 
         Raises ValueError at once for a name or token that is not one word."""
-        return self._request(f"hello {_word(name, 'client name')} {_word(token, 'token')}", self._expect("OK"))
+        return self._request(f"hello {one_word(name, 'client name')} {one_word(token, 'token', secret=True)}",
+                             self._expect("OK"))
 
     def notif(self, on_notification: Callable[[str], Any], types: Iterable[str] = ()) -> defer.Deferred:
         """Enter notification mode; fires with None on ``will send notifs``.
@@ -137,7 +139,7 @@ class NotifClient(LineOnlyReceiver):
         ``on_notification(type_name)`` is then called for each notification. ``types``
         restricts them to those item types (all types when empty).
         """
-        line = " ".join(["notif", *(_word(t, "item type") for t in types)])
+        line = " ".join(["notif", *(one_word(t, "item type") for t in types)])
 
         def entered(reply: str) -> None:
             self._expect("will send notifs")(reply)

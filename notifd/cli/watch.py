@@ -37,7 +37,18 @@ def watch(ctx: click.Context, endpoints: tuple[str, ...], name: str | None, toke
         token = _read_token(token_file)
     if name and not token:
         raise click.ClickException("--name needs --token-file, NOTIFD_TOKEN or --token")
+    from ..client import one_word
     from ..watch import DEFAULT_CONNECT, checks_no_certificate, connect_endpoint, run_watch
+
+    # Refused here, in one line, rather than by the client library once connected.
+    try:
+        if name:
+            one_word(name, "--name")
+            one_word(token, "the token", secret=True)
+        for type_name in types:
+            one_word(type_name, "--type")
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
 
     if not endpoints:
         # The daemon's own address, as notifd reads it: NOTIFD_LISTEN over the config file's
@@ -61,7 +72,7 @@ def watch(ctx: click.Context, endpoints: tuple[str, ...], name: str | None, toke
 
 def _read_token(path: str) -> str:
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a byte order mark is no part of the token
             token = f.readline().strip()
     except OSError as e:
         raise click.ClickException(f"--token-file {path}: {e.strerror}") from None

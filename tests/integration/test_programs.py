@@ -166,7 +166,8 @@ def test_notifctl_watch_of_an_unknown_type_is_one_line(daemon, notifctl):
 
 def test_notifctl_watch_ends_when_its_client_is_removed(daemon, notifctl, start_notifctl, tmp_path):
     token_file = tmp_path / "token"
-    token_file.write_text(notifctl("client", "add", "kiosk").stdout.splitlines()[-1])
+    # Saved by an editor that writes a byte order mark: no part of the token.
+    token_file.write_text("\ufeff" + notifctl("client", "add", "kiosk").stdout.splitlines()[-1] + "\r\n")
     notifctl("add", "classified", "for kiosks")
     server = daemon()
     watcher = start_notifctl(
@@ -254,3 +255,15 @@ def test_notifctl_watch_token_file_errors_are_one_line(notifctl, tmp_path):
         assert (result.returncode, result.stderr) == (1, f"notifctl: {error}\n")
     both = notifctl("watch", "--name", "kiosk", "--token", "t", "--token-file", str(empty), check=False)
     assert (both.returncode, both.stderr) == (1, "notifctl: give --token or --token-file, not both\n")
+
+
+@pytest.mark.parametrize("argv, env, error", [
+    (["--name", "kiosk"], {"NOTIFD_TOKEN": "sec ret"}, "the token must be one word of printable characters"),
+    (["--name", "kio sk", "--token", "t"], {}, "--name must be one word of printable characters, not 'kio sk'"),
+    (["--type", "classified random"], {}, "--type must be one word of printable characters, not 'classified random'"),
+])
+def test_notifctl_watch_refuses_what_cannot_be_sent_before_connecting_and_never_shows_a_token(notifctl, argv, env,
+                                                                                               error):
+    # Port 1: nothing listens there; refused before any connection is tried.
+    result = notifctl("watch", "--connect", "tcp:127.0.0.1:1", *argv, check=False, env=env)
+    assert (result.returncode, result.stderr, result.stdout) == (1, f"notifctl: {error}\n", "")
