@@ -87,6 +87,74 @@ def test_the_page_shows_posts_live_and_its_form_posts(page, daemon, notifctl):
     assert errors == []
 
 
+def test_the_page_keeps_up_with_a_burst_stays_in_its_frame_and_never_puts_a_token_in_a_url(
+    page, daemon, notifctl, tmp_path
+):
+    import urllib.request
+
+    from selenium.webdriver.common.by import By
+
+    server = daemon()
+    url = f"http://127.0.0.1:{server.http_port}/"
+    headers = urllib.request.urlopen(url).headers
+    for rule in ("frame-ancestors 'none'", "form-action 'none'"):
+        assert rule in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY"
+
+    page.get(url)
+    eventually(lambda: page.find_element(By.ID, "feed-state").text == "live")
+    # 500 items at once, one of them a text with no space to break at.
+    batch = tmp_path / "batch.txt"
+    batch.write_text("".join(f"classified burst {n}\n" for n in range(499)) + "classified " + "x" * 4000 + "\n")
+    notifctl("add", "--batch", str(batch))
+    eventually(lambda: "xxxx" in page.find_element(By.ID, "feed").text)
+    assert len(page.find_elements(By.CSS_SELECTOR, "#feed li")) == 200  # the newest; the page stays light
+    statuses = page.execute_script(
+        "return performance.getEntriesByType('resource').filter(e => e.name.endsWith('/v1/status')).length")
+    assert statuses <= 10  # throttled: not one request per item
+    width = page.execute_script("return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert width[0] <= width[1]  # the long text wraps inside the page
+
+    # The form submitted as a browser would without the script (a clone has no listener):
+    # no field has a name and the policy forbids the submission, so nothing leaves the page.
+    page.execute_script("""
+        const form = document.getElementById('post');
+        const bare = form.cloneNode(true);
+        form.replaceWith(bare);
+        bare.querySelector('#post-token').value = 'SECRET-TOKEN';
+        bare.querySelector('#post-text').value = 'hello';
+        bare.requestSubmit();
+    """)
+    time.sleep(0.5)
+    assert "SECRET" not in page.current_url and page.current_url == url
+
+    # Framed by a page of another origin (another local server): the browser refuses to show it.
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Framing(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = f"<iframe src='{url}'></iframe>".encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    other = HTTPServer(("127.0.0.1", 0), Framing)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        page.get(f"http://localhost:{other.server_port}/")
+        eventually(lambda: any("frame-ancestors" in line for line in console_errors(page)))
+        page.switch_to.frame(page.find_element(By.TAG_NAME, "iframe"))
+        assert page.find_elements(By.ID, "feed") == []
+    finally:
+        other.shutdown()
+
+
 def screenshot(target: Path) -> None:
     """The docs' screenshot: a daemon with a few items, the page after a live post."""
     import subprocess

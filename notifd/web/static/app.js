@@ -4,12 +4,18 @@
 
 const $ = (id) => document.getElementById(id);
 
+const FEED_KEPT = 200;  // items the live feed shows; older ones leave it (the newest lists stay)
+const REFRESH_EVERY = 1000;  // ms: at most one /v1/status per second, however fast items come
+
 function itemLine(item) {
   const li = document.createElement("li");
   const type = document.createElement("span");
   type.className = "type";
   type.textContent = item.type;
-  li.append(type, document.createTextNode(item.text));
+  const text = document.createElement("span");
+  text.className = "text";
+  text.textContent = item.text;
+  li.append(type, text);
   if (item.created_at) {
     const when = document.createElement("time");
     when.dateTime = item.created_at;
@@ -58,6 +64,20 @@ async function refresh() {
   }
 }
 
+// A burst of items asks for one refresh, at most one per REFRESH_EVERY, the last after the burst.
+let refreshTimer = null;
+let refreshWanted = false;
+function refreshSoon() {
+  refreshWanted = true;
+  if (refreshTimer !== null) return;
+  refreshTimer = setTimeout(async () => {
+    refreshWanted = false;
+    await refresh();
+    refreshTimer = null;
+    if (refreshWanted) refreshSoon();
+  }, REFRESH_EVERY);
+}
+
 function follow(types) {
   const events = new EventSource("v1/events");
   const state = $("feed-state");
@@ -65,8 +85,10 @@ function follow(types) {
   events.onerror = () => { state.textContent = "reconnecting…"; };
   for (const type of types) {
     events.addEventListener(type, (event) => {
-      $("feed").prepend(itemLine(JSON.parse(event.data)));
-      refresh();
+      const feed = $("feed");
+      feed.prepend(itemLine(JSON.parse(event.data)));
+      while (feed.children.length > FEED_KEPT) feed.lastElementChild.remove();
+      refreshSoon();
     });
   }
 }
