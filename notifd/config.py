@@ -130,6 +130,19 @@ def _origins(key: str, value: Any) -> tuple[str, ...]:
     return origins
 
 
+_HOST_NAME = re.compile(r"(?=.{1,253}\Z)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*\.?\Z")
+
+
+def _host_names(key: str, value: Any) -> tuple[str, ...]:
+    """Host names as a client writes them in its URL (no scheme, no port), or "*" for any."""
+    names = tuple(name.lower().rstrip(".") or name for name in _strings_or_none(key, value))
+    for i, name in enumerate(names):
+        if name != "*" and not _HOST_NAME.match(name):
+            raise ConfigError(f"{key}[{i}]: expected a host name like \"notifd.example.com\" (no scheme, no port) "
+                              f"or \"*\", got {name!r}")
+    return names
+
+
 def _strings(key: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
@@ -197,6 +210,7 @@ class Config:
     metrics: str | None = None  # endpoint serving /metrics and /healthz
     http_listen: tuple[str, ...] = DEFAULT_HTTP  # endpoints of the HTTP API; (): no HTTP
     cors_origins: tuple[str, ...] = ()  # origins whose pages may call the HTTP API; (): none
+    http_hosts: tuple[str, ...] = ()  # host names the HTTP API answers to, besides IP addresses and localhost
     http_request_timeout: float = 10.0  # seconds to receive a whole request (headers and body)
     http_max_requests: int = 1000  # requests on one keep-alive connection before it is closed
     tls_ciphers: str | None = None  # OpenSSL cipher string for TLS 1.2 on ssl: entries; None: tls.DEFAULT_CIPHERS
@@ -310,6 +324,7 @@ KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "retention.batch": ("prune_batch", _positive_int),
     "http.listen": ("http_listen", _strings_or_none),
     "http.cors_origins": ("cors_origins", _origins),
+    "http.hosts": ("http_hosts", _host_names),
     "http.request_timeout": ("http_request_timeout", _interval),
     "http.max_requests_per_connection": ("http_max_requests", _positive_int),
     "tls.ciphers": ("tls_ciphers", _string),  # checked against OpenSSL by the daemon (tls.check_ciphers)
@@ -469,7 +484,7 @@ def build(settings: dict[str, Any], **options: Any) -> Config:
     for name, value in options.items():
         if value is not None and value != ():
             values[name] = value
-    for name in ("listen", "plugins_dirs", "http_listen", "cors_origins"):
+    for name in ("listen", "plugins_dirs", "http_listen", "cors_origins", "http_hosts"):
         if name in values:
             values[name] = tuple(values[name])
     return Config(**values, given=frozenset(values))

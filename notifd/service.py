@@ -37,7 +37,8 @@ RELOADABLE = frozenset(
     {"log_level", "recent_max_age", "recent_max_count", "types", "retention", "prune_interval",
      "prune_batch", "max_line_length", "anonymous", "hello_failures", "hello_window", "max_connections",
      "max_connections_per_address", "idle_timeout", "max_unsent_bytes", "max_unidentified_per_address",
-     "hello_timeout", "keepalive", "tls_ciphers", "cors_origins", "http_request_timeout", "http_max_requests"}
+     "hello_timeout", "keepalive", "tls_ciphers", "cors_origins", "http_hosts", "http_request_timeout",
+     "http_max_requests"}
 )
 
 

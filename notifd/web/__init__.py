@@ -13,6 +13,7 @@ with (channel.py holds its limits). docs/http.md is the reference.
 """
 from __future__ import annotations
 
+import ipaddress
 from importlib.resources import files
 from typing import Any, Callable
 
@@ -150,6 +151,33 @@ class Web:
 
     # --- cross-origin pages ---------------------------------------------------------------------
 
+    def host_refused(self, host: bytes | None) -> str | None:
+        """Why a request for `Host: host` is refused (421), or None to serve it.
+
+        A browser trusts whatever a name resolves to: a page on evil.example that re-points
+        its name at 127.0.0.1 would call this API as its own origin, with `Host:
+        evil.example`. So the API answers only to IP addresses (no page can be served
+        from a name that is one), localhost (browsers resolve it themselves), and the names
+        in `http.hosts`. A request without Host (HTTP/1.0) comes from no browser.
+        """
+        if host is None:
+            return None
+        text = host.decode("latin-1").strip().lower()
+        if text.startswith("["):  # an IPv6 address, [::1]:8788
+            return None
+        name = text.rsplit(":", 1)[0] if text.rsplit(":", 1)[-1].isdigit() else text
+        name = name.rstrip(".")
+        try:
+            ipaddress.ip_address(name)
+            return None
+        except ValueError:
+            pass
+        allowed = self.config.http_hosts
+        if name == "localhost" or name.endswith(".localhost") or "*" in allowed or name in allowed:
+            return None
+        shown = name.encode("ascii", "backslashreplace").decode("ascii")[:100]
+        return f"host {shown!r} is not served here: notifd answers to IP addresses, localhost and the names in http.hosts"
+
     def origin_allowed(self, origin: str | None, host: str | None) -> bool:
         """Whether a page from `origin` may use the API: its own page, or one `http.cors_origins` lists."""
         if not origin:
@@ -248,8 +276,13 @@ class _Root(resource.Resource):
             request.setHeader(b"allow", b"GET")
             return problem(request, 405, f"{request.method.decode('ascii', 'replace')} is not allowed here")
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        # Its own scripts and requests only; no form submission (the script posts); never in
+        # another site's frame (a token typed into a framed page could be clicked away).
         request.setHeader(b"content-security-policy",
-                          b"default-src 'self'; img-src 'self' data:; connect-src 'self'")
+                          b"default-src 'self'; img-src 'self' data:; connect-src 'self'; "
+                          b"form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
+        request.setHeader(b"x-frame-options", b"DENY")
+        request.setHeader(b"referrer-policy", b"no-referrer")
         if request.method == b"HEAD":  # the headers only; a body here makes twisted.web log a warning
             request.setHeader(b"content-length", str(len(self.index)).encode())
             return b""

@@ -31,6 +31,20 @@ class Request(server.Request):
         kwargs["parsePOSTFormSubmission"] = False
         super().__init__(*args, **kwargs)
 
+    def process(self) -> None:
+        # Before any resource: a page that re-pointed its own name at this address (DNS
+        # rebinding) would otherwise read the API as its own origin.
+        refused = self.channel.web.host_refused(self.getHeader(b"host"))
+        if refused is None:
+            return super().process()
+        from .problems import problem
+
+        self.site = self.channel.site
+        body = problem(self, 421, refused)
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.write(body)
+        self.finish()
+
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.channel.max_body:
             self._too_large()

@@ -226,7 +226,7 @@ def test_a_chunked_body_refused_with_413_stores_nothing_of_it_or_after_it(shared
     import socket
 
     server, _, token = shared
-    head = (b"POST /v1/items/classified HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token.encode()
+    head = (b"POST /v1/items/classified HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + token.encode()
             + b"\r\nContent-Type: text/plain\r\n")
     body = b"5\r\nhello\r\n" + b"".join(b"%x\r\n%s\r\n" % (size, b"y" * size) for size in chunks) + b"0\r\n\r\n"
     after = head + b"Content-Length: 5\r\n\r\nafter"
@@ -288,10 +288,10 @@ def test_pipelined_answers_come_whole_and_in_order(shared):
 
     def post(text: str) -> bytes:
         body = text.encode()
-        return (b"POST /v1/items/classified HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token.encode()
+        return (b"POST /v1/items/classified HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + token.encode()
                 + b"\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
 
-    requests = post("first") + post("second") + b"GET /v1/nothing HTTP/1.1\r\nHost: x\r\n\r\n" + post("third")
+    requests = post("first") + post("second") + b"GET /v1/nothing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + post("third")
     with socket.create_connection(("127.0.0.1", server.http_port), timeout=TIMEOUT) as sock:
         sock.sendall(requests)
         data = b""
@@ -371,6 +371,37 @@ def test_failed_tokens_are_limited_per_address_as_failed_hellos_are_and_with_the
     assert server.connect().ask("hello kiosk guess-6") == "ERR too many failed hellos; try again later"
 
 
+def test_the_api_answers_only_to_its_addresses_localhost_and_the_names_it_is_given(daemon, notifctl, tmp_path):
+    # A page whose name was re-pointed at 127.0.0.1 (DNS rebinding) calls with its own Host.
+    import socket
+
+    config = tmp_path / "notifd.toml"
+    config.write_text('[http]\nhosts = ["notifd.example.com"]\n')
+    server = daemon("--config", str(config))
+    notifctl("add", "classified", "private")
+    api = Http(server.http_port)
+    port = server.http_port
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "notifd.example.com", f"NOTIFD.example.com.:{port}",
+                 f"[::1]:{port}", "app.localhost"):
+        assert api.request("GET", "/v1/status", headers={"Host": host})[0] == 200, host
+    for path in ("/v1/status", "/", "/healthz", "/v1/items/classified/next", "/v1/events", "/v1/ws"):
+        refused = api.request("GET", path, headers={"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"})
+        assert detail(refused) == (421, "host 'evil.example' is not served here: notifd answers to IP addresses, "
+                                        "localhost and the names in http.hosts"), path
+        assert b"private" not in refused[2]
+    # A WebSocket handshake too, before any upgrade.
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"GET /v1/ws HTTP/1.1\r\nHost: evil.example\r\nOrigin: http://evil.example\r\n"
+                     b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 421 ")
+    # Posting from another host names the host it reaches notifd by.
+    token = notifctl("token", "add", "shop", "--publish", "classified").stdout.splitlines()[-1]
+    assert api.request("POST", "/v1/items/classified", "x", {"Host": "other.example"}, token)[0] == 421
+    assert api.request("POST", "/v1/items/classified", "y", {"Host": "notifd.example.com:8788"}, token)[0] == 201
+    assert [i["text"] for i in json.loads(notifctl("list", "--json").stdout)] == ["y", "private"]
+
+
 # --- limits ---------------------------------------------------------------------------------------
 
 
@@ -383,7 +414,7 @@ def test_a_request_trickled_byte_by_byte_is_closed_after_the_timeout(daemon, tmp
     sock = socket.create_connection(("127.0.0.1", server.http_port), timeout=TIMEOUT)
     started = time.monotonic()
     closed = False
-    for byte in b"POST /v1/items/classified HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000:
+    for byte in b"POST /v1/items/classified HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000:
         try:
             sock.sendall(bytes([byte]))
             time.sleep(0.05)
@@ -422,10 +453,10 @@ def test_a_connection_serves_a_bounded_number_of_requests(daemon, tmp_path):
 
 
 @pytest.mark.parametrize("head", [
-    b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-Filler-%d: y\r\n" % n for n in range(200)),  # too many
-    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"y" * 20_000 + b"\r\n",  # one line over 16 KiB
-    b"POST /v1/items/classified HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n",
-    b"POST /v1/items/classified HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"".join(b"X-Filler-%d: y\r\n" % n for n in range(200)),  # too many
+    b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Long: " + b"y" * 20_000 + b"\r\n",  # one line over 16 KiB
+    b"POST /v1/items/classified HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n",
+    b"POST /v1/items/classified HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n",
     b"\x16\x03\x01 garbage\r\n",
 ])
 def test_malformed_requests_get_a_400_problem_and_are_closed(shared, refusing, head):

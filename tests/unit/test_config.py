@@ -113,6 +113,8 @@ def test_an_item_past_its_retention_is_not_recent(tmp_path):
         ("[http]\ncors_origins = ['https://ok.example', 'shop.example']",
          "http.cors_origins[1]: expected an origin like \"https://shop.example\""),
         ("[http]\ncors_origins = ['https://shop.example/page']", "got 'https://shop.example/page'"),
+        ("[http]\nhosts = ['https://notifd.example']", "http.hosts[0]: expected a host name like \"notifd.example.com\""),
+        ("[http]\nhosts = ['notifd.example:8788']", "(no scheme, no port) or \"*\", got 'notifd.example:8788'"),
     ],
 )
 def test_bad_files_name_the_key(tmp_path, text, message):
