@@ -18,6 +18,7 @@ from importlib.resources import files
 from typing import Any, Callable
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from twisted.web import resource, static
 
 from .. import store
@@ -75,6 +76,7 @@ class Web:
         self.batcher = Batcher(server.db, self._stored, server.metrics)
         self.events = Events(self)
         self._publishers: dict[str, tuple[store.Publisher, float]] = {}  # token hash -> (publisher, until)
+        self._checking: dict[tuple, list[defer.Deferred]] = {}  # (query, token hash) -> requests waiting for it
 
     @property
     def max_body(self) -> int:
@@ -129,13 +131,24 @@ class Web:
     def _look_up(self, request, query: Callable, token: str) -> defer.Deferred:
         """`query(conn, token)` (None for an unknown token), counted against the address's
         failed tokens as the line protocol's `hello`s are, in the same count: over the limit
-        the token is not checked at all, and the Deferred fires with the 429 body."""
+        the token is not checked at all, and the Deferred fires with the 429 body.
+
+        A check counts as a failure until it succeeds, so guesses sent in parallel get no
+        more checks than the limit; requests with a token already being checked wait for
+        that check instead, so that a publisher's parallel posts are one check, not many.
+        """
+        key = (query, store.hash_token(token))
+        if key in self._checking:
+            shared: defer.Deferred = defer.Deferred()
+            self._checking[key].append(shared)
+            return shared
         limiter = self.server.hello_limiter
         address = getattr(request.channel, "address", "local")
         ticket = None if limiter is None else limiter.attempt(address)
         if limiter is not None and ticket is None:
             self.server.metrics.hellos["throttled"].inc()
             return defer.succeed(problem(request, 429, "too many failed tokens from your address; try again later"))
+        waiting = self._checking[key] = []
 
         def checked(found):
             if found is not None and ticket is not None:
@@ -147,7 +160,13 @@ class Web:
                 limiter.forgive(address, ticket)
             return failure
 
-        return self.server.db.run(query, token).addCallbacks(checked, not_checked)
+        def share(result):
+            del self._checking[key]
+            for shared in waiting:
+                shared.errback(result) if isinstance(result, Failure) else shared.callback(result)
+            return result
+
+        return self.server.db.run(query, token).addCallbacks(checked, not_checked).addBoth(share)
 
     # --- cross-origin pages ---------------------------------------------------------------------
 
