@@ -1002,9 +1002,12 @@ def stored_rows(conn: Connection) -> dict[str, int]:
 def copy_from(conn: Connection, source: Connection) -> dict[str, int]:
     """Copy every row of the COPIED tables from `source` into this (empty) database, ids kept.
 
-    Returns the rows copied per table. On PostgreSQL the id sequences are then moved past
-    the copied ids, so that the next item gets the next id.
+    Returns the rows copied per table. The id counters then continue after the last id the
+    source handed out, not after the last one copied: an item deleted before the copy (by
+    retention, `notifctl rm`) left its id behind outbox marks, read cursors and consumers
+    that remember ids, and a new item that took it again would be skipped by them all.
     """
+    counters = _id_counters(source)
     copied = {}
     for table in COPIED:
         copied[table.name] = 0
@@ -1012,13 +1015,37 @@ def copy_from(conn: Connection, source: Connection) -> dict[str, int]:
         for chunk in rows.partitions(COPY_BATCH):
             conn.execute(insert(table), [row._asdict() for row in chunk])
             copied[table.name] += len(chunk)
-    if conn.dialect.name == "postgresql":
-        for table in COPIED:
-            for column in table.primary_key.columns:
-                if column.autoincrement is True:
-                    # setval(seq, n, false): the next value is n.
-                    conn.exec_driver_sql(
-                        f"SELECT setval(pg_get_serial_sequence('{table.name}', '{column.name}'), "
-                        f"COALESCE(MAX({column.name}), 0) + 1, false) FROM {table.name}"
-                    )
+    # Marks and cursors name item ids too: none may be at or past the next one.
+    followed = max([counters.get("items", 0),
+                    conn.execute(select(func.coalesce(func.max(outbox_marks.c.last_item_id), 0))).scalar_one(),
+                    conn.execute(select(func.coalesce(func.max(cursors.c.last_read_id), 0))).scalar_one()])
+    counters["items"] = followed
+    for table in COPIED:
+        for column in table.primary_key.columns:
+            if column.autoincrement is not True:
+                continue
+            last = max(counters.get(table.name, 0),
+                       conn.execute(select(func.coalesce(func.max(column), 0))).scalar_one())
+            if conn.dialect.name == "postgresql":
+                # setval(seq, n, false): the next value is n.
+                conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table.name}', '{column.name}'), "
+                                     f"{int(last) + 1}, false)")
+            elif last:
+                conn.exec_driver_sql("DELETE FROM sqlite_sequence WHERE name = ?", (table.name,))
+                conn.exec_driver_sql("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table.name, int(last)))
     return copied
+
+
+def _id_counters(conn: Connection) -> dict[str, int]:
+    """The last id each table's counter handed out (SQLite's sqlite_sequence, PostgreSQL's sequences)."""
+    if conn.dialect.name == "sqlite":
+        return {name: seq for name, seq in conn.exec_driver_sql("SELECT name, seq FROM sqlite_sequence")}
+    counters = {}
+    for table in COPIED:
+        for column in table.primary_key.columns:
+            if column.autoincrement is True:
+                sequence = conn.exec_driver_sql(
+                    f"SELECT pg_get_serial_sequence('{table.name}', '{column.name}')").scalar_one()
+                last, called = conn.exec_driver_sql(f"SELECT last_value, is_called FROM {sequence}").one()
+                counters[table.name] = last if called else last - 1
+    return counters

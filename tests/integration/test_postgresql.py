@@ -144,8 +144,9 @@ def test_db_copy_moves_a_sqlite_database_to_postgresql(tmp_path, pg_url, nodes):
     sqlite = tmp_path / "old.db"
     ensure_database(sqlite)
     token = run_notifctl(sqlite, "client", "add", "kiosk").stdout.splitlines()[-1]
-    for text in ("first ad", "second ad"):
+    for text in ("first ad", "second ad", "removed ad"):
         run_notifctl(sqlite, "add", "classified", text)
+    run_notifctl(sqlite, "rm", "3")  # its id was handed out: it must not come back on PostgreSQL
     old = DaemonProcess(sqlite).start()
     reader = old.connect()
     assert reader.ask(f"hello kiosk {token}") == "OK"
@@ -163,9 +164,15 @@ def test_db_copy_moves_a_sqlite_database_to_postgresql(tmp_path, pg_url, nodes):
     client = node.connect()
     assert client.ask(f"hello kiosk {token}") == "OK"  # the token travelled, hashed
     assert client.ask("classified?") == "second ad"  # and the read state
-    # The id sequence was moved past the copied ids.
-    assert run_notifctl(pg_url, "add", "classified", "third ad").stdout.strip() == "3"
+    # The id sequence continues after the last id SQLite handed out, not the last one copied.
+    assert run_notifctl(pg_url, "add", "classified", "third ad").stdout.strip() == "4"
     assert client.ask("classified?") == "third ad"
+    run_notifctl(pg_url, "rm", "4")
+
+    # And back to a file: the same rule for SQLite's counters.
+    back = tmp_path / "back.db"
+    run_notifctl(pg_url, "db", "copy", "--to", str(back))
+    assert run_notifctl(back, "add", "classified", "fourth ad").stdout.strip() == "5"
 
 
 def test_nodes_starting_together_on_an_empty_database_migrate_it_once(pg_url):
