@@ -42,6 +42,7 @@ class Webhook:
             return None
         # Twisted's web client is imported here, not at the top: `notifctl add` loads this
         # plugin too, and stays fast.
+        from twisted.internet import defer
         from twisted.web.client import Agent, HTTPConnectionPool, RequestNotSent, ResponseNeverReceived, readBody
         from twisted.web.http_headers import Headers
 
@@ -69,6 +70,8 @@ class Webhook:
             # Twisted keeps them). Twisted retries only idempotent methods itself; the
             # Idempotency-Key makes this POST safe to repeat.
             failure.trap(ResponseNeverReceived, RequestNotSent)
+            if any(reason.check(defer.CancelledError) for reason in getattr(failure.value, "reasons", [])):
+                return failure  # notifd cancelled it at the notifier's timeout: a failed attempt
             return self._fresh_agent.request(b"POST", self.url, headers, _Body(body))
 
         def check(response):

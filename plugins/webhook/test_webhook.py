@@ -97,6 +97,20 @@ def test_deliveries_survive_a_kill_and_items_posted_while_down_are_sent(notifd_d
     eventually(lambda: notifd_outbox() == [])
 
 
+@pytest.mark.parametrize("notifd_config", [{"first_delay": 60, "max_attempts": 4, "timeout": 1}], indirect=True)
+def test_a_receiver_that_never_answers_is_a_failure_at_the_timeout_not_a_second_post(
+    notifd_daemon, notifctl, http_receiver, notifd_outbox
+):
+    # The notifier's timeout (1 s here) cancels the request: that is a failed attempt, retried
+    # after its back-off, not a connection that closed early, to be sent again at once.
+    http_receiver.hold.clear()
+    item_id = int(notifctl("add", "classified", "to a hung receiver").stdout)
+    assert http_receiver.next().json["id"] == item_id
+    [row] = eventually(lambda: [r for r in notifd_outbox() if (r["state"], r["attempts"]) == ("pending", 1)])
+    assert "timed out" in row["last_error"].lower() or "cancel" in row["last_error"].lower(), row["last_error"]
+    assert http_receiver.requests.qsize() == 0  # nothing was sent again behind the back-off
+
+
 @pytest.mark.parametrize("notifd_config", [{"plugins": {"webhook": {"url": "ftp://127.0.0.1:21/hook"}}}])
 def test_bad_settings_stop_the_start_naming_the_plugin_and_key(notifctl):
     result = notifctl("plugins", check=False)
