@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from . import store
@@ -24,6 +24,7 @@ from .plugins import call_plugin
 
 CONCURRENCY = 8  # deliveries in flight per notifier
 LEASE_MARGIN = 60.0  # seconds a claim outlives the notifier's timeout, for a daemon that died
+STOP_WAIT = 5.0  # seconds a stopping daemon waits for its deliveries in flight before handing them back
 COUNT_INTERVAL = 10.0  # seconds between counts of the outbox for the metrics (a count reads every row)
 
 
@@ -52,6 +53,8 @@ class Outbox:
         self._again = False
         self._full = False  # the last round hit a notifier's concurrency limit
         self._stopped = False
+        self._released = False  # stopped, and this node's claims handed back
+        self._delivering: set[defer.Deferred] = set()  # deliveries in flight, until their outcome is recorded
         self._poll = task.LoopingCall(self.wake)
         self._poll.clock = clock
         self._poll_interval = poll_interval
@@ -72,11 +75,28 @@ class Outbox:
         d = self.db.run(_start, self.node, list(self.notifiers), self._now())
         return d.addCallback(released)
 
-    def stop(self) -> None:
-        """Stop starting deliveries; those in flight are delivered again after a restart."""
+    def stop(self) -> defer.Deferred:
+        """Stop starting deliveries; fires once the rest is handed back.
+
+        Deliveries in flight get up to STOP_WAIT seconds to finish, and their outcome is
+        recorded; then this node's claims still open are released, so that another node
+        (or this one's next start) takes them at once rather than after their lease.
+        """
         self._stopped = True
         if self._poll.running:
             self._poll.stop()
+        done: defer.Deferred = defer.Deferred()
+        timer = self.clock.callLater(STOP_WAIT, lambda: done.called or done.callback(None))
+        defer.DeferredList(list(self._delivering)).addCallback(lambda _: done.called or done.callback(None))
+
+        def release(_: Any) -> defer.Deferred:
+            if timer.active():
+                timer.cancel()
+            self._released = True  # a delivery finishing later records nothing: another node has it
+            d = self.db.run(store.release_claims, self.node, now=self._now())
+            return d.addErrback(lambda failure: self.log.failure("outbox: cannot hand back this node's claims", failure))
+
+        return done.addCallback(release)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock.seconds(), timezone.utc).replace(tzinfo=None)
@@ -149,11 +169,13 @@ class Outbox:
             timeout=notifier.timeout, clock=self.clock,
         )
         d.addCallback(self._finished, delivery, notifier)
+        self._delivering.add(d)
+        d.addBoth(lambda result: (self._delivering.discard(d), result)[1])
 
-    def _finished(self, error: str | None, delivery: store.Delivery, notifier: Notifier) -> None:
+    def _finished(self, error: str | None, delivery: store.Delivery, notifier: Notifier):
         self.in_flight[notifier.name] -= 1
-        if self._stopped:
-            return  # the database is closing; the claim is released at the next start
+        if self._released:
+            return None  # handed back at the stop: another node delivers it
         if error is None:
             d = self.db.run(store.delivered, delivery.id)
         else:
@@ -170,6 +192,7 @@ class Outbox:
         d.addErrback(self._record_failed)
         if self._full:
             d.addCallback(lambda _: self.wake())
+        return d  # a stop waits for the outcome to be recorded
 
     def _record_failed(self, failure) -> None:
         # The delivery stays claimed until its lease ends, then is tried again.

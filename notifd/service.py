@@ -287,11 +287,12 @@ class Daemon:
         self.hub.stop()
         if self.wakeups is not None:
             self.wakeups.stop()
-        if self.outbox is not None:
-            self.outbox.stop()
+        outbox_stopped = self.outbox.stop() if self.outbox is not None else None
         yield self._close_connections()
         if self.metrics_port is not None:
             yield self.metrics_port.stopListening()
+        if outbox_stopped is not None:
+            yield outbox_stopped  # bounded (outbox.STOP_WAIT), before the plugins that notify stop
         yield self.lifecycle.stop()  # bounded: a plugin cannot hold the stop
         # Each pool runs jobs in order: once these are done, everything queued before is.
         try:

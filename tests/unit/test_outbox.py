@@ -158,6 +158,36 @@ def test_a_restarted_node_resumes_its_interrupted_deliveries(database, clock):
     assert rows(database) == []
 
 
+def test_a_stop_waits_for_deliveries_in_flight_and_records_them(database, clock):
+    endpoint = Endpoint("hold")
+    outbox = make_outbox(database, clock, endpoint, timeout=300.0)
+    post(database, "in flight")
+    clock.advance(1.0)
+    stopped = outbox.stop()
+    assert not stopped.called
+    endpoint.held[0].callback(None)  # delivered while the daemon stops
+    assert stopped.called
+    assert rows(database) == []  # recorded: no other node sends it again
+
+
+def test_a_stop_hands_back_what_does_not_finish_so_another_node_takes_it_at_once(database, clock):
+    from notifd.outbox import STOP_WAIT
+
+    endpoint = Endpoint("hold")
+    outbox = make_outbox(database, clock, endpoint, timeout=300.0)
+    post(database, "slow")
+    clock.advance(1.0)
+    stopped = outbox.stop()
+    clock.advance(STOP_WAIT)
+    assert stopped.called
+    other = Endpoint()
+    make_outbox(database, clock, other, node="node-b", timeout=300.0)
+    assert other.calls == ["slow"]  # not after the stopped node's lease (300 s + 60 s)
+    assert rows(database) == []
+    endpoint.held[0].callback(None)  # the first attempt ends after all: nothing more to record
+    assert rows(database) == []
+
+
 def test_another_node_waits_for_the_lease_of_a_node_that_died(database, clock):
     make_outbox(database, clock, Endpoint("hold")).stop()  # creates the mark
     post(database, "leased")
