@@ -31,12 +31,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     bindparam,
     case,
     delete,
     exists,
     func,
     insert,
+    not_,
     select,
     update,
 )
@@ -974,15 +976,22 @@ def count_outbox(conn: Connection) -> dict[tuple[str, str], int]:
 
 
 @writes
-def retry_delivery(conn: Connection, delivery_id: int, *, now: datetime | None = None) -> bool:
-    """Re-queue a delivery (dead or waiting for its back-off) to be tried now, from a fresh count."""
-    return bool(
-        conn.execute(
-            update(outbox)
-            .where(outbox.c.id == delivery_id)
-            .values(state=PENDING, attempts=0, next_attempt_at=now or utcnow(), claimed_by=None)
-        ).rowcount
-    )
+def retry_delivery(conn: Connection, delivery_id: int, *, now: datetime | None = None) -> str:
+    """Re-queue a delivery (dead or waiting for its back-off) to be tried now, from a fresh count.
+
+    Returns "requeued", "unknown" (no such delivery: delivered, or never was), or the node
+    delivering it now (claimed, its lease running): re-queued then, it would go out twice
+    at once, and the attempt in flight may yet succeed.
+    """
+    now = now or utcnow()
+    in_flight = and_(outbox.c.state == PENDING, outbox.c.claimed_by.is_not(None), outbox.c.next_attempt_at > now)
+    if conn.execute(
+        update(outbox).where(outbox.c.id == delivery_id, not_(in_flight))
+        .values(state=PENDING, attempts=0, next_attempt_at=now, claimed_by=None)
+    ).rowcount:
+        return "requeued"
+    node = conn.execute(select(outbox.c.claimed_by).where(outbox.c.id == delivery_id)).scalar()
+    return "unknown" if node is None else node
 
 
 # --- moving to another database (`notifctl db copy`) --------------------------------------

@@ -113,10 +113,10 @@ def test_failures_back_off_then_die_and_retry_requeues(database, clock):
     assert len(endpoint.calls) == 3  # dead letters stay dead
 
     endpoint.mode = "ok"
-    assert database.call(store.retry_delivery, dead.id, now=store.utcnow())
+    assert database.call(store.retry_delivery, dead.id, now=store.utcnow()) == "requeued"
     outbox.wake()
     assert endpoint.calls[-1] == "x" and rows(database) == []
-    assert not database.call(store.retry_delivery, dead.id)  # delivered: nothing left to retry
+    assert database.call(store.retry_delivery, dead.id) == "unknown"  # delivered: nothing left to retry
 
 
 def test_a_notifier_that_never_answers_times_out_and_is_retried(database, clock):
@@ -186,6 +186,19 @@ def test_a_stop_hands_back_what_does_not_finish_so_another_node_takes_it_at_once
     assert rows(database) == []
     endpoint.held[0].callback(None)  # the first attempt ends after all: nothing more to record
     assert rows(database) == []
+
+
+def test_a_delivery_in_flight_is_not_retried_beside_itself(database, clock):
+    endpoint = Endpoint("hold")
+    make_outbox(database, clock, endpoint, timeout=300.0)
+    post(database, "on its way")
+    clock.advance(1.0)
+    (delivery,) = database.call(store.list_outbox)
+    now = datetime.fromtimestamp(clock.seconds(), timezone.utc).replace(tzinfo=None)
+    assert database.call(store.retry_delivery, delivery.id, now=now) == "node-a"
+    assert endpoint.calls == ["on its way"]  # once
+    # Its lease over (the node died): it can be retried.
+    assert database.call(store.retry_delivery, delivery.id, now=now + timedelta(seconds=400)) == "requeued"
 
 
 def test_another_node_waits_for_the_lease_of_a_node_that_died(database, clock):
