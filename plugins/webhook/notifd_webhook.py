@@ -1,9 +1,9 @@
 """A `webhook` notifier for notifd: POST every new item as JSON to a URL, at least once.
 
 Installed as a package (`pip install plugins/webhook`), the plugin is named `webhook`;
-copied into a plugins directory, it is named after its file, `notifd_webhook`: its table
-is then `[plugins.notifd_webhook]` (`notifctl plugins` lists the names loaded). The
-notifier is `webhook` either way (`[notifiers.webhook]`).
+copied into a plugins directory, it is named after its file: copy it as `webhook.py` for
+the table below (`notifctl plugins` lists the names loaded). The notifier is `webhook`
+either way (`[notifiers.webhook]`).
 
     [plugins.webhook]
     url = "https://example.com/hooks/notifd"
