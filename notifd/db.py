@@ -341,13 +341,17 @@ class NoDatabase(UnusableDatabase):
 
 
 def open_engine(
-    url: URL, name: str = "notifd", create: bool = True, busy_timeout: float = SQLITE_BUSY_TIMEOUT_MS / 1000
+    url: URL, name: str = "notifd", create: bool = True, busy_timeout: float = SQLITE_BUSY_TIMEOUT_MS / 1000,
+    migrate: bool = True,
 ) -> Engine:
-    """An engine on a database whose schema is current: upgraded if needed, created if allowed.
+    """An engine on a database whose schema is current: upgraded if needed (and `migrate`),
+    created if allowed.
 
-    Raises UnusableDatabase when the database is newer than this notifd, and NoDatabase
-    when there is none and `create` is False (notifctl: a mistyped path must not create
-    an empty database that no daemon will ever read).
+    Raises UnusableDatabase when the database is newer than this notifd, or older and not
+    `migrate` (notifctl: an upgrade is an operator's decision, made with `notifctl db
+    upgrade` or by starting notifd, not a side effect of `notifctl status`), and
+    NoDatabase when there is none and `create` is False (notifctl: a mistyped path must not
+    create an empty database that no daemon will ever read).
     """
     path = sqlite_path(url)
     if path is not None and not path.exists():
@@ -364,6 +368,11 @@ def open_engine(
                 "create it with `notifctl db upgrade` (notifd also creates it when it starts)"
             )
         if version != store.SCHEMA_HEAD:
+            if not migrate and version is not None and is_known_revision(version):
+                raise UnusableDatabase(
+                    f"the database schema is at revision {version}, older than this notifd's {store.SCHEMA_HEAD}: "
+                    "upgrade it with `notifctl db upgrade` (notifd also does when it starts), then run this again"
+                )
             upgrade(engine, version)
     except (OperationalError, sqlite3.OperationalError) as e:
         engine.dispose()

@@ -96,8 +96,9 @@ class Store:
         if self._engine is None:
             from ..db import open_engine
 
-            # Only `db upgrade` creates a database.
-            self._engine = open_engine(self.url, create=False, busy_timeout=self.config.sqlite_busy_timeout)
+            # Only `db upgrade` creates a database or upgrades its schema (and notifd, at its start).
+            self._engine = open_engine(self.url, create=False, busy_timeout=self.config.sqlite_busy_timeout,
+                                       migrate=False)
         return self._engine
 
     @property

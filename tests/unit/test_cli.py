@@ -386,7 +386,9 @@ def test_a_missing_batch_file_is_one_line(cli, tmp_path):
     assert result.code == 1 and result.err == f"notifctl: cannot read {tmp_path / 'nope.txt'}: No such file or directory\n"
 
 
-def test_batch_goes_through_the_store_when_the_schema_is_older(cli, db_path):
+def test_an_older_schema_is_upgraded_only_when_asked(cli, db_path):
+    # An upgrade is an operator's decision (other nodes may still run the older notifd),
+    # not a side effect of `notifctl add` or `notifctl status`.
     from alembic import command
 
     engine = dbmod.open_engine(dbmod.database_url(str(db_path)))
@@ -395,9 +397,15 @@ def test_batch_goes_through_the_store_when_the_schema_is_older(cli, db_path):
         config.attributes["connection"] = conn
         command.downgrade(config, "0003")
     engine.dispose()
+    expected = (f"notifctl: the database schema is at revision 0003, older than this notifd's {store.SCHEMA_HEAD}: "
+                "upgrade it with `notifctl db upgrade` (notifd also does when it starts), then run this again\n")
+    for argv in (["add", "classified", "--batch", "-"], ["status"], ["list"]):
+        refused = cli(*argv, stdin=b"a\nb\n")
+        assert (refused.code, refused.err) == (1, expected), argv
+    assert "0003" in cli("db", "check").err  # still there: nothing upgraded it
+    assert cli("db", "upgrade").code == 0
     assert cli("add", "classified", "--batch", "-", stdin=b"a\nb\n").lines == ["1", "2"]
     assert len(items(cli)) == 2
-    assert cli("db", "check").code == 0  # upgraded on the way
 
 
 # --- notifctl rm ---------------------------------------------------------------------------------
