@@ -11,15 +11,18 @@ a plugins directory, it is named after its file, `notifd_exec`: its table is the
 The command runs without a shell, with the item's text on its standard input and
 NOTIFD_ITEM_ID, NOTIFD_ITEM_TYPE, NOTIFD_ITEM_TEXT and NOTIFD_ITEM_CREATED_AT added to the
 daemon's environment. Exit status 0 is a delivery; another status, or running past the
-notifier's timeout (the process is then killed), is retried from notifd's outbox.
+notifier's timeout (the process is then killed, with the processes it started), is retried
+from notifd's outbox.
 """
 import functools
 import os
 import shutil
+import signal
 
 from notifd import ConfigError, Notifier, hookimpl
 
 _KEYS = {"command", "types"}
+_SETSID = shutil.which("setsid")  # util-linux: runs a command as the leader of a new process group
 _STDERR_KEPT = 500  # bytes of the command's stderr kept for the error message
 
 
@@ -48,9 +51,14 @@ class Command:
             "NOTIFD_ITEM_CREATED_AT": item.created_at.isoformat() + "Z",
         }
         run = _run_class()(item.text.encode("utf-8") + b"\n")
-        # Cancelled by notifd after the notifier's timeout: kill the process.
+        # Cancelled by notifd after the notifier's timeout: kill the process, and what it started.
         run.done = defer.Deferred(canceller=lambda _: run.kill())
-        self.reactor.spawnProcess(run, self.argv[0], self.argv, env=env)
+        argv = self.argv
+        if _SETSID is not None:
+            # In a process group of its own, whose id is its pid (setsid(1) execs in place):
+            # the kill reaches a shell script's commands too.
+            argv = [_SETSID, *argv]
+        self.reactor.spawnProcess(run, argv[0], argv, env=env)
         return run.done
 
 
@@ -77,7 +85,10 @@ def _run_class():
 
         def kill(self) -> None:
             try:
-                self.transport.signalProcess("KILL")
+                if _SETSID is not None:
+                    os.killpg(self.transport.pid, signal.SIGKILL)
+                else:
+                    self.transport.signalProcess("KILL")
             except Exception:  # already gone
                 pass
 

@@ -15,10 +15,12 @@ HERE = Path(__file__).parent
 
 # The command the notifier runs: records what it was given, and fails while `fail` exists.
 HANDLER = """
-import json, os, pathlib, sys, time
+import json, os, pathlib, subprocess, sys, time
 here = pathlib.Path(sys.argv[1])
 if (here / "hang").exists():
     (here / "hung.pid").write_text(str(os.getpid()))
+    helper = subprocess.Popen(["sleep", "60"])  # what a shell script's commands are
+    (here / "helper.pid").write_text(str(helper.pid))
     time.sleep(60)
 record = {k: v for k, v in os.environ.items() if k.startswith("NOTIFD_ITEM_")}
 record["stdin"] = sys.stdin.read()
@@ -74,7 +76,8 @@ def test_a_command_past_its_timeout_is_killed_and_retried(notifd_daemon, notifct
     [pending] = eventually(lambda: [d for d in notifd_outbox() if d["last_error"]])
     assert pending["last_error"] == "timed out after 2.0 s"
     pid = int((tmp_path / "hung.pid").read_text())
-    eventually(lambda: not _alive(pid))  # killed, not left behind
+    helper = int((tmp_path / "helper.pid").read_text())
+    eventually(lambda: not _alive(pid) and not _alive(helper))  # killed with what it started, not left behind
     (tmp_path / "hang").unlink()
     eventually(lambda: notifd_outbox() == [])
     assert [run["stdin"] for run in runs(tmp_path)] == ["slow\n"]
