@@ -41,6 +41,16 @@ class FailureLimiter:
             self._forget_old(now)
         return start
 
+    def refuses(self, address: str) -> bool:
+        """Whether `address` is over its limit now; counts nothing."""
+        now = self.clock.seconds()
+        count, start = self._failures.get(address, (0, now))
+        return now - start < self.window and count >= self.allowed
+
+    def failed(self, address: str) -> None:
+        """Count a failure that was not announced by `attempt` (HTTP tokens, checked first)."""
+        self.attempt(address)
+
     def forgive(self, address: str, ticket: float) -> None:
         """The attempt that got `ticket` was no failure (it succeeded, or could not be checked)."""
         count, start = self._failures.get(address, (0, None))

@@ -129,13 +129,14 @@ class Web:
         return self._look_up(request, store.publisher_by_token, token).addCallback(found)
 
     def _look_up(self, request, query: Callable, token: str) -> defer.Deferred:
-        """`query(conn, token)` (None for an unknown token), counted against the address's
-        failed tokens as the line protocol's `hello`s are, in the same count: over the limit
-        the token is not checked at all, and the Deferred fires with the 429 body.
+        """`query(conn, token)` (None for an unknown token), its failures counted against the
+        address with the line protocol's failed `hello`s: over the limit, the token is not
+        checked at all, and the Deferred fires with the 429 body.
 
-        A check counts as a failure until it succeeds, so guesses sent in parallel get no
-        more checks than the limit; requests with a token already being checked wait for
-        that check instead, so that a publisher's parallel posts are one check, not many.
+        Unlike a `hello`, a check counts only once it has failed: behind a reverse proxy many
+        clients share one address, and their valid tokens, checked at once, must all pass.
+        Guesses checked in parallel are bounded by the address's connection limit instead.
+        Requests with a token already being checked wait for that check.
         """
         key = (query, store.hash_token(token))
         if key in self._checking:
@@ -144,21 +145,15 @@ class Web:
             return shared
         limiter = self.server.hello_limiter
         address = getattr(request.channel, "address", "local")
-        ticket = None if limiter is None else limiter.attempt(address)
-        if limiter is not None and ticket is None:
+        if limiter is not None and limiter.refuses(address):
             self.server.metrics.hellos["throttled"].inc()
             return defer.succeed(problem(request, 429, "too many failed tokens from your address; try again later"))
         waiting = self._checking[key] = []
 
         def checked(found):
-            if found is not None and ticket is not None:
-                limiter.forgive(address, ticket)
+            if found is None and limiter is not None:
+                limiter.failed(address)
             return found
-
-        def not_checked(failure):
-            if ticket is not None:  # the database failed: not the client's failure
-                limiter.forgive(address, ticket)
-            return failure
 
         def share(result):
             del self._checking[key]
@@ -166,7 +161,7 @@ class Web:
                 shared.errback(result) if isinstance(result, Failure) else shared.callback(result)
             return result
 
-        return self.server.db.run(query, token).addCallbacks(checked, not_checked).addBoth(share)
+        return self.server.db.run(query, token).addCallback(checked).addBoth(share)
 
     # --- cross-origin pages ---------------------------------------------------------------------
 
@@ -184,7 +179,8 @@ class Web:
         text = host.decode("latin-1").strip().lower()
         if text.startswith("["):  # an IPv6 address, [::1]:8788
             return None
-        name = text.rsplit(":", 1)[0] if text.rsplit(":", 1)[-1].isdigit() else text
+        head, colon, port = text.rpartition(":")
+        name = head if colon and (port.isdigit() or not port) else text  # "host:8788", "host:"
         name = name.rstrip(".")
         try:
             ipaddress.ip_address(name)

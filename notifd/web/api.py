@@ -115,12 +115,14 @@ class Api(resource.Resource):
         if not token:
             return problem(request, 401, "no token: send Authorization: Bearer TOKEN (notifctl token add)")
         watch_disconnect(request)
+        body = request.content.read()  # now: a connection lost during the check closes it
         d = self.web.publisher(request, token)
-        d.addCallback(self._authenticated, request, type_name, token)
+        d.addCallback(self._authenticated, request, type_name, token, body)
         d.addErrback(self._unavailable, request)
         return server.NOT_DONE_YET
 
-    def _authenticated(self, publisher: store.Publisher | bytes | None, request, type_name: str, token: str):
+    def _authenticated(self, publisher: store.Publisher | bytes | None, request, type_name: str, token: str,
+                       body: bytes):
         if isinstance(publisher, bytes):  # too many failed tokens: 429
             return finish(request, publisher)
         if publisher is None:
@@ -138,7 +140,7 @@ class Api(resource.Resource):
             return finish(request, problem(
                 request, 415, "send text/plain (the item's text) or application/json {\"text\", \"id\"}"))
         try:
-            text, key = _parse_post(request.content.read(), content_type)
+            text, key = _parse_post(body, content_type)
         except ValueError as e:
             return finish(request, problem(request, 400, str(e)))
         if key is not None and (wrong := key_problem(key)):
@@ -263,7 +265,7 @@ class Api(resource.Resource):
 def _notifd_s_own(item_type) -> bool:
     """Whether a type's validation and fresh value are notifd's own code, not a plugin's (a
     plugin file is loaded as `notifd_plugin_<name>`, a package under its own name)."""
-    return all(f is None or getattr(f, "__module__", "").startswith("notifd.")
+    return all(f is None or (getattr(f, "__module__", None) or "").startswith("notifd.")
                for f in (item_type.validate, item_type.fresh))
 
 
