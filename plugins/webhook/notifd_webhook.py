@@ -76,7 +76,8 @@ class Webhook:
             # Idempotency-Key makes this POST safe to repeat.
             failure.trap(ResponseNeverReceived, RequestNotSent)
             if any(reason.check(defer.CancelledError) for reason in getattr(failure.value, "reasons", [])):
-                return failure  # notifd cancelled it at the notifier's timeout: a failed attempt
+                # notifd cancelled it at the notifier's timeout: a failed attempt, said as a timeout.
+                raise defer.CancelledError()
             return self._fresh_agent.request(b"POST", self.url, headers, _Body(body))
 
         def check(response):
