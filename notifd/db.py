@@ -523,10 +523,13 @@ def restore_sqlite(backup: Path, target: Path, now: Any) -> Restored:
     place, and the replaced database's -wal and -shm files go with it. Raises
     UnusableDatabase, one line, and changes nothing, when it cannot.
     """
+    from urllib.parse import quote
+
     from .posting import NODES_QUERY, running_daemons
 
+    backup_uri = f"file:{quote(str(backup.resolve()))}?immutable=1"  # a path may hold '?' or '#'
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{backup}?immutable=1", uri=True)) as conn:
+        with contextlib.closing(sqlite3.connect(backup_uri, uri=True)) as conn:
             checked = [row[0] for row in conn.execute("PRAGMA integrity_check")]
             if checked != ["ok"]:
                 raise UnusableDatabase(f"{backup} is damaged: {'; '.join(checked[:3])}")
@@ -541,9 +544,13 @@ def restore_sqlite(backup: Path, target: Path, now: Any) -> Restored:
     unreadable = None
     if target.exists():
         try:
-            with contextlib.closing(sqlite3.connect(f"file:{target}?mode=ro", uri=True)) as conn:
+            with contextlib.closing(sqlite3.connect(target)) as conn:
                 running = running_daemons(conn.execute(NODES_QUERY).fetchall(), now)
-                counters = dict(conn.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
+                if not running:
+                    counters = dict(conn.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
+                    # Its WAL folded into the file: the -wal removed below holds nothing then,
+                    # and a restore cut short leaves this database whole.
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as e:
             unreadable = first_line(e)
         else:
@@ -559,12 +566,13 @@ def restore_sqlite(backup: Path, target: Path, now: Any) -> Restored:
             os.chmod(partial, stat.S_IMODE(replaced.st_mode))
             if (replaced.st_uid, replaced.st_gid) != (os.geteuid(), os.getegid()):
                 os.chown(partial, replaced.st_uid, replaced.st_gid)
-        with contextlib.closing(sqlite3.connect(f"file:{backup}?immutable=1", uri=True)) as src, \
+        with contextlib.closing(sqlite3.connect(backup_uri, uri=True)) as src, \
                 contextlib.closing(sqlite3.connect(partial)) as dst:
             src.backup(dst)
             with dst:
                 for table, seq in counters.items():
-                    dst.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (seq, table))
+                    if not dst.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (seq, table)).rowcount:
+                        dst.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, seq))
             ids_after = dict(dst.execute("SELECT name, seq FROM sqlite_sequence").fetchall()).get("items", 0)
             dst.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         with open(partial, "rb") as f:

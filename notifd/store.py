@@ -976,12 +976,13 @@ def count_outbox(conn: Connection) -> dict[tuple[str, str], int]:
 
 
 @writes
-def retry_delivery(conn: Connection, delivery_id: int, *, now: datetime | None = None) -> str:
+def retry_delivery(conn: Connection, delivery_id: int, *, now: datetime | None = None) -> tuple[str, str | None]:
     """Re-queue a delivery (dead or waiting for its back-off) to be tried now, from a fresh count.
 
-    Returns "requeued", "unknown" (no such delivery: delivered, or never was), or the node
-    delivering it now (claimed, its lease running): re-queued then, it would go out twice
-    at once, and the attempt in flight may yet succeed.
+    Returns ("requeued", None), ("unknown", None) (no such delivery: delivered, or never
+    was), or ("in flight", node) when a node is delivering it now (claimed, its lease
+    running): re-queued then, it would go out twice at once, and the attempt in flight may
+    yet succeed.
     """
     now = now or utcnow()
     in_flight = and_(outbox.c.state == PENDING, outbox.c.claimed_by.is_not(None), outbox.c.next_attempt_at > now)
@@ -989,9 +990,9 @@ def retry_delivery(conn: Connection, delivery_id: int, *, now: datetime | None =
         update(outbox).where(outbox.c.id == delivery_id, not_(in_flight))
         .values(state=PENDING, attempts=0, next_attempt_at=now, claimed_by=None)
     ).rowcount:
-        return "requeued"
+        return "requeued", None
     node = conn.execute(select(outbox.c.claimed_by).where(outbox.c.id == delivery_id)).scalar()
-    return "unknown" if node is None else node
+    return ("unknown", None) if node is None else ("in flight", node)
 
 
 # --- moving to another database (`notifctl db copy`) --------------------------------------

@@ -158,8 +158,10 @@ def stop_with_parent(environ=os.environ) -> bool:
 
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    # The parent may have died before the prctl: then we were re-parented already.
-    return str(os.getppid()) == environ.get(PARENT_ENV)
+    # The parent may have died before the prctl: then we were re-parented already. (A parent
+    # of an older notifd does not say who it is: nothing to compare.)
+    parent = environ.get(PARENT_ENV)
+    return parent is None or str(os.getppid()) == parent
 
 
 class _Worker(protocol.ProcessProtocol):

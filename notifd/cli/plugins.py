@@ -152,11 +152,11 @@ def outbox_retry(ctx: click.Context, delivery_id: int) -> None:
     from ..wakeup import send_wakeup
 
     db = store_of(ctx)
-    outcome = db.call(store.retry_delivery, delivery_id)
+    outcome, node = db.call(store.retry_delivery, delivery_id)
     if outcome == "unknown":
         raise click.ClickException(f"no outbox entry {delivery_id}")
-    if outcome != "requeued":
-        raise click.ClickException(f"delivery {delivery_id} is being delivered now (by {outcome}): retry it if "
+    if outcome == "in flight":
+        raise click.ClickException(f"delivery {delivery_id} is being delivered now (by {node}): retry it if "
                                    "this attempt fails")
     click.echo(f"re-queued delivery {delivery_id}")
     send_wakeup(db.engine)

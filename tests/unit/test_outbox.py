@@ -113,10 +113,10 @@ def test_failures_back_off_then_die_and_retry_requeues(database, clock):
     assert len(endpoint.calls) == 3  # dead letters stay dead
 
     endpoint.mode = "ok"
-    assert database.call(store.retry_delivery, dead.id, now=store.utcnow()) == "requeued"
+    assert database.call(store.retry_delivery, dead.id, now=store.utcnow()) == ("requeued", None)
     outbox.wake()
     assert endpoint.calls[-1] == "x" and rows(database) == []
-    assert database.call(store.retry_delivery, dead.id) == "unknown"  # delivered: nothing left to retry
+    assert database.call(store.retry_delivery, dead.id) == ("unknown", None)  # delivered: nothing left to retry
 
 
 def test_a_notifier_that_never_answers_times_out_and_is_retried(database, clock):
@@ -195,10 +195,10 @@ def test_a_delivery_in_flight_is_not_retried_beside_itself(database, clock):
     clock.advance(1.0)
     (delivery,) = database.call(store.list_outbox)
     now = datetime.fromtimestamp(clock.seconds(), timezone.utc).replace(tzinfo=None)
-    assert database.call(store.retry_delivery, delivery.id, now=now) == "node-a"
+    assert database.call(store.retry_delivery, delivery.id, now=now) == ("in flight", "node-a")
     assert endpoint.calls == ["on its way"]  # once
     # Its lease over (the node died): it can be retried.
-    assert database.call(store.retry_delivery, delivery.id, now=now + timedelta(seconds=400)) == "requeued"
+    assert database.call(store.retry_delivery, delivery.id, now=now + timedelta(seconds=400)) == ("requeued", None)
 
 
 def test_another_node_waits_for_the_lease_of_a_node_that_died(database, clock):

@@ -14,7 +14,7 @@ def ids(cli) -> list[int]:
 
 def test_new_ids_continue_after_the_replaced_database_s_and_the_file_keeps_its_mode(cli, db_path, tmp_path):
     cli("add", "classified", "kept")
-    backup = tmp_path / "backup.db"
+    backup = tmp_path / "backup?of #1.db"  # characters that mean something in a file: URI
     assert cli("db", "backup", str(backup)).code == 0
     lost = int(cli("add", "classified", "posted after the backup").out)
     cli("client", "add", "kiosk")
