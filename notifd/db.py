@@ -58,7 +58,8 @@ def database_url(value: str | None) -> URL:
     if not value:
         value = str(default_database_path())
     if "://" not in value:
-        return make_url("sqlite:///" + str(Path(value).expanduser().resolve()))
+        # Built, not formatted: a file name may hold '?' or '#', which a URL string would parse.
+        return URL.create("sqlite", database=str(Path(value).expanduser().resolve()))
     try:
         url = make_url(value)
     except Exception:
@@ -486,7 +487,7 @@ def _build_sqlite(path: Path, tmp: Path) -> None:
     try:
         # Built under a temporary name, owned as the database will be (the link keeps it).
         write_database_file(tmp)
-        engine = make_engine(make_url("sqlite:///" + str(tmp)))
+        engine = make_engine(URL.create("sqlite", database=str(tmp)))
         try:
             upgrade(engine, None)
         finally:

@@ -131,7 +131,7 @@ class Store:
             raise read_only_error(self.url, e) or e
 
     @staticmethod
-    def call_on(url: str, f):
+    def call_on(url, f):
         """Run `f(conn)` on another database, read-only in spirit (a backup being checked)."""
         from sqlalchemy import create_engine
 

@@ -60,7 +60,10 @@ def db_backup(ctx: click.Context, target: str) -> None:
     if target_path.exists():
         raise click.ClickException(f"{target} exists; remove it or choose another name")
     backup_sqlite(source, target_path)
-    counts = db.call_on(f"sqlite:///{target_path.resolve()}", _counts_and_version)
+    from sqlalchemy.engine import URL
+
+    # Built, not formatted: a file name may hold '?' or '#', which a URL string would parse.
+    counts = db.call_on(URL.create("sqlite", database=str(target_path.resolve())), _counts_and_version)
     click.echo(f"backed up {source} to {target}: schema {counts[1]}, {sum(counts[0].values())} items")
 
 

@@ -566,3 +566,13 @@ def test_a_bad_value_from_the_environment_is_named_as_the_variable(monkeypatch, 
     with pytest.raises(SystemExit):
         notifd_main()
     assert f"for '--{variable.removeprefix('NOTIFD_').lower().replace('_', '-')}'" in capsys.readouterr().err
+
+
+def test_a_database_path_may_hold_characters_a_url_would_parse(cli, tmp_path):
+    odd = tmp_path / "odd?dir #1" / "notifd.db"
+    odd.parent.mkdir()
+    assert cli("--db", str(odd), "db", "upgrade", db=False).code == 0
+    assert cli("--db", str(odd), "add", "classified", "kept", db=False).out == "1\n"
+    assert odd.exists() and [p.name for p in odd.parent.iterdir() if p.suffix == ".db"] == ["notifd.db"]
+    backup = tmp_path / "back?up #1.db"
+    assert cli("--db", str(odd), "db", "backup", str(backup), db=False).out.endswith(": schema 0008, 1 items\n")
