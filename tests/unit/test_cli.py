@@ -575,4 +575,4 @@ def test_a_database_path_may_hold_characters_a_url_would_parse(cli, tmp_path):
     assert cli("--db", str(odd), "add", "classified", "kept", db=False).out == "1\n"
     assert odd.exists() and [p.name for p in odd.parent.iterdir() if p.suffix == ".db"] == ["notifd.db"]
     backup = tmp_path / "back?up #1.db"
-    assert cli("--db", str(odd), "db", "backup", str(backup), db=False).out.endswith(": schema 0008, 1 items\n")
+    assert cli("--db", str(odd), "db", "backup", str(backup), db=False).out.endswith(f": schema {store.SCHEMA_HEAD}, 1 items\n")
