@@ -621,6 +621,8 @@ class Published:
 
 
 _PUBLISHER_BY_HASH = select(publishers).where(publishers.c.token_hash == bindparam("token_hash", type_=String))
+
+
 def publisher_by_token(conn: Connection, token: str) -> Publisher | None:
     """The publisher whose token this is, or None (a read: `publish` checks again as it stores)."""
     row = conn.execute(_PUBLISHER_BY_HASH, {"token_hash": hash_token(token)}).first()

@@ -158,7 +158,10 @@ class Web:
         def share(result):
             del self._checking[key]
             for shared in waiting:
-                shared.errback(result) if isinstance(result, Failure) else shared.callback(result)
+                if isinstance(result, Failure):
+                    shared.errback(result)
+                else:
+                    shared.callback(result)
             return result
 
         return self.server.db.run(query, token).addCallback(checked).addBoth(share)
@@ -178,9 +181,11 @@ class Web:
             return None
         text = host.decode("latin-1").strip().lower()
         if text.startswith("["):  # an IPv6 address, [::1]:8788
-            return None
-        head, colon, port = text.rpartition(":")
-        name = head if colon and (port.isdigit() or not port) else text  # "host:8788", "host:"
+            inside, closed, _ = text[1:].partition("]")
+            name = inside if closed else text
+        else:
+            head, colon, port = text.rpartition(":")
+            name = head if colon and (port.isdigit() or not port) else text  # "host:8788", "host:"
         name = name.rstrip(".")
         try:
             ipaddress.ip_address(name)

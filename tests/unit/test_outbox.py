@@ -158,11 +158,18 @@ def test_a_restarted_node_resumes_its_interrupted_deliveries(database, clock):
     assert rows(database) == []
 
 
-def test_a_stop_waits_for_deliveries_in_flight_and_records_them(database, clock):
+def one_in_flight(database, clock, text):
+    """An outbox of node-a whose endpoint holds the delivery of one new item: (endpoint, outbox)."""
     endpoint = Endpoint("hold")
     outbox = make_outbox(database, clock, endpoint, timeout=300.0)
-    post(database, "in flight")
+    post(database, text)
     clock.advance(1.0)
+    assert endpoint.calls == [text]
+    return endpoint, outbox
+
+
+def test_a_stop_waits_for_deliveries_in_flight_and_records_them(database, clock):
+    endpoint, outbox = one_in_flight(database, clock, "in flight")
     stopped = outbox.stop()
     assert not stopped.called
     endpoint.held[0].callback(None)  # delivered while the daemon stops
@@ -173,10 +180,7 @@ def test_a_stop_waits_for_deliveries_in_flight_and_records_them(database, clock)
 def test_a_stop_hands_back_what_does_not_finish_so_another_node_takes_it_at_once(database, clock):
     from notifd.outbox import STOP_WAIT
 
-    endpoint = Endpoint("hold")
-    outbox = make_outbox(database, clock, endpoint, timeout=300.0)
-    post(database, "slow")
-    clock.advance(1.0)
+    endpoint, outbox = one_in_flight(database, clock, "slow")
     stopped = outbox.stop()
     clock.advance(STOP_WAIT)
     assert stopped.called
@@ -189,10 +193,7 @@ def test_a_stop_hands_back_what_does_not_finish_so_another_node_takes_it_at_once
 
 
 def test_a_delivery_in_flight_is_not_retried_beside_itself(database, clock):
-    endpoint = Endpoint("hold")
-    make_outbox(database, clock, endpoint, timeout=300.0)
-    post(database, "on its way")
-    clock.advance(1.0)
+    endpoint, _ = one_in_flight(database, clock, "on its way")
     (delivery,) = database.call(store.list_outbox)
     now = datetime.fromtimestamp(clock.seconds(), timezone.utc).replace(tzinfo=None)
     assert database.call(store.retry_delivery, delivery.id, now=now) == ("in flight", "node-a")

@@ -14,7 +14,7 @@ from notifd.web.api import _notifd_s_own
 @pytest.mark.parametrize("host, served", [
     (None, True),  # HTTP/1.0: no browser
     (b"127.0.0.1", True), (b"127.0.0.1:8788", True), (b"192.0.2.7:80", True),
-    (b"[::1]:8788", True), (b"[2001:db8::1]", True),
+    (b"[::1]:8788", True), (b"[2001:db8::1]", True), (b"[evil.example]", False), (b"[::1", False),
     (b"localhost", True), (b"LOCALHOST:8788", True), (b"localhost:", True), (b"app.localhost", True),
     (b"notifd.example.com", True), (b"notifd.example.com.:8788", True),  # listed (a trailing dot is the same name)
     (b"evil.example", False), (b"evil.example:8788", False), (b"", False),
