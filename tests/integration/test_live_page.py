@@ -130,7 +130,7 @@ def test_the_page_keeps_up_with_a_burst_stays_in_its_frame_and_never_puts_a_toke
 
     # Framed by a page of another origin (another local server): the browser refuses to show it.
     import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Framing(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -144,7 +144,9 @@ def test_the_page_keeps_up_with_a_burst_stays_in_its_frame_and_never_puts_a_toke
         def log_message(self, *args):
             pass
 
-    other = HTTPServer(("127.0.0.1", 0), Framing)
+    # Threads: Chromium opens a spare connection it may never use, and a one-thread server
+    # would sit on it for a minute before answering the real request.
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Framing)
     threading.Thread(target=other.serve_forever, daemon=True).start()
     try:
         page.get(f"http://localhost:{other.server_port}/")
