@@ -527,6 +527,14 @@ def test_http_connections_count_against_the_limits(daemon, tmp_path):
         503, "too many connections from your address; try again later")
     held[1].close()
     eventually(lambda: Http(server.http_port).request("GET", "/healthz")[0] == 200)
+    # An open event stream holds its slot as long as it listens.
+    stream = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=TIMEOUT)
+    stream.request("GET", "/v1/events")
+    response = stream.getresponse()
+    assert response.status == 200 and response.readline() == b": notifd events\n"
+    assert detail(Http(server.http_port).request("GET", "/healthz"))[0] == 503
+    stream.close()
+    eventually(lambda: Http(server.http_port).request("GET", "/healthz")[0] == 200)
 
 
 # --- hostile input ---------------------------------------------------------------------------------

@@ -4,11 +4,15 @@ warning when a post's type is served by none), and the warning for a forgotten @
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
+import subprocess
 import textwrap
 
 import pytest
+
+from notifd.testing import script
 
 pytestmark = pytest.mark.integration
 
@@ -70,6 +74,23 @@ def test_hook_startup_and_shutdown_in_a_real_daemon(notifd_harness, tmp_path):
     }
     assert daemon.kill(signal.SIGTERM) == 0
     assert (tmp_path / "kit-stopped").read_text() == "clean"
+
+
+def test_startup_and_shutdown_run_only_in_the_daemon(notifd_harness, tmp_path):
+    # notifctl and `notifd --check-config` load every plugin (to validate, to list, to check
+    # settings) but start nothing: a plugin's threads or connections belong to the daemon.
+    (tmp_path / "logs").mkdir()
+    notifd_harness.notifctl("plugins")
+    notifd_harness.notifctl("add", "kit", "hello")
+    checked = subprocess.run(
+        [*script("notifd"), "--config", str(notifd_harness.config_path), "--check-config"],
+        capture_output=True, text=True, env={**os.environ, **notifd_harness.env}, timeout=60,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert not (tmp_path / "logs" / "kit.json").exists() and not (tmp_path / "kit-stopped").exists()
+    daemon = notifd_harness.start()  # the same plugin and settings: the hook does run there
+    daemon.logged(re.compile(r"notifd\.plugin\.kit: kit started"))
+    assert (tmp_path / "logs" / "kit.json").exists()
 
 
 @pytest.mark.parametrize("notifd_config", [{"plugins": {"kit": {"refuse": True}}}])

@@ -81,6 +81,35 @@ def test_a_tls_client_completes_the_tutorial_session(daemon, notifctl, certifica
     assert watcher.stdout.readline() == "classified: Nice appart in the 11e.\n"  # a new anonymous client
 
 
+def test_the_http_api_over_tls_posts_and_streams(daemon, notifctl, certificate):
+    # `http.listen` takes ssl: entries as `listen` does: HTTPS with the same certificate options.
+    import http.client
+
+    from notifd.testing import HTTP_ON
+
+    cert, key = certificate
+    server = daemon("--http", ssl_listen(cert, key))
+    port = int(HTTP_ON.search(server.logged(HTTP_ON)).group(2))
+    assert server.logged(HTTP_ON).rstrip().endswith(f"on https://127.0.0.1:{port}/")
+    token = notifctl("token", "add", "shop", "--publish", "classified").stdout.splitlines()[-1]
+    context = ssl.create_default_context(cafile=str(cert))
+    stream = http.client.HTTPSConnection("localhost", port, timeout=TIMEOUT, context=context)
+    stream.request("GET", "/v1/events?types=classified")
+    events = stream.getresponse()
+    assert events.status == 200 and events.readline() == b": notifd events\n"
+    poster = http.client.HTTPSConnection("localhost", port, timeout=TIMEOUT, context=context)
+    poster.request("POST", "/v1/items/classified", body="Over TLS.", headers={"Authorization": f"Bearer {token}"})
+    posted = poster.getresponse()
+    assert posted.status == 201 and json.loads(posted.read())["text"] == "Over TLS."
+    lines = [events.readline() for _ in range(4)]  # the comment's blank line, then the event
+    assert lines[2] == b"event: classified\n" and json.loads(lines[3].removeprefix(b"data: "))["text"] == "Over TLS."
+    stream.close()
+    # Plain HTTP to that port gets no answer in HTTP.
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as plain:
+        plain.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert not plain.recv(100).startswith(b"HTTP/")
+
+
 def test_plain_text_to_the_tls_port_is_refused_and_others_go_on(daemon, certificate):
     cert, key = certificate
     server = daemon(listen=ssl_listen(cert, key))

@@ -145,6 +145,33 @@ def test_concurrency_is_limited_per_notifier(database, clock):
     assert endpoint.calls == ["a", "b", "c", "d", "e"]
 
 
+def test_deliveries_start_by_due_time_then_id_and_a_retry_does_not_hold_later_items(database, clock):
+    # The order docs/plugins.md promises a durable notifier: oldest first; a failed delivery
+    # waits for its back-off while items posted after it go on.
+    endpoint = Endpoint()
+    failing = {"b"}
+
+    def notify(item):
+        endpoint.calls.append(item.text)
+        if item.text in failing:
+            failing.discard(item.text)
+            raise ConnectionRefusedError("nobody listens")
+
+    endpoint.notify = notify
+    outbox = make_outbox(database, clock, endpoint)
+    for text in "abc":
+        post(database, text)
+    outbox.wake()
+    assert endpoint.calls == ["a", "b", "c"]
+    clock.advance(RETRY.first_delay / 2)
+    post(database, "d")  # due now, before b's retry
+    outbox.wake()
+    assert endpoint.calls == ["a", "b", "c", "d"]
+    clock.advance(RETRY.first_delay / 2)
+    assert endpoint.calls == ["a", "b", "c", "d", "b"]
+    assert rows(database) == []
+
+
 def test_a_restarted_node_resumes_its_interrupted_deliveries(database, clock):
     endpoint = Endpoint("hold")
     make_outbox(database, clock, endpoint, timeout=300.0)

@@ -104,6 +104,16 @@ def test_client_tokens_are_stored_hashed_and_checked(database, engine):
         database.call(store.add_client, "kiosk")
 
 
+def test_publisher_tokens_are_stored_hashed_also_after_a_rotation(database, engine):
+    token = database.call(store.add_publisher, "shop", ["classified"])
+    rotated = database.call(store.rotate_publisher, "shop")
+    with engine.connect() as conn:
+        stored = conn.execute(store.publishers.select()).one().token_hash
+    assert stored == hashlib.sha256(rotated.encode()).hexdigest() and rotated not in stored
+    assert database.call(store.publisher_by_token, token) is None  # the old one is gone at once
+    assert database.call(store.publisher_by_token, rotated).types == frozenset({"classified"})
+
+
 def test_read_cursor_only_moves_forward(database):
     database.call(store.add_client, "kiosk")
     client_id = database.call(store.list_clients)[0].id

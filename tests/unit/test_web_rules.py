@@ -36,3 +36,30 @@ def test_only_notifd_s_own_code_is_checked_in_the_reactor():
     assert not _notifd_s_own(ItemType("word", validate=lambda text: text))  # this module's: a plugin's
     assert not _notifd_s_own(ItemType("word", fresh=["a", "b"].pop))  # a built-in method: no module at all
     assert not _notifd_s_own(ItemType("word", validate={}.get))
+
+
+def test_idle_event_streams_get_a_comment_every_15_seconds():
+    # Proxies close a response that says nothing for a minute or so; a comment is not an event.
+    from twisted.internet.task import Clock
+
+    from notifd.web.events import Events
+
+    clock = Clock()
+    events = Events(SimpleNamespace(clock=clock))
+    sent = []
+
+    class Stream:
+        write = staticmethod(sent.append)
+
+    events.streams.add(Stream())
+    events.start()
+    clock.advance(14.9)
+    assert sent == []
+    clock.advance(0.1)
+    assert sent == [b": keep-alive\n\n"]
+    clock.advance(15)
+    assert len(sent) == 2
+    events.streams.clear()
+    events.stop()
+    clock.advance(60)
+    assert len(sent) == 2

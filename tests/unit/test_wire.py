@@ -189,14 +189,6 @@ def test_an_answer_after_the_client_left_is_dropped(database, item_types):
     assert transport.value() == b""
 
 
-def test_a_client_that_does_not_read_stops_being_read(rig):
-    proto, transport = rig.connect()
-    proto.pauseProducing()  # what Twisted does when our write buffer to it is full
-    assert transport.producerState == "paused"
-    proto.resumeProducing()
-    assert transport.producerState == "producing"
-
-
 def test_database_failure_answers_err_and_keeps_serving(rig, engine):
     rig.hub.wakeup_pending = lambda: True  # the hub may be behind: queries ask the database
     proto, transport = rig.connect()
