@@ -1,5 +1,6 @@
 """An acknowledged post is on disk: the commit that stores posted items is synced before
-notifctl prints the id (SQLite: one sync of the WAL per transaction; PostgreSQL: the
+notifctl prints the id, or the daemon answers an HTTP post 201 (SQLite: one sync of the WAL
+per transaction; PostgreSQL: the
 posting transaction runs with synchronous_commit on, whatever the server's default).
 
 On SQLite this is observed on the real program with strace (Debian's package; .ci/run
@@ -7,8 +8,11 @@ installs it), with the daemon running on the same file, as an admin would trace 
 """
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +114,38 @@ def test_posting_on_postgresql_never_runs_with_synchronous_commit_off(path, pg_u
     settings = dict(pg.execute(pg_url, "SELECT text, setting FROM commit_settings"))
     assert settings.pop("by another tool") == "off"
     assert len(settings) == count and set(settings.values()) == {"on"}
+
+
+def test_an_http_post_is_synced_before_its_201(daemon, db_path, notifctl, tmp_path):
+    """The daemon itself, traced: the WAL sync of the group that stores a post completes
+    after the request arrives and before the 201 is sent."""
+    import http.client
+
+    strace = _strace()
+    trace = tmp_path / "trace.txt"
+    server = daemon(prefix=(strace, "-f", "-qq", "-yy", "-s", "40", "-e",
+                            "trace=fsync,fdatasync,recvfrom,read,sendto,write,writev", "-o", str(trace)))
+    token = notifctl("token", "add", "shop", "--publish", "classified").stdout.splitlines()[-1]
+    connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=TIMEOUT)
+    connection.request("POST", "/v1/items/classified", body="Synced first.", headers={"Authorization": f"Bearer {token}"})
+    assert connection.getresponse().status == 201
+    connection.close()
+    # Stopped as systemd would stop it; strace's child is notifd, and strace ends with it.
+    notifd = int(Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()[0])
+    os.kill(notifd, signal.SIGTERM)
+    assert server.proc.wait(timeout=TIMEOUT) == 0
+    lines = trace.read_text().splitlines()
+    received = next(n for n, line in enumerate(lines) if re.search(r'(recvfrom|read)\(\d+<TCP:\[[^\]]*\]>, "POST /v1/items/', line))
+    answered = next(n for n, line in enumerate(lines) if re.search(r'(sendto|write|writev)\(\d+<TCP:\[[^\]]*\]>, .*"HTTP/1.1 201', line))
+    synced = []  # the lines where a sync of the WAL returned 0 (a call may be split by other threads' calls)
+    started: dict[str, bool] = {}
+    for n, line in enumerate(lines):
+        pid = line.split(" ", 1)[0]
+        if m := re.match(r"^\d+ +f(?:data)?sync\(\d+<([^>]*)>(.*)$", line):
+            if m.group(2).endswith("<unfinished ...>"):
+                started[pid] = m.group(1).endswith("notifd.db-wal")
+            elif m.group(1).endswith("notifd.db-wal") and m.group(2).endswith("= 0"):
+                synced.append(n)
+        elif re.match(r"^\d+ +<\.\.\. f(?:data)?sync resumed>.*= 0$", line) and started.pop(pid, False):
+            synced.append(n)
+    assert any(received < n < answered for n in synced), "\n".join(lines[received:answered + 1])
