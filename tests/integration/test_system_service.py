@@ -214,6 +214,37 @@ def test_a_backup_that_cannot_be_written_is_one_line(notifctl, db_path, tmp_path
     assert result.stderr == f"notifctl: cannot back up {db_path} to {target}: No such file or directory\n"
 
 
+def test_a_backup_into_a_directory_the_user_cannot_write_is_one_line(service_user):
+    # The service's user backing up into a directory of root's, as an operator would try first.
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from tests.integration.conftest import _ENV, _script, ensure_database
+
+    place = Path(tempfile.mkdtemp(prefix="notifd-backup-"))
+    try:
+        place.chmod(0o755)
+        state, root_only = place / "state", place / "root-only"
+        state.mkdir()
+        root_only.mkdir(mode=0o755)
+        db = state / "notifd.db"
+        ensure_database(db)
+        for path in (state, db):
+            os.chown(path, service_user.uid, service_user.gid)
+        target = root_only / "backup.db"
+        result = subprocess.run(
+            service_user.command(*_script("notifctl"), "--db", str(db), "db", "backup", str(target)),
+            capture_output=True, text=True, env=_ENV, timeout=TIMEOUT * 3,
+        )
+        assert (result.returncode, result.stderr) == (
+            1, f"notifctl: cannot back up {db} to {target}: Permission denied\n")
+        assert list(root_only.iterdir()) == []
+    finally:
+        shutil.rmtree(place)
+
+
 def test_a_backup_that_sqlite_refuses_is_one_line_and_leaves_nothing(notifctl, db_path, tmp_path):
     db_path.write_bytes(b"not a database, whatever its name says" * 200)
     backups = tmp_path / "backups"
