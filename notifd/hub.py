@@ -260,8 +260,14 @@ class Hub:
 
 
 def _load_state(conn, caps: Mapping[str, int]) -> tuple[int, int, dict[str, RecentItems]]:
+    # The high-water mark first, and memory only up to it. On PostgreSQL each statement sees
+    # its own snapshot: read the other way round, an item committed between the two reads
+    # would be above the memory yet below the mark, and never loaded nor caught up. Every id
+    # up to a visible one is committed (posters take turns, posting.py), and the catch-up
+    # brings what comes after the mark.
+    top = store.max_item_id(conn)
     recent = {}
     for name, cap in caps.items():
-        newest = store.newest_items(conn, name, cap)
+        newest = store.newest_items(conn, name, cap, up_to=top)
         recent[name] = RecentItems(cap, newest, complete=len(newest) < cap)
-    return store.max_item_id(conn), store.max_change_id(conn), recent
+    return top, store.max_change_id(conn), recent

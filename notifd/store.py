@@ -333,9 +333,12 @@ def max_item_id(conn: Connection) -> int:
     return conn.execute(select(func.coalesce(func.max(items.c.id), 0))).scalar_one()
 
 
-def newest_items(conn: Connection, type_name: str, limit: int) -> list[Item]:
-    """The newest `limit` items of a type, oldest first."""
-    rows = conn.execute(select(items).where(items.c.type == type_name).order_by(items.c.id.desc()).limit(limit))
+def newest_items(conn: Connection, type_name: str, limit: int, up_to: int | None = None) -> list[Item]:
+    """The newest `limit` items of a type (with ids up to `up_to`, if given), oldest first."""
+    query = select(items).where(items.c.type == type_name)
+    if up_to is not None:
+        query = query.where(items.c.id <= up_to)
+    rows = conn.execute(query.order_by(items.c.id.desc()).limit(limit))
     return [_item(row) for row in rows][::-1]
 
 

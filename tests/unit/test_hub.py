@@ -277,3 +277,41 @@ def test_items_this_daemon_posted_are_added_without_reading_them_back(database):
     held.release()
     assert [item.text for item in seen] == ["a", "b", "from notifctl", "c", "d"]
     hub.stop()
+
+
+def test_an_item_committed_while_the_state_loads_is_in_memory_or_above_the_mark(engine_on_each_database):
+    # On PostgreSQL each statement of the start's load sees its own snapshot: a poster
+    # committing between two of them must not land between the memory and the high-water
+    # mark, where neither memory nor the catch-up would ever have it.
+    from notifd import hub as hub_module
+
+    engine = engine_on_each_database
+    with engine.begin() as conn:
+        add_item(conn, "classified", "before")
+
+    class PosterBetweenStatements:
+        """The load's connection; another poster commits right after its first statement."""
+
+        def __init__(self, conn):
+            self.conn, self.statements = conn, 0
+
+        def execute(self, *args, **kwargs):
+            result = self.conn.execute(*args, **kwargs)
+            self.statements += 1
+            if self.statements == 1:
+                with engine.begin() as other:
+                    add_item(other, "classified", "committed meanwhile")
+            return result
+
+        def __getattr__(self, name):
+            return getattr(self.conn, name)
+
+    from notifd import db as dbmod
+
+    with dbmod.transaction(engine) as conn:  # a read transaction, as the daemon's start runs it
+        loader = PosterBetweenStatements(conn)
+        high_water, _, recent = hub_module._load_state(loader, {"classified": 100, "random": 100})
+    assert loader.statements > 1
+    with engine.connect() as conn:
+        stored = [item.id for item in store.items_after(conn, 0)]
+    assert [item.id for item in recent["classified"].newest_items(100)] == [i for i in stored if i <= high_water]
