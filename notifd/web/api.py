@@ -298,7 +298,7 @@ def _parse_post(body: bytes, content_type: str) -> tuple[str, str | None]:
         return decoded, None
     try:
         data = json.loads(decoded)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         raise ValueError('expected a JSON object {"text": "...", "id": "optional key"}') from None
     if not isinstance(data, dict) or set(data) - {"text", "id"}:
         raise ValueError('expected a JSON object {"text": "...", "id": "optional key"}')

@@ -34,13 +34,17 @@ class Request(server.Request):
     def process(self) -> None:
         # Before any resource: a page that re-pointed its own name at this address (DNS
         # rebinding) would otherwise read the API as its own origin.
-        refused = self.channel.web.host_refused(self.getHeader(b"host"))
+        host = self.getHeader(b"host")
+        if host is None and self.clientproto != b"HTTP/1.0":
+            status, refused = 400, "an HTTP/1.1 request needs a Host header"  # RFC 9112, 3.2
+        else:
+            status, refused = 421, self.channel.web.host_refused(host)
         if refused is None:
             return super().process()
         from .problems import problem
 
         self.site = self.channel.site
-        body = problem(self, 421, refused)
+        body = problem(self, status, refused)
         self.setHeader(b"content-length", b"%d" % len(body))
         self.write(body)
         self.finish()

@@ -192,11 +192,11 @@ def _last_event_id(request) -> int | None | bool:
         value = (request.args.get(b"last_event_id") or [None])[0]
     if value is None or not value.strip():
         return None
-    try:
-        number = int(value)
-    except ValueError:
+    value = value.strip()
+    if not (value.isascii() and value.isdigit()):  # int() would also take "+3", "1_0", " ３"
         return False
-    return number if 0 <= number <= ID_MAX else False  # past ID_MAX the database would fail the query
+    number = int(value)
+    return number if number <= ID_MAX else False  # past ID_MAX the database would fail the query
 
 
 def _end(request, body: bytes) -> None:

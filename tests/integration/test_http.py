@@ -406,6 +406,11 @@ def test_the_api_answers_only_to_its_addresses_localhost_and_the_names_it_is_giv
                      b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
                      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
         assert sock.recv(100).startswith(b"HTTP/1.1 421 ")
+    # No Host at all: HTTP/1.0 had none (no browser sends it); HTTP/1.1 requires one.
+    for version, status in ((b"HTTP/1.0", b" 200 "), (b"HTTP/1.1", b" 400 ")):
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            sock.sendall(b"GET /healthz " + version + b"\r\n\r\n")
+            assert sock.recv(100)[8:13] == status, version
     # Posting from another host names the host it reaches notifd by.
     token = notifctl("token", "add", "shop", "--publish", "classified").stdout.splitlines()[-1]
     assert api.request("POST", "/v1/items/classified", "x", {"Host": "other.example"}, token)[0] == 421

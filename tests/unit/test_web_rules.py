@@ -63,3 +63,15 @@ def test_idle_event_streams_get_a_comment_every_15_seconds():
     events.stop()
     clock.advance(60)
     assert len(sent) == 2
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 12000 + b"]" * 12000,  # deeper than Python's recursion limit: not a 500
+    b'{"text": ' + b"[" * 12000 + b"]" * 12000 + b"}",
+    b"{", b"[]", b'{"text": "x", "extra": 1}',
+])
+def test_a_json_body_that_is_not_a_post_is_one_line(body):
+    from notifd.web.api import _parse_post
+
+    with pytest.raises(ValueError, match='expected a JSON object'):
+        _parse_post(body, "application/json")
