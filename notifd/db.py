@@ -16,6 +16,7 @@ import errno
 import os
 import sqlite3
 import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
@@ -111,8 +112,11 @@ def make_engine(url: URL, name: str = "notifd", busy_timeout: float = SQLITE_BUS
         try:
             import psycopg  # noqa: F401
         except ImportError:
+            # Named by the pip of notifd's own environment: a bare `pip install notifd[...]`
+            # would fetch an unrelated project of that name from PyPI.
+            pip = Path(sys.prefix) / "bin" / "pip"
             raise UnusableDatabase(
-                "PostgreSQL needs the psycopg package: pip install 'notifd[postgresql]'"
+                f"PostgreSQL needs the psycopg package in notifd's environment: {pip} install 'psycopg[binary]>=3.1'"
             ) from None
         return create_engine(url, pool_pre_ping=True, connect_args=pg_connect_args(name))
     engine = create_engine(url)

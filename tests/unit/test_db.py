@@ -93,3 +93,17 @@ def test_a_write_in_a_read_transaction_is_refused(database):
     assert database.call(store.list_items) == []
     database.call(store.writes(sneaky))
     assert len(database.call(store.list_items)) == 1
+
+
+def test_without_psycopg_the_error_names_the_pip_of_notifd_s_environment(monkeypatch):
+    # Not `pip install notifd[postgresql]`: on PyPI, "notifd" is somebody else's project.
+    import sys
+
+    from notifd import db as dbmod
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg raises ImportError
+    with pytest.raises(dbmod.UnusableDatabase) as raised:
+        dbmod.open_engine(dbmod.database_url("postgresql://notifd@db.example/notifd"))
+    assert str(raised.value) == (
+        f"PostgreSQL needs the psycopg package in notifd's environment: {sys.prefix}/bin/pip install 'psycopg[binary]>=3.1'"
+    )
