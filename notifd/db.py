@@ -575,6 +575,7 @@ def restore_sqlite(backup: Path, target: Path, now: Any) -> Restored:
                 contextlib.closing(sqlite3.connect(partial)) as dst:
             src.backup(dst)
             with dst:
+                _forget_processes(dst)
                 for table, seq in counters.items():
                     if not dst.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (seq, table)).rowcount:
                         dst.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, seq))
@@ -598,11 +599,23 @@ def restore_sqlite(backup: Path, target: Path, now: Any) -> Restored:
     return Restored(items, schema[0] if schema else None, ids_after, unreadable)
 
 
+def _forget_processes(conn: sqlite3.Connection) -> None:
+    """Empty the heartbeats and the "who is connected" rows of a backup or a restored copy:
+    they describe the daemons of that moment, and restored they would show a daemon as
+    running (`notifctl status`) or warn a starting one that its name is taken. `db copy`
+    leaves them out for the same reason (store.COPIED)."""
+    present = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for table in ("nodes", "presence"):
+        if table in present:
+            conn.execute(f"DELETE FROM {table}")
+
+
 def backup_sqlite(source: Path, target: Path) -> None:
     """A consistent copy of a live SQLite database, through SQLite's online backup API.
 
     The copy is written aside and renamed into place, so that TARGET is never half a
-    backup. Raises UnusableDatabase, one line, when it cannot be made.
+    backup; it holds no heartbeats (`_forget_processes`). Raises UnusableDatabase, one
+    line, when it cannot be made.
     """
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
@@ -610,6 +623,8 @@ def backup_sqlite(source: Path, target: Path) -> None:
         os.close(os.open(partial, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))
         with contextlib.closing(sqlite3.connect(source)) as src, contextlib.closing(sqlite3.connect(partial)) as dst:
             src.backup(dst)
+            with dst:
+                _forget_processes(dst)
         os.replace(partial, target)
     except (OSError, sqlite3.Error) as e:
         reason = getattr(e, "strerror", None) or first_line(e)

@@ -69,3 +69,27 @@ def test_postgresql_is_restored_with_its_own_tools(cli, tmp_path):
     backup.write_bytes(b"")
     result = cli("--db", "postgresql://notifd@127.0.0.1:1/notifd", "db", "restore", str(backup), db=False)
     assert (result.code, result.err) == (1, "notifctl: db restore works on SQLite; for PostgreSQL use pg_restore\n")
+
+
+def test_backups_and_restores_carry_no_daemon_and_no_connection(cli, database, db_path, tmp_path):
+    # Taken while a daemon runs (its heartbeat is seconds old): restored after it stopped,
+    # the heartbeat would show it running and warn the next start that its name is taken.
+    client_id = database.call(store.add_client, "kiosk") and database.call(store.list_clients)[0].id
+    database.call(store.node_alive, "n1", version="1", pid=1, listen="", started_at=store.utcnow(), connections=1,
+                  subscribers=0, types=["classified"])
+    database.call(store.client_connected, client_id, "n1")
+    backup = tmp_path / "backup.db"
+    assert cli("db", "backup", str(backup)).code == 0
+    with sqlite3.connect(backup) as conn:
+        assert [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("nodes", "presence")] == [0, 0]
+    # A copy made by another tool keeps them; the restore forgets them all the same.
+    raw = tmp_path / "raw.db"
+    with sqlite3.connect(db_path) as src, sqlite3.connect(raw) as dst:
+        src.backup(dst)
+    database.call(store.node_stopped, "n1")
+    assert cli("db", "restore", str(raw)).code == 0
+    status = cli("status")
+    assert status.code == 3, status.out
+    with sqlite3.connect(db_path) as conn:
+        assert [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("nodes", "presence")] == [0, 0]
+        assert conn.execute("SELECT name FROM clients").fetchall() == [("kiosk",)]  # data stays
