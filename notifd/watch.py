@@ -99,14 +99,22 @@ def watch(reactor, endpoints: list[str], name: str | None, token: str | None, ty
     ended = defer.Deferred()
 
     def on_connect(client):
-        # The server may close a session saying why (the client was removed, anonymous
-        # clients refused): say it. However a connection ends, Failover reconnects, so a
-        # plain loss is not an error (unconsumed, it would be printed as unhandled at Ctrl-C
-        # or when the daemon restarts); a refused hello then ends the watch.
-        client.closed.addErrback(
-            lambda failure: echo(f"notifctl: the server closed the connection: {failure.value}", err=True)
-            if failure.check(NotifdError) else None
-        )
+        # The server may close a session saying why. A revocation (the client removed, its
+        # token rotated, anonymous clients refused) ends the watch with that one line:
+        # reconnecting would only be refused in other words. Any other reason (a limit) is
+        # said, and Failover reconnects, as it does after a plain loss, which is no error
+        # (unconsumed, it would be printed as unhandled at Ctrl-C or a daemon restart).
+        def closed(failure):
+            if not failure.check(NotifdError):
+                return None
+            error = ConnectionError(f"the server closed the connection: {failure.value}")
+            if str(failure.value).startswith(REVOKED):
+                clock.callLater(0, lambda: ended.called or ended.errback(error))
+            else:
+                echo(f"notifctl: {error}", err=True)
+            return None
+
+        client.closed.addErrback(closed)
         d = client.hello(name, token) if name else defer.succeed(None)
         d.addCallback(lambda _: enter(client, types, echo, reactor))
 
@@ -163,6 +171,8 @@ def _why(failure) -> str:
 
 
 ERR_PAUSE = 1.0  # seconds before re-entering notification mode after an ERR answer
+# The server's reasons for closing a session that end a watch (protocol.Reply's revocations).
+REVOKED = ("client removed", "token changed", "anonymous clients are no longer served")
 
 
 def enter(client, types: tuple[str, ...], echo: Callable, clock=None):
