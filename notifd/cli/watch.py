@@ -62,12 +62,30 @@ def watch(ctx: click.Context, endpoints: tuple[str, ...], name: str | None, toke
             )
         endpoints = (reached or DEFAULT_CONNECT,)
     for endpoint in endpoints:
+        _check_endpoint(endpoint)
         if checks_no_certificate(endpoint):
             raise click.ClickException(
                 f"--connect {endpoint}: this endpoint would accept any certificate (Twisted's ssl: client "
                 "checks it only with hostname=); use tls:HOST:PORT"
             )
     sys.exit(run_watch(endpoints, name, token, types, click.echo))
+
+
+def _check_endpoint(endpoint: str) -> None:
+    """One line, before connecting, for what Twisted cannot read as a client endpoint (its own
+    words are a constructor's TypeError: "missing 2 required positional arguments")."""
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import clientFromString
+
+    try:
+        clientFromString(reactor, endpoint)
+    except Exception as e:
+        if not isinstance(e, (TypeError, ValueError)):  # a trustRoots= it cannot list, say
+            raise click.ClickException(f"--connect {endpoint}: {getattr(e, 'originalException', e)}") from None
+        raise click.ClickException(
+            f"--connect {endpoint}: not a client endpoint; write tcp:HOST:PORT, tls:HOST:PORT or unix:PATH "
+            r"(an IPv6 address with its colons escaped: tcp:\:\:1:8789)"
+        ) from None
 
 
 def _read_token(path: str) -> str:

@@ -258,6 +258,14 @@ def test_notifctl_watch_token_file_errors_are_one_line(notifctl, tmp_path):
     assert (both.returncode, both.stderr) == (1, "notifctl: give --token or --token-file, not both\n")
 
 
+@pytest.mark.parametrize("endpoint", ["tcp:[::1]:8789", "tcp:localhost", "tcp:127.0.0.1:notaport", "nope:1", "tls:localhost"])
+def test_notifctl_watch_refuses_an_endpoint_it_cannot_read_in_words_not_twisted_s(notifctl, endpoint):
+    result = notifctl("watch", "--connect", endpoint, check=False)
+    assert (result.returncode, result.stderr) == (1, (
+        f"notifctl: --connect {endpoint}: not a client endpoint; write tcp:HOST:PORT, tls:HOST:PORT or "
+        "unix:PATH (an IPv6 address with its colons escaped: tcp:\\:\\:1:8789)\n"))
+
+
 @pytest.mark.parametrize("argv, env, error", [
     (["--name", "kiosk"], {"NOTIFD_TOKEN": "sec ret"}, "the token must be one word of printable characters"),
     (["--name", "kio sk", "--token", "t"], {}, "--name must be one word of printable characters, not 'kio sk'"),
