@@ -69,18 +69,27 @@ def send_wakeup(engine) -> None:
         send_datagrams(path)
 
 
+class WakeupDenied(Exception):
+    """A writer may write the database but not reach a daemon's wake-up socket: its post is
+    seen at the daemon's next safety poll only (docs/security.md, "Who may post")."""
+
+
 def send_datagrams(db_path: Path, skip: str | None = None) -> int:
     """Wake every daemon on this SQLite file; returns how many were reached.
 
     `skip`: the name of a socket not to wake, the sender's own (a daemon that woke its hub
     already: its own datagram would only make it check the database a second time).
+    Raises WakeupDenied, after waking every daemon it may, when it may not wake one.
     """
     directory = wakeup_dir(db_path)
     try:
         names = os.listdir(directory)
+    except PermissionError as e:
+        raise WakeupDenied(f"{e.strerror}: {directory}") from None
     except OSError:
         return 0  # no daemon ever listened here
     reached = 0
+    denied = None
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
         for name in names:
@@ -93,9 +102,13 @@ def send_datagrams(db_path: Path, skip: str | None = None) -> int:
                 reached += 1
             except BlockingIOError:
                 reached += 1  # its queue is full: it has wake-ups to read already
+            except PermissionError as e:
+                denied = f"{e.strerror}: {path}"
             except OSError as e:
                 if e.errno == errno.ECONNREFUSED:  # the daemon died without cleaning up
                     path.unlink(missing_ok=True)
+    if denied is not None:
+        raise WakeupDenied(denied)
     return reached
 
 

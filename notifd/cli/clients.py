@@ -5,7 +5,7 @@ import json
 
 import click
 
-from .common import HELP, checked_name, checked_types, iso, json_time, store_of
+from .common import HELP, checked_name, checked_types, iso, json_time, store_of, wake_daemons
 
 
 @click.group(context_settings=HELP)
@@ -38,13 +38,12 @@ def client_add(ctx: click.Context, name: str, types: str | None) -> None:
 def client_rotate(ctx: click.Context, name: str) -> None:
     """Give a named client a new token, printed last; the old token stops working, its connections close."""
     from .. import store
-    from ..wakeup import send_wakeup
 
     db = store_of(ctx)
     token = db.call(store.rotate_token, name)
     if token is None:
         raise click.ClickException(f"no client named {name!r}")
-    send_wakeup(db.engine)  # the daemons close its connections opened with the old token
+    wake_daemons(db.engine)  # the daemons close its connections opened with the old token
     click.echo(f"new token for client {name}; the old one no longer works and its connections are closed:")
     click.echo(token)
 
@@ -76,12 +75,11 @@ def client_list(ctx: click.Context, as_json: bool) -> None:
 def client_remove(ctx: click.Context, name: str) -> None:
     """Delete a named client and its read state; its open connections close."""
     from .. import store
-    from ..wakeup import send_wakeup
 
     db = store_of(ctx)
     if not db.call(store.remove_client, name):
         raise click.ClickException(f"no client named {name!r}")
-    send_wakeup(db.engine)  # the daemons close its open connections
+    wake_daemons(db.engine)  # the daemons close its open connections
     click.echo(f"removed client {name}")
 
 

@@ -183,3 +183,20 @@ def checked_types(db: Store, value: str, option: str) -> list[str]:
             f"{option}: unknown item type {unknown[0]!r} (known: {', '.join(db.types)})"
         )
     return names
+
+
+def wake_daemons(engine=None, sqlite_file=None) -> None:
+    """Tell the running daemons of this database to look now (after a commit): through the
+    engine, or straight to the SQLite file's sockets (`notifctl add`'s path without
+    SQLAlchemy). A writer that may not reach them is warned: it posted, but they see it
+    only at their next safety poll."""
+    from ..wakeup import WakeupDenied, send_datagrams, send_wakeup
+
+    try:
+        if sqlite_file is not None:
+            send_datagrams(sqlite_file)
+        else:
+            send_wakeup(engine)
+    except WakeupDenied as e:
+        click.echo(f"notifctl: warning: cannot wake the running daemons ({e}): they will see this within "
+                   "their poll_interval; see docs/security.md, \"Who may post\"", err=True)

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .common import COUNT, HELP, ITEM_ID, Store, iso, item_json, store_of
+from .common import COUNT, HELP, ITEM_ID, Store, iso, item_json, store_of, wake_daemons
 
 # Items in one --batch: storing 100,000 takes about 1.5 s here, during which other posters
 # (HTTP included) wait for the write lock; a 4.5-million-line batch held it 40 s.
@@ -197,13 +197,9 @@ def _post(db: Store, posts: list) -> list:
             raise click.ClickException(f"--id {posts[0].key}: {e}") from None
     if any(posted.created for posted in stored):
         if path is not None:  # without SQLAlchemy, as the post itself
-            from ..wakeup import send_datagrams
-
-            send_datagrams(path)
+            wake_daemons(sqlite_file=path)
         else:
-            from ..wakeup import send_wakeup
-
-            send_wakeup(db.engine)
+            wake_daemons(db.engine)
     return stored
 
 
@@ -224,14 +220,13 @@ def rm(ctx: click.Context, item_ids: tuple[int, ...], as_json: bool) -> None:
     running daemons forget the items at once.
     """
     from .. import store
-    from ..wakeup import send_wakeup
 
     db = store_of(ctx)
     try:
         removed = db.call(store.remove_items, item_ids)
     except store.NoSuchItems as e:
         raise click.ClickException(f"{e}; nothing removed") from None
-    send_wakeup(db.engine)
+    wake_daemons(db.engine)
     if as_json:
         click.echo(json.dumps([item_json(item) for item in removed], ensure_ascii=False, indent=2))
         return

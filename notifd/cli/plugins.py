@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .common import HELP, ITEM_ID, json_time, store_of
+from .common import HELP, ITEM_ID, json_time, store_of, wake_daemons
 
 
 @click.command(context_settings=HELP)
@@ -149,7 +149,6 @@ def _delivery_json(delivery, now) -> dict[str, Any]:
 def outbox_retry(ctx: click.Context, delivery_id: int) -> None:
     """Re-queue delivery ID (dead, or waiting for its back-off) to be tried now."""
     from .. import store
-    from ..wakeup import send_wakeup
 
     db = store_of(ctx)
     outcome, node = db.call(store.retry_delivery, delivery_id)
@@ -159,6 +158,6 @@ def outbox_retry(ctx: click.Context, delivery_id: int) -> None:
         raise click.ClickException(f"delivery {delivery_id} is being delivered now (by {node}): retry it if "
                                    "this attempt fails")
     click.echo(f"re-queued delivery {delivery_id}")
-    send_wakeup(db.engine)
+    wake_daemons(db.engine)
 
 

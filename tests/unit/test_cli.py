@@ -576,3 +576,25 @@ def test_a_database_path_may_hold_characters_a_url_would_parse(cli, tmp_path):
     assert odd.exists() and [p.name for p in odd.parent.iterdir() if p.suffix == ".db"] == ["notifd.db"]
     backup = tmp_path / "back?up #1.db"
     assert cli("--db", str(odd), "db", "backup", str(backup), db=False).out.endswith(f": schema {store.SCHEMA_HEAD}, 1 items\n")
+
+
+@pytest.mark.parametrize("argv", [["add", "classified", "ad"], ["add", "--id", "k1", "classified", "ad"]])
+def test_a_writer_that_may_not_wake_the_daemons_is_warned_and_its_write_stands(cli, db_path, monkeypatch, argv):
+    # An admin who may write the database but not enter its wake-up directory (modes set by
+    # hand): the daemons see the post only at their safety poll, which must not pass silently.
+    from notifd import wakeup
+
+    directory = wakeup.wakeup_dir(db_path)
+    directory.mkdir()
+
+    def listdir(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(wakeup.os, "listdir", listdir)
+    result = cli(*argv)
+    assert result.code == 0
+    assert result.err == (
+        f"notifctl: warning: cannot wake the running daemons (Permission denied: {directory}): they will see this "
+        "within their poll_interval; see docs/security.md, \"Who may post\"\n")
+    monkeypatch.undo()
+    assert json.loads(cli("list", "--json").out)[0]["text"] == "ad"
