@@ -93,12 +93,12 @@ def shared_port(reactor, description: str, ciphers: str | None = None) -> Shared
     """Parse a `listen` entry for workers (reading an ssl: entry's files); raises ConfigError
     for kinds that cannot be shared."""
     try:
-        description = with_backlog(description)
-        if tlsmod.is_tls(description):
-            entry = tlsmod.parse(description)
+        full = with_backlog(description)  # `description` stays as written: errors quote it
+        if tlsmod.is_tls(full):
+            entry = tlsmod.parse(full)
             return SharedPort(description, socket.AF_INET, entry.interface, entry.port, entry.backlog,
                               tlsmod.ServerTLS(entry, ciphers))
-        endpoint = serverFromString(reactor, description)
+        endpoint = serverFromString(reactor, full)
     except Exception as e:
         raise ConfigError(f"listen: bad endpoint {description!r}: {e}") from None
     # Twisted's endpoints keep their address in private attributes; this module is the

@@ -97,15 +97,16 @@ def test_ctrl_c_while_add_prints_the_ids_says_they_are_stored(start_notifctl, no
     assert "items: classified=20000" in notifctl("db", "check").stdout
 
 
-def test_notifd_reports_a_port_in_use(daemon, db_path):
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]])
+def test_notifd_reports_a_port_in_use_quoting_the_entry_as_written(daemon, db_path, workers):
     server = daemon()
     result = subprocess.run(
         [*_script("notifd"), "--db", str(db_path), "--listen", f"tcp:{server.port}:interface=127.0.0.1",
-         "--http", "tcp:0:interface=127.0.0.1"],  # not the default port, which another notifd may hold
+         "--http", "tcp:0:interface=127.0.0.1", *workers],  # not the default port, which another notifd may hold
         capture_output=True, text=True, timeout=TIMEOUT,
     )
     assert result.returncode == 1
-    assert f"cannot listen on 'tcp:{server.port}:interface=127.0.0.1'" in result.stderr
+    assert f"cannot listen on 'tcp:{server.port}:interface=127.0.0.1': " in result.stderr  # no backlog= of ours
 
 
 def test_notifctl_watch_prints_new_items(daemon, notifctl, start_notifctl):
