@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from notifd.config import DEFAULT_HTTP, DEFAULT_LISTEN
-from tests.integration.conftest import _ENV, TIMEOUT, DaemonProcess, read_line
+from tests.integration.conftest import _ENV, TIMEOUT, DaemonProcess, eventually, read_line
 from tests.require import require_tool
 
 pytestmark = pytest.mark.integration
@@ -87,10 +87,22 @@ def test_the_readme_quick_start_works_as_written(tmp_path):
         assert (posted["id"], posted["type"], posted["text"]) == (2, "classified", "Studio near the canal")
     finally:
         if shell is not None:
-            os.killpg(shell.pid, signal.SIGINT)  # Ctrl-C: watch and curl end
+            # SIGTERM, not Ctrl-C's SIGINT: a non-interactive shell starts `watch &` with
+            # SIGINT ignored, so it would outlive the test.
+            os.killpg(shell.pid, signal.SIGTERM)
             try:
                 shell.wait(TIMEOUT)
             except subprocess.TimeoutExpired:
                 os.killpg(shell.pid, signal.SIGKILL)
         daemon.stop()
     assert not any("Traceback" in line for line in daemon.drained_log()), daemon.log
+    assert shell is not None
+    eventually(lambda: not _still_running(shell.pid))  # no program of the block outlives it
+
+
+def _still_running(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
