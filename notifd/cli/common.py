@@ -46,7 +46,9 @@ def _default_config() -> str | None:
 
 config_option = click.option(
     "--config",
-    type=click.Path(dir_okay=False),
+    # Not readable=True: click's refusal names --config even when the file was the default;
+    # read_file's says which file and why, in one line.
+    type=click.Path(dir_okay=False, readable=False),
     envvar="NOTIFD_CONFIG",
     default=_default_config,
     is_eager=True,

@@ -245,6 +245,34 @@ def test_a_backup_into_a_directory_the_user_cannot_write_is_one_line(service_use
         shutil.rmtree(place)
 
 
+def test_a_config_file_the_user_cannot_read_is_one_line_naming_it(service_user):
+    # An admin outside the service's group, with the system's config file in place: notifctl
+    # says which file it could not read, without naming an option the admin never gave.
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from tests.integration.conftest import _ENV, _script
+
+    place = Path(tempfile.mkdtemp(prefix="notifd-config-"))
+    try:
+        place.chmod(0o755)
+        config = place / "notifd.toml"
+        config.write_text('db = "notifd.db"\n')
+        config.chmod(0o600)  # root's alone
+        for program, argv in (("notifctl", ["status"]), ("notifd", ["--check-config"])):
+            result = subprocess.run(
+                service_user.command(*_script(program), *argv), capture_output=True, text=True,
+                env={**_ENV, "NOTIFD_CONFIG": str(config)}, timeout=TIMEOUT * 3,
+            )
+            assert result.returncode == 1, (program, result.stderr)
+            assert result.stderr.endswith(f"cannot read config file {config}: Permission denied\n"), (program, result.stderr)
+            assert result.stderr.count("\n") == 1 and "--config" not in result.stderr, (program, result.stderr)
+    finally:
+        shutil.rmtree(place)
+
+
 def test_a_backup_that_sqlite_refuses_is_one_line_and_leaves_nothing(notifctl, db_path, tmp_path):
     db_path.write_bytes(b"not a database, whatever its name says" * 200)
     backups = tmp_path / "backups"
