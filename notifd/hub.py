@@ -260,14 +260,16 @@ class Hub:
 
 
 def _load_state(conn, caps: Mapping[str, int]) -> tuple[int, int, dict[str, RecentItems]]:
-    # The high-water mark first, and memory only up to it. On PostgreSQL each statement sees
-    # its own snapshot: read the other way round, an item committed between the two reads
-    # would be above the memory yet below the mark, and never loaded nor caught up. Every id
-    # up to a visible one is committed (posters take turns, posting.py), and the catch-up
-    # brings what comes after the mark.
+    # The marks first, then memory, and memory only up to the item mark. On PostgreSQL each
+    # statement sees its own snapshot. Read the other way round, an item committed between
+    # two reads would be above the memory yet below the mark, never loaded nor caught up;
+    # an item removed between them would stay in memory while its change is below the
+    # change mark, never applied. Every id up to a visible one is committed (posters take
+    # turns, posting.py), and the catch-up brings what comes after either mark.
+    change_top = store.max_change_id(conn)
     top = store.max_item_id(conn)
     recent = {}
     for name, cap in caps.items():
         newest = store.newest_items(conn, name, cap, up_to=top)
         recent[name] = RecentItems(cap, newest, complete=len(newest) < cap)
-    return top, store.max_change_id(conn), recent
+    return top, change_top, recent

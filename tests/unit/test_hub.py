@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from twisted.internet import defer
 from twisted.logger import formatEvent
 
@@ -279,18 +281,23 @@ def test_items_this_daemon_posted_are_added_without_reading_them_back(database):
     hub.stop()
 
 
-def test_an_item_committed_while_the_state_loads_is_in_memory_or_above_the_mark(engine_on_each_database):
-    # On PostgreSQL each statement of the start's load sees its own snapshot: a poster
-    # committing between two of them must not land between the memory and the high-water
-    # mark, where neither memory nor the catch-up would ever have it.
+@pytest.mark.parametrize("write", ["post", "remove"])
+@pytest.mark.parametrize("after_statement", [1, 2, 3])
+def test_a_write_committed_while_the_state_loads_is_in_memory_or_caught_up(engine_on_each_database, write,
+                                                                          after_statement):
+    # On PostgreSQL each statement of the start's load sees its own snapshot. A post or a
+    # removal committed between two of them must end up either in what was loaded or above
+    # the marks, where the catch-up finds it; never between, where nothing would.
+    from notifd import db as dbmod
     from notifd import hub as hub_module
 
     engine = engine_on_each_database
     with engine.begin() as conn:
         add_item(conn, "classified", "before")
+        doomed, _ = add_item(conn, "classified", "removed meanwhile")
 
-    class PosterBetweenStatements:
-        """The load's connection; another poster commits right after its first statement."""
+    class WriterBetweenStatements:
+        """The load's connection; another writer commits right after one of its statements."""
 
         def __init__(self, conn):
             self.conn, self.statements = conn, 0
@@ -298,20 +305,25 @@ def test_an_item_committed_while_the_state_loads_is_in_memory_or_above_the_mark(
         def execute(self, *args, **kwargs):
             result = self.conn.execute(*args, **kwargs)
             self.statements += 1
-            if self.statements == 1:
+            if self.statements == after_statement:
                 with engine.begin() as other:
-                    add_item(other, "classified", "committed meanwhile")
+                    if write == "post":
+                        add_item(other, "classified", "posted meanwhile")
+                    else:
+                        store.remove_items(other, [doomed])
             return result
 
         def __getattr__(self, name):
             return getattr(self.conn, name)
 
-    from notifd import db as dbmod
-
     with dbmod.transaction(engine) as conn:  # a read transaction, as the daemon's start runs it
-        loader = PosterBetweenStatements(conn)
-        high_water, _, recent = hub_module._load_state(loader, {"classified": 100, "random": 100})
-    assert loader.statements > 1
+        loader = WriterBetweenStatements(conn)
+        high_water, change_mark, recent = hub_module._load_state(loader, {"classified": 100, "random": 100})
+    assert loader.statements > after_statement
     with engine.connect() as conn:
         stored = [item.id for item in store.items_after(conn, 0)]
-    assert [item.id for item in recent["classified"].newest_items(100)] == [i for i in stored if i <= high_water]
+        _, changes = store.news_after(conn, high_water, change_mark)
+    # What the first catch-up does with memory: the removals above the change mark.
+    removed_later = {change.subject for change in changes if change.kind == store.ITEM_REMOVED}
+    held = [item.id for item in recent["classified"].newest_items(100) if item.id not in removed_later]
+    assert held == [i for i in stored if i <= high_water]
