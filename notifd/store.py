@@ -480,6 +480,7 @@ def list_clients(conn: Connection) -> list[Client]:
 @writes
 def identify(conn: Connection, name: str, token: str, *, now: datetime | None = None) -> Identity | None:
     """Check a hello; returns who it is, or None for a wrong name or token."""
+    as_of_change = max_change_id(conn)  # first: see _identity
     row = conn.execute(
         select(clients.c.id, clients.c.token_hash, clients.c.types).where(clients.c.name == name)
     ).first()
@@ -487,21 +488,26 @@ def identify(conn: Connection, name: str, token: str, *, now: datetime | None = 
     offered = hash_token(token)
     if row is None or not hmac.compare_digest(offered, row.token_hash):
         return None
-    return _identity(conn, row, now)
+    return _identity(conn, row, as_of_change, now)
 
 
 @writes
 def identify_bearer(conn: Connection, token: str, *, now: datetime | None = None) -> Identity | None:
     """The named client whose token this is (HTTP's `Authorization: Bearer`), or None."""
+    as_of_change = max_change_id(conn)  # first: see _identity
     row = conn.execute(
         select(clients.c.id, clients.c.token_hash, clients.c.types).where(clients.c.token_hash == hash_token(token))
     ).first()
-    return None if row is None else _identity(conn, row, now)
+    return None if row is None else _identity(conn, row, as_of_change, now)
 
 
-def _identity(conn: Connection, row, now: datetime | None) -> Identity:
+def _identity(conn: Connection, row, as_of_change: int, now: datetime | None) -> Identity:
+    # `as_of_change` was read before the token was checked. On PostgreSQL each statement
+    # has its own snapshot: read after, it could include a rotation or removal committed
+    # since the check, and the daemons, closing only sessions older than a revocation,
+    # would leave this one open under a token that no longer exists.
     conn.execute(update(clients).where(clients.c.id == row.id).values(last_seen=now or utcnow()))
-    return Identity(row.id, client_cursors(conn, row.id), max_change_id(conn), _types_out(row.types))
+    return Identity(row.id, client_cursors(conn, row.id), as_of_change, _types_out(row.types))
 
 
 @dataclass(frozen=True, slots=True)

@@ -247,3 +247,58 @@ def test_a_group_of_http_posts_is_decided_post_by_post(engine_on_each_database):
         used = {p.name: p.last_used for p in store.list_publishers(conn)}
         assert used == {"shop": now, "other": None}
         assert [item.text for item in store.list_items(conn)] == ["e", "a", "old"]
+
+
+# PostgreSQL only: SQLite's writers take the write lock first, so nothing commits between
+# the statements of a hello there.
+@pytest.mark.parametrize("engine_on_each_database", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("revoke", [store.rotate_token, store.remove_client])
+@pytest.mark.parametrize("check", ["hello", "bearer"])
+@pytest.mark.parametrize("after_statement", [1, 2, 3])
+def test_a_revocation_committed_during_a_hello_is_still_applied_to_it(database, engine, revoke, check,
+                                                                       after_statement):
+    # A hello is checked in several statements, each with its own snapshot. A rotation or
+    # removal that commits between them must either refuse the hello or come after the
+    # change the session is known "as of", so that the daemons close it.
+    from sqlalchemy.exc import OperationalError
+
+    from notifd import db as dbmod
+
+    token = database.call(store.add_client, "kiosk")
+    waited = []
+
+    def revoke_now():
+        try:
+            with dbmod.transaction(engine, write=True) as other:
+                other.exec_driver_sql("SET LOCAL lock_timeout = '500ms'")
+                revoke(other, "kiosk")
+        except OperationalError:
+            waited.append(True)  # the hello holds the client's row: the revocation comes after it
+
+    class RevokedBetweenStatements:
+        def __init__(self, conn):
+            self.conn, self.statements = conn, 0
+
+        def execute(self, *args, **kwargs):
+            result = self.conn.execute(*args, **kwargs)
+            self.statements += 1
+            if self.statements == after_statement:
+                revoke_now()
+            return result
+
+        def __getattr__(self, name):
+            return getattr(self.conn, name)
+
+    with dbmod.transaction(engine, write=True) as conn:
+        checker = RevokedBetweenStatements(conn)
+        found = (store.identify(checker, "kiosk", token) if check == "hello"
+                 else store.identify_bearer(checker, token))
+    assert checker.statements > after_statement
+    if waited:
+        revoke_now()
+        assert len(waited) == 1
+    if found is not None:
+        with engine.connect() as conn:
+            _, changes = store.news_after(conn, 0, found.as_of_change)
+        assert [change.kind for change in changes if change.subject == found.client_id] in (
+            [store.TOKEN_ROTATED], [store.CLIENT_REMOVED])
