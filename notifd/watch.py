@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 
 from twisted.internet import defer, task
 
+from . import protocol
 from .client import Failover, NotifdError
 
 
@@ -108,7 +109,7 @@ def watch(reactor, endpoints: list[str], name: str | None, token: str | None, ty
             if not failure.check(NotifdError):
                 return None
             error = ConnectionError(f"the server closed the connection: {failure.value}")
-            if str(failure.value).startswith(REVOKED):
+            if str(failure.value) in REVOKED:
                 clock.callLater(0, lambda: ended.called or ended.errback(error))
             else:
                 echo(f"notifctl: {error}", err=True)
@@ -171,8 +172,10 @@ def _why(failure) -> str:
 
 
 ERR_PAUSE = 1.0  # seconds before re-entering notification mode after an ERR answer
-# The server's reasons for closing a session that end a watch (protocol.Reply's revocations).
-REVOKED = ("client removed", "token changed", "anonymous clients are no longer served")
+# The server's reasons for closing a session that end a watch: its revocations, as the
+# protocol words them ("ERR client removed\r\n" -> "client removed").
+REVOKED = tuple(reply.data.decode().removeprefix("ERR ").rstrip() for reply in (
+    protocol.Err.CLIENT_REMOVED, protocol.Err.TOKEN_CHANGED, protocol.Err.ANONYMOUS_REFUSED))
 
 
 def enter(client, types: tuple[str, ...], echo: Callable, clock=None):

@@ -75,6 +75,25 @@ class HeldDatabase:
         self.database.run(f, *args, **kwargs).chainDeferred(d)
 
 
+class WriteBetweenStatements:
+    """A connection that runs `write()` right after its `after`-th statement: another
+    transaction committing between two statements of one that reads in several (on
+    PostgreSQL each statement has its own snapshot). `statements` counts what ran."""
+
+    def __init__(self, conn, after: int, write) -> None:
+        self.conn, self.after, self.write, self.statements = conn, after, write, 0
+
+    def execute(self, *args, **kwargs):
+        result = self.conn.execute(*args, **kwargs)
+        self.statements += 1
+        if self.statements == self.after:
+            self.write()
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
 class Rig:
     """A server with its hub, and helpers to connect clients and post items."""
 

@@ -11,7 +11,7 @@ from twisted.logger import formatEvent
 from notifd import Notifier, Window, store
 from notifd.hub import Hub
 from notifd.plugins import errors
-from tests.harness import HeldDatabase, Rig, clock_at_now
+from tests.harness import HeldDatabase, Rig, WriteBetweenStatements, clock_at_now
 from tests.posts import add_item
 
 
@@ -296,28 +296,15 @@ def test_a_write_committed_while_the_state_loads_is_in_memory_or_caught_up(engin
         add_item(conn, "classified", "before")
         doomed, _ = add_item(conn, "classified", "removed meanwhile")
 
-    class WriterBetweenStatements:
-        """The load's connection; another writer commits right after one of its statements."""
-
-        def __init__(self, conn):
-            self.conn, self.statements = conn, 0
-
-        def execute(self, *args, **kwargs):
-            result = self.conn.execute(*args, **kwargs)
-            self.statements += 1
-            if self.statements == after_statement:
-                with engine.begin() as other:
-                    if write == "post":
-                        add_item(other, "classified", "posted meanwhile")
-                    else:
-                        store.remove_items(other, [doomed])
-            return result
-
-        def __getattr__(self, name):
-            return getattr(self.conn, name)
+    def write_meanwhile():
+        with engine.begin() as other:
+            if write == "post":
+                add_item(other, "classified", "posted meanwhile")
+            else:
+                store.remove_items(other, [doomed])
 
     with dbmod.transaction(engine) as conn:  # a read transaction, as the daemon's start runs it
-        loader = WriterBetweenStatements(conn)
+        loader = WriteBetweenStatements(conn, after_statement, write_meanwhile)
         high_water, change_mark, recent = hub_module._load_state(loader, {"classified": 100, "random": 100})
     assert loader.statements > after_statement
     with engine.connect() as conn:

@@ -9,6 +9,7 @@ import pytest
 from notifd import store
 from notifd.items import Pick, Window
 from notifd.posting import KeyConflict
+from tests.harness import WriteBetweenStatements
 from tests.posts import add_item
 
 NOW = datetime(2026, 11, 26, 12, 0, 0)
@@ -275,22 +276,8 @@ def test_a_revocation_committed_during_a_hello_is_still_applied_to_it(database, 
         except OperationalError:
             waited.append(True)  # the hello holds the client's row: the revocation comes after it
 
-    class RevokedBetweenStatements:
-        def __init__(self, conn):
-            self.conn, self.statements = conn, 0
-
-        def execute(self, *args, **kwargs):
-            result = self.conn.execute(*args, **kwargs)
-            self.statements += 1
-            if self.statements == after_statement:
-                revoke_now()
-            return result
-
-        def __getattr__(self, name):
-            return getattr(self.conn, name)
-
     with dbmod.transaction(engine, write=True) as conn:
-        checker = RevokedBetweenStatements(conn)
+        checker = WriteBetweenStatements(conn, after_statement, revoke_now)
         found = (store.identify(checker, "kiosk", token) if check == "hello"
                  else store.identify_bearer(checker, token))
     assert checker.statements > after_statement
